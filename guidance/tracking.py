@@ -1,0 +1,399 @@
+"""Needle tracking and target smoothing over time.
+
+:class:`NeedleTracker` filters the detected needle with OpenCV's Kalman filter
+(tip position and velocity, shaft direction as a unit vector), rejects
+detections that fall outside the filter's innovation gate, carries the needle
+through frames where the detector misses it with Lucas-Kanade optical flow on
+points of the shaft, and gives up after ``coast_s`` seconds without a
+detection: then the needle is ``lost`` and is not shown. A lost needle is never
+invented.
+
+:class:`TargetSmoother` smooths the target surfaces (cartilage top, bone) over
+time on a common 1-pixel x-grid and follows probe motion by re-registering or
+resetting on large shifts.
+
+Time comes from ``frame.timestamp_s``; a timestamp that goes backwards (a
+replay seeking or looping) resets both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from .geometry import resample_on_grid
+from .types import Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, TargetDetection
+
+# Chi-square 99.9 % quantile for 4 degrees of freedom (tip x, y, direction x, y).
+GATE_CHI2_4DOF = 18.47
+
+_F64 = np.float64  # the filter runs in double precision (CV_64F)
+
+
+class NeedleTracker:
+    """Kalman filter on the needle with outlier gating, optical-flow coasting, bounded coast.
+
+    Parameters
+    ----------
+    coast_s : float
+        Longest time without an accepted detection before the needle is lost.
+    tip_sd_px : float
+        Measurement noise of the detector's tip (1 SD, pixels).
+    dir_sd : float
+        Measurement noise of the detector's unit direction (1 SD; 0.02 ~ 1.1 deg).
+    accel_noise : float
+        Process noise of the tip: square root of the white-acceleration spectral
+        density (px / s^1.5) while the needle moves as the filter expects. It
+        is raised automatically (up to ``max_noise_gain`` times the variance)
+        while the innovations say the needle manoeuvres, so a still needle is
+        steady and a moving one is not left behind.
+    dir_rate_sd_s : float
+        Process noise: how fast the direction may turn (unit-vector change per sqrt(s)).
+    gate_chi2 : float
+        Innovation gate on the squared Mahalanobis distance.
+    reinit_frames : int
+        A detection outside the gate that persists (consistent with itself) for
+        this many frames in a row replaces the track: a new needle.
+    use_flow : bool
+        Carry the estimate through missed detections with optical flow.
+    """
+
+    def __init__(self, coast_s: float = 0.5, *, tip_sd_px: float = 1.5, dir_sd: float = 0.02,
+                 accel_noise: float = 3.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
+                 gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3,
+                 use_flow: bool = True, flow_tip_sd_px: float = 3.0, flow_dir_sd: float = 0.04) -> None:
+        self.coast_s = float(coast_s)
+        self.tip_sd_px = tip_sd_px
+        self.dir_sd = dir_sd
+        self.accel_noise = accel_noise
+        self.max_noise_gain = max_noise_gain
+        self.dir_rate_sd_s = dir_rate_sd_s
+        self.gate_chi2 = gate_chi2
+        self.reinit_frames = max(1, int(reinit_frames))
+        self.use_flow = use_flow
+        self._r_det = np.diag([tip_sd_px**2] * 2 + [dir_sd**2] * 2).astype(_F64)
+        self._r_flow = np.diag([flow_tip_sd_px**2] * 2 + [flow_dir_sd**2] * 2).astype(_F64)
+        self.reset()
+
+    # -- state ---------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget the needle (e.g. after a seek in a replay)."""
+        self._kf: cv2.KalmanFilter | None = None
+        self._t_s: float | None = None          # time of the last update
+        self._t_detect_s: float | None = None   # time of the last accepted detection
+        self._length_px = 0.0                   # visible shaft length (tip to tail)
+        self._confidence = 0.0
+        self._frames_since = 0
+        self._pending: list[NeedleDetection] = []  # consecutive gated-out detections
+        self._prev_image: np.ndarray | None = None
+        self._nis = 2.0                         # running mean of the tip's normalised innovation
+
+    @property
+    def active(self) -> bool:
+        return self._kf is not None
+
+    def _new_filter(self, det: NeedleDetection) -> None:
+        kf = cv2.KalmanFilter(6, 4, 0, cv2.CV_64F)
+        kf.measurementMatrix = np.array([[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0],
+                                         [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]], _F64)
+        u = det.direction
+        kf.statePost = np.array([[det.tip_px[0]], [det.tip_px[1]], [0.0], [0.0], [u[0]], [u[1]]], _F64)
+        # Velocity unknown at first: a wide prior lets the first frames set it.
+        kf.errorCovPost = np.diag([self.tip_sd_px**2] * 2 + [60.0**2] * 2 + [self.dir_sd**2] * 2).astype(_F64)
+        kf.measurementNoiseCov = self._r_det.copy()
+        self._kf = kf
+        self._length_px = float(np.hypot(*np.subtract(det.tip_px, det.tail_px)))
+        self._confidence = float(det.confidence)
+        self._pending = []
+        self._nis = 2.0
+
+    def _predict(self, dt: float) -> None:
+        kf = self._kf
+        F = np.eye(6, dtype=_F64)
+        F[0, 2] = F[1, 3] = dt
+        kf.transitionMatrix = F
+        # Manoeuvre adaptation: the tip's innovations running above their
+        # expected size (2 for 2 dof) mean the model is too stiff right now.
+        qa = self.accel_noise**2 * min(max((self._nis / 2.0) ** 2, 1.0), self.max_noise_gain)
+        q = np.zeros((6, 6), _F64)
+        blk = qa * np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
+        q[np.ix_([0, 2], [0, 2])] = blk
+        q[np.ix_([1, 3], [1, 3])] = blk
+        q[4, 4] = q[5, 5] = self.dir_rate_sd_s**2 * dt
+        kf.processNoiseCov = q
+        kf.predict()
+
+    def _mahalanobis2(self, z: np.ndarray, r: np.ndarray) -> float:
+        kf = self._kf
+        H = kf.measurementMatrix
+        innov = z - H @ kf.statePre
+        S = H @ kf.errorCovPre @ H.T + r
+        return float((innov.T @ np.linalg.solve(S, innov))[0, 0])
+
+    def _correct(self, z: np.ndarray, r: np.ndarray) -> None:
+        kf = self._kf
+        innov = z[0:2] - kf.statePre[0:2]
+        s_tip = kf.errorCovPre[0:2, 0:2] + r[0:2, 0:2]
+        self._nis += 0.3 * (float((innov.T @ np.linalg.solve(s_tip, innov))[0, 0]) - self._nis)
+        kf.measurementNoiseCov = r
+        kf.correct(z)
+        # Keep the direction a unit vector (the filter treats its components as free).
+        s = kf.statePost
+        n = math.hypot(s[4, 0], s[5, 0])
+        if n > 1e-9:
+            s[4, 0] /= n
+            s[5, 0] /= n
+            kf.statePost = s
+
+    def _accept_prediction(self) -> None:
+        kf = self._kf
+        kf.statePost = kf.statePre.copy()
+        kf.errorCovPost = kf.errorCovPre.copy()
+
+    @staticmethod
+    def _measurement(det: NeedleDetection) -> np.ndarray:
+        u = det.direction
+        return np.array([[det.tip_px[0]], [det.tip_px[1]], [u[0]], [u[1]]], _F64)
+
+    # -- optical flow ----------------------------------------------------------
+    def _shaft_points(self) -> np.ndarray:
+        s = self._kf.statePost[:, 0]
+        tip, u = s[0:2], s[4:6]
+        length = max(self._length_px, 10.0)
+        frac = np.linspace(0.0, 0.8, 7)
+        return (tip[None, :] - (frac * length)[:, None] * u[None, :]).astype(np.float32).reshape(-1, 1, 2)
+
+    def _flow_measurement(self, image: np.ndarray) -> np.ndarray | None:
+        """Tip and direction carried from the previous frame by LK flow, or None."""
+        prev = self._prev_image
+        if prev is None or prev.shape != image.shape:
+            return None
+        p0 = self._shaft_points()
+        h, w = image.shape
+        inside = ((p0[:, 0, 0] >= 0) & (p0[:, 0, 0] < w) & (p0[:, 0, 1] >= 0) & (p0[:, 0, 1] < h))
+        if inside.sum() < 3:
+            return None
+        p0 = p0[inside]
+        lk = dict(winSize=(21, 21), maxLevel=2,
+                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, image, p0, None, **lk)
+        if p1 is None:
+            return None
+        pb, st2, _ = cv2.calcOpticalFlowPyrLK(image, prev, p1, None, **lk)
+        fb = np.hypot(*(pb - p0).reshape(-1, 2).T)
+        good = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb < 1.0)
+        if good.sum() < 3:
+            return None
+        moved = p1.reshape(-1, 2)[good]
+        shift = np.median(moved - p0.reshape(-1, 2)[good], axis=0)
+        vx, vy, _, _ = cv2.fitLine(moved, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+        s = self._kf.statePost[:, 0]
+        u = np.array([vx, vy], float)
+        if np.dot(u, s[4:6]) < 0:  # fitLine's sign is arbitrary: keep the tail->tip sense
+            u = -u
+        tip = s[0:2] + shift
+        return np.array([[tip[0]], [tip[1]], [u[0]], [u[1]]], _F64)
+
+    # -- public ---------------------------------------------------------------
+    def update(self, frame: Frame, detection: Detection | None) -> NeedleTrack:
+        """Fold one frame's detection into the track and return the needle to show."""
+        t = float(frame.timestamp_s)
+        det = detection.needle if detection is not None else None
+        if self._t_s is not None and (t < self._t_s or (self._prev_image is not None
+                                                        and self._prev_image.shape != frame.image.shape)):
+            self.reset()  # time went backwards (seek, loop) or the source changed
+        try:
+            return self._update(frame, t, det)
+        finally:
+            self._prev_image = frame.image
+            self._t_s = t
+
+    def _update(self, frame: Frame, t: float, det: NeedleDetection | None) -> NeedleTrack:
+        if self._kf is None:
+            if det is None:
+                return NeedleTrack("lost", None)
+            self._new_filter(det)
+            self._t_detect_s = t
+            self._frames_since = 0
+            return self._output("tracking")
+
+        self._predict(max(t - self._t_s, 1e-3))
+        if det is not None:
+            z = self._measurement(det)
+            if self._mahalanobis2(z, self._r_det) <= self.gate_chi2:
+                self._correct(z, self._r_det)
+                self._length_px += 0.3 * (float(np.hypot(*np.subtract(det.tip_px, det.tail_px))) - self._length_px)
+                self._confidence = float(det.confidence)
+                self._t_detect_s = t
+                self._frames_since = 0
+                self._pending = []
+                return self._output("tracking")
+            if self._pending and not _consistent(self._pending[-1], det):
+                self._pending = []
+            self._pending.append(det)
+            if len(self._pending) >= self.reinit_frames:
+                self._new_filter(det)  # a persistent new needle replaces the track
+                self._t_detect_s = t
+                self._frames_since = 0
+                return self._output("tracking")
+
+        self._frames_since += 1
+        if t - self._t_detect_s > self.coast_s:
+            self._kf = None
+            self._pending = [det] if det is not None else []
+            return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
+        z = self._flow_measurement(frame.image) if self.use_flow else None
+        if z is not None and self._mahalanobis2(z, self._r_flow) <= self.gate_chi2:
+            self._correct(z, self._r_flow)
+        else:
+            self._accept_prediction()
+        tip = self._kf.statePost[0:2, 0]
+        if not (0 <= tip[0] < frame.width_px and 0 <= tip[1] < frame.height_px):
+            self._kf = None  # coasted out of the picture: do not draw it off-frame
+            return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
+        return self._output("coasting", fade=1.0 - (t - self._t_detect_s) / self.coast_s)
+
+    def _output(self, state: str, fade: float = 1.0) -> NeedleTrack:
+        kf = self._kf
+        s = kf.statePost[:, 0]
+        u = s[4:6] / max(math.hypot(s[4], s[5]), 1e-9)
+        tip = (float(s[0]), float(s[1]))
+        tail = (float(s[0] - self._length_px * u[0]), float(s[1] - self._length_px * u[1]))
+        # Angle SD: the direction's covariance across the shaft, over its length.
+        perp = np.array([-u[1], u[0]])
+        var_perp = float(perp @ kf.errorCovPost[4:6, 4:6] @ perp)
+        angle_sd_deg = math.degrees(math.sqrt(max(var_perp, 0.0)))
+        needle = NeedleDetection(tip, tail, self._confidence * max(0.0, min(1.0, fade)))
+        return NeedleTrack(state, needle, (float(s[2]), float(s[3])), angle_sd_deg, self._frames_since)
+
+
+def _consistent(a: NeedleDetection, b: NeedleDetection, tip_px: float = 15.0, angle_deg: float = 10.0) -> bool:
+    """Two detections plausibly of the same needle in consecutive frames."""
+    if math.hypot(a.tip_px[0] - b.tip_px[0], a.tip_px[1] - b.tip_px[1]) > tip_px:
+        return False
+    cos = float(np.dot(a.direction, b.direction))
+    return cos >= math.cos(math.radians(angle_deg))
+
+
+class TargetSmoother:
+    """Exponential smoothing of the target surfaces on a common 1-px x-grid.
+
+    Each surface is resampled to integer columns; a column follows new
+    observations with time constant ``tau_s``. Probe motion shows as the whole
+    surface moving: a median shift above ``follow_px`` is applied at once
+    (no lag), above ``reset_px`` (or too little overlap, or the surface kind
+    changing) the state restarts from the observation. Columns not seen for
+    ``hold_s`` are dropped, and the target disappears ``hold_s`` after the
+    detector last saw one.
+    """
+
+    def __init__(self, tau_s: float = 0.15, *, follow_px: float = 2.0, reset_px: float = 10.0,
+                 hold_s: float = 0.25, max_gap_px: float = 8.0) -> None:
+        self.tau_s = tau_s
+        self.follow_px = follow_px
+        self.reset_px = reset_px
+        self.hold_s = hold_s
+        self.max_gap_px = max_gap_px
+        self.reset()
+
+    def reset(self) -> None:
+        self._grid: np.ndarray | None = None
+        self._surf: np.ndarray | None = None
+        self._bone: np.ndarray | None = None
+        self._surf_seen: np.ndarray | None = None
+        self._bone_seen: np.ndarray | None = None
+        self._kind: str | None = None
+        self._thickness: float | None = None
+        self._confidence = 1.0
+        self._t_s: float | None = None
+        self._t_seen_s: float | None = None
+
+    def update(self, frame: Frame, target: TargetDetection | None) -> TargetDetection | None:
+        """Fold one frame's target into the smoothed one; None when none is held."""
+        t = float(frame.timestamp_s)
+        w = frame.width_px
+        if self._t_s is not None and t < self._t_s or (self._grid is not None and len(self._grid) != w):
+            self.reset()
+        dt = 0.0 if self._t_s is None else t - self._t_s
+        self._t_s = t
+        if self._grid is None:
+            self._grid = np.arange(w, dtype=float)
+            self._surf = np.full(w, np.nan)
+            self._bone = np.full(w, np.nan)
+            self._surf_seen = np.full(w, -np.inf)
+            self._bone_seen = np.full(w, -np.inf)
+        if target is not None:
+            alpha = 1.0 - math.exp(-dt / self.tau_s) if dt > 0 else 1.0
+            restart = self._kind is not None and target.kind != self._kind
+            self._kind = target.kind
+            self._confidence = float(target.confidence)
+            self._surf = self._blend(self._surf, self._surf_seen, target.surface_px, alpha, t, restart)
+            self._bone = self._blend(self._bone, self._bone_seen, target.bone_px, alpha, t, False)
+            if target.cartilage_thickness_mm is None or self._thickness is None:
+                self._thickness = target.cartilage_thickness_mm
+            else:
+                self._thickness += alpha * (target.cartilage_thickness_mm - self._thickness)
+            self._t_seen_s = t
+        if self._t_seen_s is None or t - self._t_seen_s > self.hold_s:
+            return None
+        stale = t - self.hold_s
+        surf = _stack(self._grid, np.where(self._surf_seen >= stale, self._surf, np.nan))
+        if len(surf) < 2:
+            return None
+        bone = _stack(self._grid, np.where(self._bone_seen >= stale, self._bone, np.nan))
+        return TargetDetection(self._kind, surf, bone, self._thickness, self._confidence)
+
+    def _blend(self, state: np.ndarray, seen: np.ndarray, obs_px, alpha: float, t: float,
+               restart: bool) -> np.ndarray:
+        obs = resample_on_grid(np.asarray(obs_px, dtype=float).reshape(-1, 2), self._grid, self.max_gap_px)
+        have_obs = np.isfinite(obs)
+        if not have_obs.any():
+            return state
+        live = np.isfinite(state) & (seen >= t - self.hold_s)
+        both = have_obs & live
+        state = np.where(live, state, np.nan)
+        if restart or both.sum() < 0.3 * have_obs.sum():
+            state = obs.copy()
+        else:
+            shift = float(np.median(obs[both] - state[both]))
+            if abs(shift) > self.reset_px:
+                state = obs.copy()
+            else:
+                if abs(shift) > self.follow_px:
+                    state = state + shift  # probe moved: follow at once, smooth the rest
+                state = np.where(both, state + alpha * (obs - state), np.where(have_obs, obs, state))
+        seen[have_obs] = t
+        return state
+
+
+def _stack(grid: np.ndarray, y: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(y)
+    return np.stack([grid[ok], y[ok]], axis=1)
+
+
+class TrackStage:
+    """Pipeline stage: sets ``result.track`` and replaces the target with the smoothed one."""
+
+    def __init__(self, name: str = "track", *, coast_s: float = 0.5, tracker: NeedleTracker | None = None,
+                 smoother: TargetSmoother | None = None, smooth_target: bool = True) -> None:
+        self.name = name
+        self.tracker = tracker if tracker is not None else NeedleTracker(coast_s=coast_s)
+        self.smoother = smoother if smoother is not None else (TargetSmoother() if smooth_target else None)
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        if self.smoother is not None:
+            self.smoother.reset()
+
+    def __call__(self, result: FrameResult) -> FrameResult:
+        det = result.detection if result.detection is not None else Detection()
+        track = self.tracker.update(result.frame, det)
+        if self.smoother is not None:
+            det = replace(det, target=self.smoother.update(result.frame, det.target))
+        return replace(result, track=track, detection=det)
+
+
+__all__ = ["NeedleTracker", "TargetSmoother", "TrackStage", "GATE_CHI2_4DOF"]

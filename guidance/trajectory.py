@@ -1,0 +1,196 @@
+"""The needle's path to the target: intercept, distance, depth, angle, alerts.
+
+The needle's line is extended beyond the tip until it meets the target
+surface (top of the cartilage, else the bone). Lengths and angles are read in
+tissue millimetres: pixel vectors are scaled per axis by the spacing
+``(sx_mm, sy_mm)`` first, so anisotropic pixels give true distances and angles.
+Without a spacing the ``*_mm`` values are None and angles are read in pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from .geometry import point_polyline_distance, polyline_y_at, ray_polyline_hit, rotate, to_mm, to_px
+from .types import FrameResult, NeedleDetection, Spacing, TargetDetection, Trajectory
+
+ALERT_NEAR_BONE = "near_bone"
+ALERT_OFF_TARGET = "off_target"
+ALERT_NEEDLE_LOST = "needle_lost"
+
+
+def _metric(spacing_mm: Spacing | None) -> np.ndarray:
+    """Per-axis scale into the space where lengths and angles are read."""
+    return np.asarray(spacing_mm if spacing_mm is not None else (1.0, 1.0), dtype=float)
+
+
+def miss_vector(needle: NeedleDetection, target_point_px, spacing_mm: Spacing | None) -> np.ndarray:
+    """Vector from the target point to the nearest point of the needle's path ahead of the tip.
+
+    In mm when ``spacing_mm`` is known, else in pixels. ``(+x, +y)`` means the
+    path passes to the right of / deeper than the target. When the target lies
+    behind the tip, the nearest point of the path is the tip itself.
+    """
+    m = _metric(spacing_mm)
+    tip = np.asarray(needle.tip_px, dtype=float) * m
+    d = needle.direction * m
+    d /= np.hypot(*d)
+    q = np.asarray(target_point_px, dtype=float) * m
+    t = max(float(np.dot(q - tip, d)), 0.0)
+    return tip + t * d - q
+
+
+def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection | None,
+                       spacing_mm: Spacing | None, *, angle_sd_deg: float = 0.0,
+                       target_point_px=None, skin_y_px: float | None = None,
+                       cone_k: float = 2.0) -> Trajectory | None:
+    """Where the needle's extended line meets the target surface.
+
+    Parameters
+    ----------
+    needle : NeedleDetection or None
+        Tip and tail in frame pixels; the path runs from the tail through the tip.
+    target : TargetDetection or None
+        ``surface_px`` is the (N, 2) polyline the needle is aimed at.
+    spacing_mm : (sx, sy) or None
+        Millimetres per pixel along x and y.
+    angle_sd_deg : float
+        Shaft-angle uncertainty (1 SD); the cone spans ``±cone_k * angle_sd_deg``.
+    target_point_px : (x, y) or None
+        A point the user picked; adds the miss split into depth and lateral mm.
+    skin_y_px : float or None
+        Row of the skin line (top of the imaging region); 0 when None.
+
+    Returns
+    -------
+    Trajectory, or None when there is no needle or target, or when the line
+    ahead of the tip does not meet the surface (parallel, pointing away,
+    passing beside it).
+    """
+    if needle is None or target is None:
+        return None
+    surface = np.asarray(target.surface_px, dtype=float)
+    if surface.ndim != 2 or len(surface) < 2:
+        return None
+    m = _metric(spacing_mm)
+    tip = np.asarray(needle.tip_px, dtype=float)
+    d_px = needle.direction
+    hit = ray_polyline_hit(tip, d_px, surface)
+    if hit is None:
+        return None
+    t_px, seg = hit
+    intercept = tip + t_px * d_px
+
+    # Angle between the path and the local surface tangent, read in tissue space.
+    tangent = (surface[seg + 1] - surface[seg]) * m
+    d_m = d_px * m
+    cos_a = abs(float(np.dot(tangent, d_m))) / (np.hypot(*tangent) * np.hypot(*d_m))
+    approach_deg = math.degrees(math.acos(min(1.0, cos_a)))
+
+    distance_mm = float(np.hypot(*to_mm(intercept - tip, spacing_mm))) if spacing_mm else None
+    skin = 0.0 if skin_y_px is None else float(skin_y_px)
+    tip_depth_mm = (float(tip[1]) - skin) * spacing_mm[1] if spacing_mm else None
+
+    cone = _cone(tip, d_m, m, surface, cone_k * float(angle_sd_deg), t_px) if angle_sd_deg > 0 else None
+
+    miss_depth = miss_lateral = None
+    tp = None
+    if target_point_px is not None:
+        tp = (float(target_point_px[0]), float(target_point_px[1]))
+        if spacing_mm is not None:
+            mv = miss_vector(needle, tp, spacing_mm)
+            miss_lateral, miss_depth = float(mv[0]), float(mv[1])
+
+    return Trajectory(intercept_px=(float(intercept[0]), float(intercept[1])),
+                      distance_mm=distance_mm, distance_px=float(t_px), approach_deg=approach_deg,
+                      tip_depth_mm=tip_depth_mm, cone_px=cone, target_point_px=tp,
+                      miss_depth_mm=miss_depth, miss_lateral_mm=miss_lateral)
+
+
+def _cone(tip, d_metric, m, surface, half_angle_deg: float, length_px: float):
+    """Two lines from the tip at ±half_angle (rotated in tissue space) to the surface.
+
+    A side that misses the surface is drawn as long as the main path.
+    """
+    lines = []
+    for sign in (-1.0, 1.0):
+        d = to_px(rotate(d_metric, sign * half_angle_deg), m)
+        d /= np.hypot(*d)
+        hit = ray_polyline_hit(tip, d, surface)
+        end = tip + (hit[0] if hit is not None else length_px) * d
+        lines.append(((float(tip[0]), float(tip[1])), (float(end[0]), float(end[1]))))
+    return tuple(lines)
+
+
+def tip_to_bone_mm(needle: NeedleDetection, bone_px, spacing_mm: Spacing) -> float:
+    """Shortest distance in mm from the tip to the bone polyline (0 when the tip is below it)."""
+    bone = np.asarray(bone_px, dtype=float)
+    y_bone = polyline_y_at(bone, needle.tip_px[0])
+    if y_bone is not None and needle.tip_px[1] >= y_bone:
+        return 0.0
+    return point_polyline_distance(to_mm(needle.tip_px, spacing_mm), to_mm(bone, spacing_mm))
+
+
+class GuidanceStage:
+    """Pipeline stage: trajectory and alerts from the tracked needle and smoothed target.
+
+    Alerts (strings in ``result.alerts``):
+
+    - ``"near_bone"``: tip within ``near_bone_mm`` of the bone surface (needs spacing).
+    - ``"off_target"``: a target point is set and the path passes farther than
+      ``off_target_mm`` from it (``off_target_px`` when the spacing is unknown).
+    - ``"needle_lost"``: the tracker lost a needle it had within ``lost_alert_s``.
+    """
+
+    def __init__(self, name: str = "guidance", target_point_px=None, near_bone_mm: float = 2.0,
+                 off_target_mm: float = 2.0, off_target_px: float = 20.0, cone_k: float = 2.0,
+                 lost_alert_s: float = 5.0) -> None:
+        self.name = name
+        self.near_bone_mm = near_bone_mm
+        self.off_target_mm = off_target_mm
+        self.off_target_px = off_target_px
+        self.cone_k = cone_k
+        self.lost_alert_s = lost_alert_s
+        self._target_point_px = None
+        self._last_needle_t_s: float | None = None
+        self.set_target_point(target_point_px)
+
+    @property
+    def target_point_px(self):
+        return self._target_point_px
+
+    def set_target_point(self, xy) -> None:
+        """Set (x, y) frame pixels as the user's target, or None to clear it."""
+        self._target_point_px = None if xy is None else (float(xy[0]), float(xy[1]))
+
+    def __call__(self, result: FrameResult) -> FrameResult:
+        needle, target = result.needle, result.target
+        spacing = result.frame.spacing_mm
+        track = result.track
+        skin = float(result.region.y_px) if result.region is not None else None
+        traj = compute_trajectory(needle, target, spacing,
+                                  angle_sd_deg=track.angle_sd_deg if track is not None else 0.0,
+                                  target_point_px=self._target_point_px, skin_y_px=skin,
+                                  cone_k=self.cone_k)
+        alerts = list(result.alerts)
+        t_s = result.frame.timestamp_s
+        if needle is not None:
+            self._last_needle_t_s = t_s
+            if spacing is not None and target is not None and len(target.bone_px):
+                if tip_to_bone_mm(needle, target.bone_px, spacing) <= self.near_bone_mm:
+                    alerts.append(ALERT_NEAR_BONE)
+            if self._target_point_px is not None:
+                miss = float(np.hypot(*miss_vector(needle, self._target_point_px, spacing)))
+                if miss > (self.off_target_mm if spacing is not None else self.off_target_px):
+                    alerts.append(ALERT_OFF_TARGET)
+        elif (track is not None and track.state == "lost" and self._last_needle_t_s is not None
+              and 0.0 <= t_s - self._last_needle_t_s <= self.lost_alert_s):
+            alerts.append(ALERT_NEEDLE_LOST)
+        return replace(result, trajectory=traj, alerts=tuple(alerts))
+
+
+__all__ = ["compute_trajectory", "miss_vector", "tip_to_bone_mm", "GuidanceStage",
+           "ALERT_NEAR_BONE", "ALERT_OFF_TARGET", "ALERT_NEEDLE_LOST"]
