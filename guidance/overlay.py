@@ -112,6 +112,36 @@ def _text(img, text: str, org, colour, scale: float, box: bool = False) -> int:
     return y1 - y0 + 2
 
 
+def _text_corner(result: FrameResult, shape, box_w: int, box_h: int) -> tuple[int, int]:
+    """Top-left of the text block: the corner of the imaging region farthest from the needle.
+
+    The readouts must not cover the needle or its path.
+    """
+    h, w = shape[:2]
+    r = result.region
+    x0, y0, x1, y1 = (r.x_px, r.y_px, r.x_px + r.width_px, r.y_px + r.height_px) if r else (0, 0, w, h)
+    corners = np.array([[x0 + 8, y0 + 8], [x1 - box_w, y0 + 8], [x0 + 8, y1 - box_h], [x1 - box_w, y1 - box_h]],
+                       float)
+    marks = []
+    if result.needle is not None:
+        marks += [result.needle.tip_px, result.needle.tail_px]
+    if result.trajectory is not None:
+        marks.append(result.trajectory.intercept_px)
+    if not marks:
+        return int(corners[0, 0]), int(corners[0, 1])
+    centres = corners + (box_w / 2, box_h / 2)
+    # Distance from each box centre to the nearest point of the needle's segments.
+    pts = np.asarray(marks, float)
+    seg_a, seg_b = pts[:-1] if len(pts) > 1 else pts, pts[1:] if len(pts) > 1 else pts
+    ab = seg_b - seg_a
+    ab2 = np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-9)
+    s = np.clip(np.einsum("kij,ij->ki", centres[:, None, :] - seg_a[None], ab) / ab2, 0, 1)
+    nearest = seg_a[None] + s[..., None] * ab[None]
+    dist = np.hypot(*(nearest - centres[:, None, :]).transpose(2, 0, 1)).min(axis=1)
+    best = int(np.argmax(dist))
+    return int(max(corners[best, 0], 0)), int(max(corners[best, 1], 0))
+
+
 def readout_lines(result: FrameResult) -> list[str]:
     """The text readouts: tracking state, distance, tip depth, approach angle, miss."""
     lines = []
@@ -187,15 +217,15 @@ def render_overlay(result: FrameResult, *, now_monotonic_s: float | None = None,
                     cv2.line(img, tuple(int(v) for v in _fix(p0)), tuple(int(v) for v in _fix(p1)),
                              PATH_BGR, 1, cv2.LINE_AA, _SHIFT)
             if "path" in show:
-                _dashed(img, tip, tr.intercept_px, PATH_BGR, thick)
+                _dashed(img, tip, tr.intercept_px, PATH_BGR, thick + 1)
             if "intercept" in show:
                 _circle(img, tr.intercept_px, 3.0 + thick, PATH_BGR, -1)
         if "needle" in show:
             coasting = result.track is not None and result.track.state == "coasting"
             if coasting:
-                _dashed(img, needle.tail_px, tip, NEEDLE_BGR, thick + 1, dash_px=10.0, gap_px=4.0)
+                _dashed(img, needle.tail_px, tip, NEEDLE_BGR, thick + 2, dash_px=10.0, gap_px=4.0)
             else:
-                _polyline(img, [needle.tail_px, needle.tip_px], NEEDLE_BGR, thick + 1)
+                _polyline(img, [needle.tail_px, needle.tip_px], NEEDLE_BGR, thick + 2)
             _circle(img, tip, 4.0 + thick, TIP_BGR, thick)
     if "target_point" in show and tr is not None and tr.target_point_px is not None:
         tp = np.asarray(tr.target_point_px, float)
@@ -203,14 +233,16 @@ def render_overlay(result: FrameResult, *, now_monotonic_s: float | None = None,
         _polyline(img, [tp - (arm, 0), tp + (arm, 0)], TEXT_BGR, 1)
         _polyline(img, [tp - (0, arm), tp + (0, arm)], TEXT_BGR, 1)
 
-    x0 = 8 + (region.x_px if region is not None else 0)
-    y = 8 + (region.y_px if region is not None else 0)
-    if "text" in show:
-        for line in readout_lines(result):
-            y += _text(img, line, (x0, y), TEXT_BGR, scale)
+    lines = [(t, TEXT_BGR, scale, False) for t in readout_lines(result)] if "text" in show else []
     if "alerts" in show:
-        for alert in result.alerts:
-            y += _text(img, ALERT_TEXT.get(alert, alert.upper()), (x0, y), ALERT_BGR, scale * 1.2, box=True)
+        lines += [(ALERT_TEXT.get(a, a.upper()), ALERT_BGR, scale * 1.2, True) for a in result.alerts]
+    if lines:
+        sizes = [cv2.getTextSize(t, _FONT, sc, max(1, int(round(sc * 1.5))))[0] for t, _, sc, _ in lines]
+        box_w = max(sw for sw, _ in sizes) + 16
+        box_h = sum(sh for _, sh in sizes) + 12 * len(lines) + 8
+        x, y = _text_corner(result, img.shape, box_w, box_h)
+        for (t, colour, sc, boxed) in lines:
+            y += _text(img, t, (x, y), colour, sc, box=boxed)
     return img
 
 

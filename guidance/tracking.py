@@ -59,12 +59,14 @@ class NeedleTracker:
         this many frames in a row replaces the track: a new needle.
     use_flow : bool
         Carry the estimate through missed detections with optical flow.
+    flow_tip_sd_px, flow_dir_sd : float
+        Uncertainty added per frame carried by flow (tip px, unit direction).
     """
 
     def __init__(self, coast_s: float = 0.5, *, tip_sd_px: float = 1.5, dir_sd: float = 0.02,
                  accel_noise: float = 3.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
                  gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3,
-                 use_flow: bool = True, flow_tip_sd_px: float = 3.0, flow_dir_sd: float = 0.04) -> None:
+                 use_flow: bool = True, flow_tip_sd_px: float = 0.5, flow_dir_sd: float = 0.01) -> None:
         self.coast_s = float(coast_s)
         self.tip_sd_px = tip_sd_px
         self.dir_sd = dir_sd
@@ -75,7 +77,7 @@ class NeedleTracker:
         self.reinit_frames = max(1, int(reinit_frames))
         self.use_flow = use_flow
         self._r_det = np.diag([tip_sd_px**2] * 2 + [dir_sd**2] * 2).astype(_F64)
-        self._r_flow = np.diag([flow_tip_sd_px**2] * 2 + [flow_dir_sd**2] * 2).astype(_F64)
+        self._flow_var = (flow_tip_sd_px**2, flow_dir_sd**2)
         self.reset()
 
     # -- state ---------------------------------------------------------------
@@ -159,21 +161,25 @@ class NeedleTracker:
         return np.array([[det.tip_px[0]], [det.tip_px[1]], [u[0]], [u[1]]], _F64)
 
     # -- optical flow ----------------------------------------------------------
-    def _shaft_points(self) -> np.ndarray:
-        s = self._kf.statePost[:, 0]
-        tip, u = s[0:2], s[4:6]
+    def _shaft_points(self, state: np.ndarray) -> np.ndarray:
+        tip, u = state[0:2, 0], state[4:6, 0]
         length = max(self._length_px, 10.0)
         frac = np.linspace(0.0, 0.8, 7)
         return (tip[None, :] - (frac * length)[:, None] * u[None, :]).astype(np.float32).reshape(-1, 1, 2)
 
-    def _flow_measurement(self, image: np.ndarray) -> np.ndarray | None:
-        """Tip and direction carried from the previous frame by LK flow, or None."""
+    def _flow_motion(self, image: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """How the shaft moved since the previous frame, by Lucas-Kanade flow.
+
+        Returns (tip shift in px, new unit direction), or None when too few
+        shaft points survive the forward-backward check (needle gone out of
+        plane, picture changed too much).
+        """
         prev = self._prev_image
         if prev is None or prev.shape != image.shape:
             return None
-        p0 = self._shaft_points()
+        p0 = self._shaft_points(state)
         h, w = image.shape
-        inside = ((p0[:, 0, 0] >= 0) & (p0[:, 0, 0] < w) & (p0[:, 0, 1] >= 0) & (p0[:, 0, 1] < h))
+        inside = (p0[:, 0, 0] >= 0) & (p0[:, 0, 0] < w) & (p0[:, 0, 1] >= 0) & (p0[:, 0, 1] < h)
         if inside.sum() < 3:
             return None
         p0 = p0[inside]
@@ -188,14 +194,34 @@ class NeedleTracker:
         if good.sum() < 3:
             return None
         moved = p1.reshape(-1, 2)[good]
-        shift = np.median(moved - p0.reshape(-1, 2)[good], axis=0)
+        steps = moved - p0.reshape(-1, 2)[good]
+        shift = np.median(steps, axis=0)
+        if np.median(np.hypot(*(steps - shift).T)) > 2.0:
+            return None  # points disagree: not one rigid shaft
         vx, vy, _, _ = cv2.fitLine(moved, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
-        s = self._kf.statePost[:, 0]
         u = np.array([vx, vy], float)
-        if np.dot(u, s[4:6]) < 0:  # fitLine's sign is arbitrary: keep the tail->tip sense
+        if np.dot(u, state[4:6, 0]) < 0:  # fitLine's sign is arbitrary: keep the tail->tip sense
             u = -u
-        tip = s[0:2] + shift
-        return np.array([[tip[0]], [tip[1]], [u[0]], [u[1]]], _F64)
+        return shift, u
+
+    def _apply_flow(self, before: np.ndarray, shift: np.ndarray, u: np.ndarray) -> None:
+        """Move the previous estimate by the measured flow (flow as the motion input).
+
+        The probe or tissue moved the needle in the picture: the image says by
+        how much, better than the constant-velocity guess. The uncertainty is
+        the prediction's plus the flow's own.
+        """
+        kf = self._kf
+        state = before.copy()
+        state[0:2, 0] += shift
+        state[4:6, 0] = u
+        cov = kf.errorCovPre.copy()
+        cov[0, 0] += self._flow_var[0]
+        cov[1, 1] += self._flow_var[0]
+        cov[4, 4] += self._flow_var[1]
+        cov[5, 5] += self._flow_var[1]
+        kf.statePost = state
+        kf.errorCovPost = cov
 
     # -- public ---------------------------------------------------------------
     def update(self, frame: Frame, detection: Detection | None) -> NeedleTrack:
@@ -214,12 +240,15 @@ class NeedleTracker:
     def _update(self, frame: Frame, t: float, det: NeedleDetection | None) -> NeedleTrack:
         if self._kf is None:
             if det is None:
-                return NeedleTrack("lost", None)
+                if self._t_detect_s is not None:
+                    self._frames_since += 1
+                return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
             self._new_filter(det)
             self._t_detect_s = t
             self._frames_since = 0
             return self._output("tracking")
 
+        before = self._kf.statePost.copy()
         self._predict(max(t - self._t_s, 1e-3))
         if det is not None:
             z = self._measurement(det)
@@ -245,9 +274,9 @@ class NeedleTracker:
             self._kf = None
             self._pending = [det] if det is not None else []
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
-        z = self._flow_measurement(frame.image) if self.use_flow else None
-        if z is not None and self._mahalanobis2(z, self._r_flow) <= self.gate_chi2:
-            self._correct(z, self._r_flow)
+        motion = self._flow_motion(frame.image, before) if self.use_flow else None
+        if motion is not None:
+            self._apply_flow(before, *motion)
         else:
             self._accept_prediction()
         tip = self._kf.statePost[0:2, 0]

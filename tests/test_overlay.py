@@ -1,0 +1,111 @@
+"""The overlay draws guidance where the geometry says, and nothing when stale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from guidance.overlay import (NEEDLE_BGR, OKABE_ITO_BGR, OKABE_ITO_RGB, PATH_BGR, SURFACE_BGR,
+                              guidance_is_stale, readout_lines, render_overlay)
+from guidance.tracking import TrackStage
+from guidance.trajectory import GuidanceStage
+from guidance.types import Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, TargetDetection
+
+GREY = 128
+
+
+def scene(received_s: float = 100.0, spacing=(0.1, 0.1)) -> FrameResult:
+    """Needle from (40, 40) to (140, 140) aimed at a flat surface at y=300 (intercept (300, 300))."""
+    img = np.full((400, 480), GREY, np.uint8)
+    xs = np.arange(0.0, 480.0, 4.0)
+    surf = np.stack([xs, np.full_like(xs, 300.0)], axis=1)
+    det = Detection(NeedleDetection((140.0, 140.0), (40.0, 40.0), 0.9),
+                    TargetDetection("cartilage", surf, surf + [0, 40.0], 2.0))
+    r = FrameResult(Frame(img, 0.0, 0, 0, spacing), detection=det, received_s=received_s)
+    return GuidanceStage()(TrackStage()(r))
+
+
+def near(img: np.ndarray, xy, colour, radius: int = 1, tol: int = 40) -> bool:
+    """True when a pixel within ``radius`` of (x, y) has ``colour`` (BGR) within ``tol``."""
+    x, y = int(round(xy[0])), int(round(xy[1]))
+    patch = img[y - radius:y + radius + 1, x - radius:x + radius + 1].astype(int)
+    return bool(np.any(np.all(np.abs(patch - np.array(colour)) <= tol, axis=-1)))
+
+
+def colour_present(img: np.ndarray, colour, tol: int = 30) -> int:
+    return int(np.count_nonzero(np.all(np.abs(img.astype(int) - np.array(colour)) <= tol, axis=-1)))
+
+
+def test_guidance_drawn_where_the_geometry_says():
+    r = scene()
+    assert r.trajectory.intercept_px == pytest.approx((300.0, 300.0))
+    img = render_overlay(r)
+    assert img.shape == (400, 480, 3) and img.dtype == np.uint8
+    assert near(img, (90, 90), NEEDLE_BGR)            # middle of the shaft
+    assert near(img, (300, 300), PATH_BGR)            # intercept marker
+    assert near(img, (220, 220), PATH_BGR, radius=6)  # dashed path between tip and intercept
+    assert near(img, (420, 300), SURFACE_BGR)         # target surface
+    # Away from every mark the picture is the untouched grey frame.
+    assert np.all(img[380:, 40:460] == GREY) or near(img, (420, 340), OKABE_ITO_BGR["reddish_purple"])
+    assert np.all(img[200, 420:470] == GREY)
+
+
+def test_input_frame_is_not_modified():
+    r = scene()
+    render_overlay(r)
+    assert np.all(r.frame.image == GREY)
+
+
+def test_stale_guidance_is_hidden_with_the_reason():
+    r = scene(received_s=100.0)
+    img = render_overlay(r, now_monotonic_s=100.240, max_age_ms=100.0)
+    for colour in (NEEDLE_BGR, PATH_BGR, SURFACE_BGR):
+        assert colour_present(img, colour) == 0
+    assert np.all(img[60:, :] == GREY)       # nothing drawn on the image itself
+    assert np.any(img[:40, :300] != GREY)    # the "guidance hidden" line at the top
+
+
+def test_fresh_guidance_is_drawn_when_checked_against_the_clock():
+    r = scene(received_s=100.0)
+    img = render_overlay(r, now_monotonic_s=100.050, max_age_ms=100.0)
+    assert near(img, (90, 90), NEEDLE_BGR)
+
+
+def test_staleness_rule():
+    r = scene(received_s=50.0)
+    assert not guidance_is_stale(r, 50.099)
+    assert guidance_is_stale(r, 50.101)
+    assert guidance_is_stale(r, 50.3, max_age_ms=250.0)
+    assert not guidance_is_stale(r, 50.2, max_age_ms=250.0)
+
+
+def test_layers_select_what_is_drawn():
+    r = scene()
+    img = render_overlay(r, layers={"target"})
+    assert near(img, (420, 300), SURFACE_BGR)
+    assert colour_present(img, NEEDLE_BGR) == 0 and colour_present(img, PATH_BGR) == 0
+
+
+def test_lost_needle_is_not_drawn_even_if_a_detection_existed():
+    r = scene()
+    from dataclasses import replace
+    lost = replace(r, track=NeedleTrack("lost", None), trajectory=None, alerts=("needle_lost",))
+    img = render_overlay(lost)
+    assert colour_present(img, NEEDLE_BGR) == 0
+    assert any("lost" in line for line in readout_lines(lost))
+
+
+def test_readouts_state_distance_depth_and_angle():
+    lines = readout_lines(scene())
+    joined = "\n".join(lines)
+    # Tip (140, 140) to intercept (300, 300) at 0.1 mm/px: 22.6 mm; tip depth 14.0 mm; 45 deg.
+    assert "needle: tracking" in joined
+    assert "22.6 mm" in joined and "14.0 mm" in joined and "45 deg" in joined
+    no_scale = "\n".join(readout_lines(scene(spacing=None)))
+    assert "226 px" in no_scale and "mm" not in no_scale
+
+
+def test_palette_is_okabe_ito_in_both_orders():
+    assert OKABE_ITO_RGB["orange"] == (230, 159, 0)
+    assert OKABE_ITO_BGR["orange"] == (0, 159, 230)
+    assert len(set(OKABE_ITO_BGR.values())) == len(OKABE_ITO_BGR)

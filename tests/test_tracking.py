@@ -1,0 +1,253 @@
+"""Needle tracker and target smoother on sequences with known truth."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from guidance.tracking import NeedleTracker, TargetSmoother, TrackStage
+from guidance.types import Detection, Frame, FrameResult, NeedleDetection, TargetDetection
+
+FPS = 30.0
+BLANK = np.full((240, 320), 60, np.uint8)
+
+
+def frame(i: int, image: np.ndarray = BLANK, fps: float = FPS) -> Frame:
+    return Frame(image, i / fps, i, i, (0.1, 0.1))
+
+
+def det(tip, tail=(20.0, 20.0), conf=0.9) -> Detection:
+    return Detection(NeedleDetection((float(tip[0]), float(tip[1])), (float(tail[0]), float(tail[1])), conf))
+
+
+def test_first_detection_starts_tracking_and_nothing_is_invented_before():
+    tr = NeedleTracker()
+    assert tr.update(frame(0), Detection()).state == "lost"
+    assert tr.update(frame(1), Detection()).needle is None
+    t = tr.update(frame(2), det((150, 120)))
+    assert t.state == "tracking" and t.needle.tip_px == pytest.approx((150, 120))
+
+
+def test_static_needle_is_steadier_tracked_than_detected():
+    rng = np.random.default_rng(1)
+    tr = NeedleTracker()
+    raw, tracked = [], []
+    for i in range(150):
+        tip = np.array([160.0, 120.0]) + rng.normal(0, 1.5, 2)
+        t = tr.update(frame(i), det(tip, (40 + rng.normal(), 30 + rng.normal())))
+        if i >= 30:
+            raw.append(tip - (160, 120))
+            tracked.append(np.subtract(t.needle.tip_px, (160, 120)))
+    rms = lambda e: float(np.sqrt(np.mean(np.sum(np.square(e), axis=1))))  # noqa: E731
+    assert rms(tracked) < 0.5 * rms(raw)
+
+
+def test_needle_inserted_at_constant_speed_is_followed_without_lag():
+    rng = np.random.default_rng(2)
+    tr = NeedleTracker()
+    errors = []
+    for i in range(90):
+        truth = np.array([60.0, 40.0]) + i * np.array([1.5, 1.0])  # 54 px/s
+        t = tr.update(frame(i), det(truth + rng.normal(0, 1.0, 2), (0, 0)))
+        if i >= 30:
+            errors.append(np.hypot(*np.subtract(t.needle.tip_px, truth)))
+    assert np.mean(errors) < 1.5
+
+
+def test_single_outlier_is_gated_and_track_continues():
+    tr = NeedleTracker()
+    for i in range(20):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    t = tr.update(frame(20), det((40, 200), (300, 20)))  # wildly different for one frame
+    assert t.needle is not None
+    assert t.needle.tip_px == pytest.approx((150, 120), abs=1.0)
+    assert t.state == "coasting"
+    t = tr.update(frame(21), det((150, 120), (50, 50)))
+    assert t.state == "tracking" and t.needle.tip_px == pytest.approx((150, 120), abs=1.0)
+
+
+def test_persistent_new_needle_reinitialises_the_track():
+    tr = NeedleTracker(reinit_frames=3)
+    for i in range(20):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    tips = [tr.update(frame(20 + k), det((60, 200), (280, 40))).needle.tip_px for k in range(3)]
+    assert tips[0] == pytest.approx((150, 120), abs=1.0)
+    assert tips[2] == pytest.approx((60, 200), abs=0.5)
+
+
+def test_coast_then_lost_at_coast_s():
+    tr = NeedleTracker(coast_s=0.5)
+    for i in range(30):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    last_seen_s = 29 / FPS
+    for i in range(30, 60):
+        t = tr.update(frame(i), Detection())
+        elapsed = i / FPS - last_seen_s
+        if elapsed < 0.5 - 1e-6:
+            assert t.state == "coasting" and t.needle is not None
+        elif elapsed > 0.5 + 1e-6:
+            assert t.state == "lost" and t.needle is None
+        assert t.frames_since_detection == i - 29
+
+
+def test_two_second_gap_reports_nothing_after_the_coast():
+    tr = NeedleTracker(coast_s=0.5)
+    for i in range(30):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    shown = [tr.update(frame(i), Detection()).needle is not None for i in range(30, 90)]
+    coast_frames = int(0.5 * FPS)
+    assert all(shown[:coast_frames]) and not any(shown[coast_frames + 1:])
+
+
+def test_recovers_moving_needle_after_ten_frame_gap():
+    rng = np.random.default_rng(3)
+    tr = NeedleTracker()
+    truth = lambda i: np.array([50.0 + 1.2 * i, 40.0 + 0.8 * i])  # noqa: E731
+    for i in range(40):
+        tr.update(frame(i), det(truth(i) + rng.normal(0, 1.0, 2), (0, 6)))
+    for i in range(40, 50):   # out of plane: the detector sees nothing
+        t = tr.update(frame(i), Detection())
+        assert t.state == "coasting"
+    for k, i in enumerate(range(50, 53)):
+        t = tr.update(frame(i), det(truth(i) + rng.normal(0, 1.0, 2), (0, 6)))
+    assert t.state == "tracking"
+    assert np.hypot(*np.subtract(t.needle.tip_px, truth(52))) < 2.5
+
+
+def test_recovers_needle_that_reappears_elsewhere_after_ten_frame_gap():
+    tr = NeedleTracker()
+    for i in range(40):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    for i in range(40, 50):
+        tr.update(frame(i), Detection())
+    moved = ((90, 190), (250, 60))   # the probe moved: a different line
+    tips = [tr.update(frame(i), det(*moved)).needle.tip_px for i in range(50, 53)]
+    assert tips[-1] == pytest.approx((90, 190), abs=0.5)
+
+
+def test_timestamp_going_back_resets_the_track():
+    tr = NeedleTracker()
+    for i in range(10, 20):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    t = tr.update(frame(0), det((60, 200), (280, 40)))   # replay looped
+    assert t.state == "tracking" and t.needle.tip_px == pytest.approx((60, 200))
+
+
+def test_angle_uncertainty_shrinks_with_detections_and_grows_while_coasting():
+    tr = NeedleTracker()
+    sds = [tr.update(frame(i), det((150, 120), (50, 50))).angle_sd_deg for i in range(15)]
+    assert sds[0] > sds[-1] > 0
+    coast = [tr.update(frame(i), Detection()).angle_sd_deg for i in range(15, 25)]
+    assert coast[-1] > sds[-1]
+
+
+def test_needle_coasting_out_of_the_frame_is_lost():
+    tr = NeedleTracker(coast_s=2.0, use_flow=False)
+    for i in range(20):
+        tr.update(frame(i), det((300 + 0 * i, 120) if i < 10 else (300 + 10 * (i - 10), 120), (200, 120)))
+    states = [tr.update(frame(i), Detection()).state for i in range(20, 40)]
+    assert states[-1] == "lost"
+
+
+def speckle_with_needle(shift=(0.0, 0.0), seed=5) -> np.ndarray:
+    """Speckle with a bright needle from (60, 40) to (200, 130), translated by ``shift``."""
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.integers(0, 255, (280, 360)).astype(np.uint8), (0, 0), 1.5)
+    cv2.line(base, (60, 40), (200, 130), 255, 3, cv2.LINE_AA)
+    m = np.float32([[1, 0, shift[0]], [0, 1, shift[1]]])
+    return cv2.warpAffine(base, m, (base.shape[1], base.shape[0]), borderMode=cv2.BORDER_REFLECT)[20:260, 20:340]
+
+
+def test_optical_flow_carries_the_needle_through_a_missed_detection():
+    tip0 = np.array([180.0, 110.0])   # (200, 130) in the cropped image
+    tail0 = np.array([40.0, 20.0])
+    errors = {}
+    for use_flow in (True, False):
+        tr = NeedleTracker(use_flow=use_flow)
+        img = speckle_with_needle()
+        for i in range(10):
+            tr.update(frame(i, img), det(tip0, tail0))
+        # The probe slides: the whole picture moves 6 px right and 4 px down; detector misses.
+        t = tr.update(frame(10, speckle_with_needle((6.0, 4.0))), Detection())
+        assert t.state == "coasting"
+        errors[use_flow] = float(np.hypot(*np.subtract(t.needle.tip_px, tip0 + (6.0, 4.0))))
+    assert errors[True] < 2.0 < errors[False]
+
+
+# --- target smoothing -------------------------------------------------------
+
+def surface(y, x0=10, x1=300, step=2.0, noise=0.0, rng=None, kind="cartilage"):
+    xs = np.arange(x0, x1 + 1e-9, step)
+    ys = y(xs) if callable(y) else np.full_like(xs, float(y))
+    if noise:
+        ys = ys + rng.normal(0, noise, len(xs))
+    s = np.stack([xs, ys], axis=1)
+    return TargetDetection(kind, s, s + [0, 12.0], 1.5)
+
+
+def test_target_smoother_reduces_jitter():
+    rng = np.random.default_rng(7)
+    sm = TargetSmoother()
+    true_y = lambda x: 150 + 10 * np.sin(x / 40)  # noqa: E731
+    raw_err, smooth_err = [], []
+    for i in range(60):
+        obs = surface(true_y, noise=1.5, rng=rng)
+        out = sm.update(frame(i), obs)
+        if i >= 10:
+            raw_err.append(obs.surface_px[:, 1] - true_y(obs.surface_px[:, 0]))
+            smooth_err.append(out.surface_px[:, 1] - true_y(out.surface_px[:, 0]))
+    assert np.sqrt(np.mean(np.square(smooth_err))) < 0.6 * np.sqrt(np.mean(np.square(raw_err)))
+
+
+@pytest.mark.parametrize("shift_px", [5.0, 30.0])
+def test_target_smoother_follows_probe_motion_at_once(shift_px):
+    sm = TargetSmoother()
+    for i in range(20):
+        sm.update(frame(i), surface(150))
+    out = sm.update(frame(20), surface(150 + shift_px))
+    assert np.allclose(out.surface_px[:, 1], 150 + shift_px, atol=0.5)
+    assert np.allclose(out.bone_px[:, 1], 162 + shift_px, atol=0.5)
+
+
+def test_target_smoother_holds_briefly_then_drops_the_target():
+    sm = TargetSmoother(hold_s=0.25)
+    for i in range(10):
+        sm.update(frame(i), surface(150))
+    held = [sm.update(frame(i), None) is not None for i in range(10, 30)]
+    assert held[0] and not held[-1]
+    assert sum(held) == int(0.25 * FPS)
+
+
+def test_target_smoother_does_not_bridge_gaps_in_the_surface():
+    sm = TargetSmoother(max_gap_px=8)
+    left = surface(150, 10, 100)
+    right = surface(150, 200, 300)
+    both = TargetDetection("bone", np.vstack([left.surface_px, right.surface_px]),
+                           np.vstack([left.bone_px, right.bone_px]))
+    out = sm.update(frame(0), both)
+    xs = out.surface_px[:, 0]
+    assert not np.any((xs > 100) & (xs < 200))
+    assert xs.min() == 10 and xs.max() == 300
+
+
+def test_target_kind_change_restarts_the_surface():
+    sm = TargetSmoother()
+    for i in range(10):
+        sm.update(frame(i), surface(150))
+    out = sm.update(frame(10), surface(163, kind="bone"))
+    assert out.kind == "bone"
+    assert np.allclose(out.surface_px[:, 1], 163)
+
+
+def test_track_stage_sets_track_and_smoothed_target_without_touching_input():
+    stage = TrackStage()
+    d = Detection(NeedleDetection((150.0, 120.0), (50.0, 50.0), 0.9), surface(150))
+    r0 = FrameResult(frame(0), detection=d)
+    r1 = stage(r0)
+    assert r0.track is None and r0.detection is d
+    assert r1.track.state == "tracking"
+    assert r1.detection.needle is d.needle
+    assert r1.target is not None and np.allclose(r1.target.surface_px[:, 1], 150)
+    r2 = stage(FrameResult(frame(1), detection=None))
+    assert r2.track.state == "coasting" and r2.target is not None

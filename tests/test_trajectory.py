@@ -1,0 +1,189 @@
+"""Trajectory geometry against hand-computed answers, and the guidance alerts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from guidance.tracking import TrackStage
+from guidance.trajectory import GuidanceStage, compute_trajectory, miss_vector
+from guidance.types import (Detection, Frame, FrameResult, ImagingRegion, NeedleDetection,
+                            TargetDetection)
+
+
+def flat_surface(y: float, x0: float = 0.0, x1: float = 200.0, n: int = 21) -> TargetDetection:
+    xs = np.linspace(x0, x1, n)
+    surf = np.stack([xs, np.full_like(xs, y)], axis=1)
+    return TargetDetection("cartilage", surf, surf + [0.0, 10.0], 1.0)
+
+
+def needle(tail, tip) -> NeedleDetection:
+    return NeedleDetection(tuple(map(float, tip)), tuple(map(float, tail)), 0.9)
+
+
+def test_45_degree_needle_meets_flat_surface_exactly():
+    tr = compute_trajectory(needle((0, 0), (50, 50)), flat_surface(100), None)
+    assert tr.intercept_px == pytest.approx((100.0, 100.0))
+    assert tr.distance_px == pytest.approx(50 * math.sqrt(2))
+    assert tr.distance_mm is None and tr.tip_depth_mm is None
+    assert tr.approach_deg == pytest.approx(45.0)
+
+
+def test_anisotropic_spacing_scales_distance_depth_and_angle():
+    # 0.1 mm/px across, 0.2 mm/px down: the 50x50 px step is 5 mm across, 10 mm down.
+    tr = compute_trajectory(needle((0, 0), (50, 50)), flat_surface(100), (0.1, 0.2), skin_y_px=10)
+    assert tr.intercept_px == pytest.approx((100.0, 100.0))
+    assert tr.distance_mm == pytest.approx(math.hypot(5.0, 10.0))
+    assert tr.tip_depth_mm == pytest.approx((50 - 10) * 0.2)
+    assert tr.approach_deg == pytest.approx(math.degrees(math.atan2(10.0, 5.0)))
+
+
+def test_skin_line_defaults_to_top_of_frame():
+    tr = compute_trajectory(needle((0, 0), (50, 50)), flat_surface(100), (0.1, 0.2))
+    assert tr.tip_depth_mm == pytest.approx(50 * 0.2)
+
+
+def test_vertical_needle_is_perpendicular():
+    tr = compute_trajectory(needle((30, 0), (30, 40)), flat_surface(90), (0.1, 0.1))
+    assert tr.intercept_px == pytest.approx((30.0, 90.0))
+    assert tr.distance_mm == pytest.approx(5.0)
+    assert tr.approach_deg == pytest.approx(90.0)
+
+
+def test_sloped_surface_intercept_and_angle():
+    # Surface y = 100 + 0.5 (x - 100) from x=0..200; needle straight down at x=140.
+    xs = np.array([0.0, 200.0])
+    surf = np.stack([xs, 100 + 0.5 * (xs - 100)], axis=1)
+    t = TargetDetection("bone", surf, surf)
+    tr = compute_trajectory(needle((140, 0), (140, 20)), t, (0.2, 0.2))
+    assert tr.intercept_px == pytest.approx((140.0, 120.0))
+    assert tr.distance_mm == pytest.approx(100 * 0.2)
+    # Angle between (0, 1) and the tangent (2, 1): 90 - atan(1/2).
+    assert tr.approach_deg == pytest.approx(90 - math.degrees(math.atan(0.5)))
+
+
+def test_first_crossing_of_a_wavy_surface_is_taken():
+    xs = np.arange(0.0, 401.0, 1.0)
+    surf = np.stack([xs, 100 + 30 * np.sin(xs / 20.0)], axis=1)
+    t = TargetDetection("bone", surf, surf)
+    tr = compute_trajectory(needle((0, 60), (10, 62)), t, None)
+    assert tr is not None
+    y_surf = np.interp(tr.intercept_px[0], xs, surf[:, 1])
+    assert tr.intercept_px[1] == pytest.approx(y_surf, abs=1e-6)
+    # No earlier crossing: every point of the path before the intercept is above the surface.
+    path_x = np.linspace(10, tr.intercept_px[0], 500)[:-1]
+    path_y = 62 + (path_x - 10) * 0.2
+    assert np.all(path_y < np.interp(path_x, xs, surf[:, 1]))
+
+
+def test_needle_parallel_to_surface_gives_none():
+    assert compute_trajectory(needle((0, 50), (40, 50)), flat_surface(100), (0.1, 0.1)) is None
+
+
+def test_needle_pointing_away_from_surface_gives_none():
+    assert compute_trajectory(needle((50, 80), (60, 60)), flat_surface(100), (0.1, 0.1)) is None
+
+
+def test_path_passing_beside_the_surface_gives_none():
+    # Surface spans x 0..200; the path meets y=100 at x=300.
+    assert compute_trajectory(needle((200, 0), (250, 50)), flat_surface(100), (0.1, 0.1)) is None
+
+
+def test_tip_already_past_the_surface_gives_none():
+    assert compute_trajectory(needle((0, 0), (120, 120)), flat_surface(100), (0.1, 0.1)) is None
+
+
+def test_missing_needle_or_target_gives_none():
+    assert compute_trajectory(None, flat_surface(100), None) is None
+    assert compute_trajectory(needle((0, 0), (10, 10)), None, None) is None
+
+
+def test_cone_lines_open_at_plus_minus_k_sd_in_mm_space():
+    spacing = (0.1, 0.3)
+    tr = compute_trajectory(needle((0, 0), (50, 20)), flat_surface(100, 0, 1000, 101), spacing,
+                            angle_sd_deg=1.5, cone_k=2.0)
+    assert tr.cone_px is not None
+
+    def angle_mm(p0, p1):
+        d = np.subtract(p1, p0) * spacing
+        return math.degrees(math.atan2(d[1], d[0]))
+
+    main = angle_mm((50, 20), tr.intercept_px)
+    sides = sorted(angle_mm(p0, p1) - main for p0, p1 in tr.cone_px)
+    assert sides == pytest.approx([-3.0, 3.0], abs=1e-6)
+    for p0, p1 in tr.cone_px:
+        assert p0 == pytest.approx((50.0, 20.0))
+        assert p1[1] == pytest.approx(100.0)  # both edges end on the surface
+
+
+def test_no_cone_without_uncertainty():
+    assert compute_trajectory(needle((0, 0), (50, 50)), flat_surface(100), None).cone_px is None
+
+
+def test_miss_split_into_lateral_and_depth_mm():
+    # Vertical path at x=50; target 10 px to its right at the surface: the path passes 1 mm left.
+    tr = compute_trajectory(needle((50, 0), (50, 50)), flat_surface(100), (0.1, 0.1),
+                            target_point_px=(60, 100))
+    assert tr.target_point_px == (60.0, 100.0)
+    assert tr.miss_lateral_mm == pytest.approx(-1.0)
+    assert tr.miss_depth_mm == pytest.approx(0.0)
+    # Horizontal path at y=50 with the target 20 px (sy 0.2 -> 4 mm) below it: path is shallower.
+    mv = miss_vector(needle((0, 50), (10, 50)), (80, 70), (0.1, 0.2))
+    assert mv == pytest.approx([0.0, -4.0])
+
+
+def test_target_on_the_path_has_no_miss():
+    tr = compute_trajectory(needle((0, 0), (50, 50)), flat_surface(100), (0.1, 0.2),
+                            target_point_px=(100, 100))
+    assert tr.miss_lateral_mm == pytest.approx(0.0, abs=1e-9)
+    assert tr.miss_depth_mm == pytest.approx(0.0, abs=1e-9)
+
+
+def _result(n, target, t_s=0.0, spacing=(0.1, 0.1), region=None):
+    frame = Frame(np.zeros((200, 300), np.uint8), t_s, int(round(t_s * 30)), 0, spacing)
+    return FrameResult(frame, region=region, detection=Detection(n, target))
+
+
+def test_guidance_stage_fills_trajectory_and_uses_region_as_skin():
+    stage = GuidanceStage()
+    r = stage(_result(needle((50, 0), (50, 60)), flat_surface(150),
+                      region=ImagingRegion(0, 20, 300, 180)))
+    assert r.trajectory.intercept_px == pytest.approx((50.0, 150.0))
+    assert r.trajectory.tip_depth_mm == pytest.approx((60 - 20) * 0.1)
+    assert r.alerts == ()
+
+
+def test_near_bone_alert_within_threshold_only():
+    stage = GuidanceStage(near_bone_mm=2.0)
+    target = flat_surface(100)  # bone at y=110 (1 mm per 10 px)
+    assert "near_bone" in stage(_result(needle((50, 0), (50, 95)), target)).alerts      # 1.5 mm
+    assert "near_bone" not in stage(_result(needle((50, 0), (50, 80)), target)).alerts  # 3 mm
+    assert "near_bone" in stage(_result(needle((50, 0), (50, 130)), target)).alerts     # inside bone
+
+
+def test_off_target_alert_and_set_target_point():
+    stage = GuidanceStage(off_target_mm=2.0)
+    n = needle((50, 0), (50, 50))
+    assert "off_target" not in stage(_result(n, flat_surface(100))).alerts  # no target chosen
+    stage.set_target_point((60, 100))   # 1 mm beside the path
+    r = stage(_result(n, flat_surface(100)))
+    assert "off_target" not in r.alerts and r.trajectory.miss_lateral_mm == pytest.approx(-1.0)
+    stage.set_target_point((90, 100))   # 4 mm beside the path
+    assert "off_target" in stage(_result(n, flat_surface(100))).alerts
+    stage.set_target_point(None)
+    assert stage(_result(n, flat_surface(100))).trajectory.target_point_px is None
+
+
+def test_needle_lost_alert_only_after_a_needle_was_tracked():
+    track, guide = TrackStage(coast_s=0.5), GuidanceStage()
+    empty = [guide(track(_result(None, flat_surface(100), t_s=i / 30))) for i in range(5)]
+    assert all("needle_lost" not in r.alerts for r in empty)
+    t0 = 1.0
+    for i in range(10):
+        guide(track(_result(needle((50, 0), (50, 50)), flat_surface(100), t_s=t0 + i / 30)))
+    after = [guide(track(_result(None, flat_surface(100), t_s=t0 + (10 + i) / 30))) for i in range(30)]
+    states = [r.track.state for r in after]
+    assert "coasting" in states and states[-1] == "lost"
+    assert all(("needle_lost" in r.alerts) == (r.track.state == "lost") for r in after)
