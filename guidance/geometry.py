@@ -114,13 +114,15 @@ def resample_on_grid(poly, grid_x: np.ndarray, max_gap_px: float) -> np.ndarray:
     out = np.full(grid_x.shape, np.nan)
     if len(poly) == 0:
         return out
-    order = np.argsort(poly[:, 0], kind="stable")
-    xs, ys = poly[order, 0], poly[order, 1]
+    xs, ys = poly[:, 0], poly[:, 1]
+    if np.any(xs[1:] < xs[:-1]):
+        order = np.argsort(xs, kind="stable")
+        xs, ys = xs[order], ys[order]
     inside = (grid_x >= xs[0]) & (grid_x <= xs[-1])
     out[inside] = np.interp(grid_x[inside], xs, ys)
     if len(xs) > 1:
         j = np.clip(np.searchsorted(xs, grid_x, side="right"), 1, len(xs) - 1)
-        gap = (xs[j] - xs[j - 1]) > max_gap_px
-        exact = np.isin(grid_x, xs)
-        out[gap & ~exact] = np.nan
+        lo, hi = xs[j - 1], xs[j]
+        gap = ((hi - lo) > max_gap_px) & (grid_x != lo) & (grid_x != hi)
+        out[gap] = np.nan
     return out

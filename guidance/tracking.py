@@ -164,7 +164,7 @@ class NeedleTracker:
     def _shaft_points(self, state: np.ndarray) -> np.ndarray:
         tip, u = state[0:2, 0], state[4:6, 0]
         length = max(self._length_px, 10.0)
-        frac = np.linspace(0.0, 0.8, 7)
+        frac = np.linspace(0.0, 0.5, 6)  # the front half: where the tip is
         return (tip[None, :] - (frac * length)[:, None] * u[None, :]).astype(np.float32).reshape(-1, 1, 2)
 
     def _flow_motion(self, image: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -183,6 +183,12 @@ class NeedleTracker:
         if inside.sum() < 3:
             return None
         p0 = p0[inside]
+        # Work on the patch around the shaft only: pyramids of the whole frame cost more.
+        margin = 32
+        x0, y0 = np.maximum(np.floor(p0.reshape(-1, 2).min(axis=0)).astype(int) - margin, 0)
+        x1, y1 = np.minimum(np.ceil(p0.reshape(-1, 2).max(axis=0)).astype(int) + margin, (w, h))
+        prev, image = prev[y0:y1, x0:x1], image[y0:y1, x0:x1]
+        p0 = p0 - np.float32([x0, y0])
         lk = dict(winSize=(21, 21), maxLevel=2,
                   criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
         p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, image, p0, None, **lk)
@@ -205,15 +211,21 @@ class NeedleTracker:
         return shift, u
 
     def _apply_flow(self, before: np.ndarray, shift: np.ndarray, u: np.ndarray) -> None:
-        """Move the previous estimate by the measured flow (flow as the motion input).
+        """Move the predicted needle across its shaft by the measured flow.
 
-        The probe or tissue moved the needle in the picture: the image says by
-        how much, better than the constant-velocity guess. The uncertainty is
+        Flow sees the shaft move sideways (tissue pushed, probe slid) better
+        than the constant-velocity guess, and takes the shaft's new direction.
+        Along the shaft it sees little (a uniform line has no feature to follow,
+        and a needle gone out of plane leaves the tissue still), so the
+        kinematic prediction keeps the along-shaft motion. The uncertainty is
         the prediction's plus the flow's own.
         """
         kf = self._kf
-        state = before.copy()
-        state[0:2, 0] += shift
+        state = kf.statePre.copy()
+        u_prev = before[4:6, 0] / max(math.hypot(before[4, 0], before[5, 0]), 1e-9)
+        normal = np.array([-u_prev[1], u_prev[0]])
+        predicted_shift = state[0:2, 0] - before[0:2, 0]
+        state[0:2, 0] += normal * float(np.dot(shift - predicted_shift, normal))
         state[4:6, 0] = u
         cov = kf.errorCovPre.copy()
         cov[0, 0] += self._flow_var[0]

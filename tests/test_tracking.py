@@ -168,10 +168,10 @@ def test_optical_flow_carries_the_needle_through_a_missed_detection():
         img = speckle_with_needle()
         for i in range(10):
             tr.update(frame(i, img), det(tip0, tail0))
-        # The probe slides: the whole picture moves 6 px right and 4 px down; detector misses.
-        t = tr.update(frame(10, speckle_with_needle((6.0, 4.0))), Detection())
+        # Tissue pushed sideways: the picture moves 7 px across the shaft; detector misses.
+        t = tr.update(frame(10, speckle_with_needle((-4.0, 6.0))), Detection())
         assert t.state == "coasting"
-        errors[use_flow] = float(np.hypot(*np.subtract(t.needle.tip_px, tip0 + (6.0, 4.0))))
+        errors[use_flow] = float(np.hypot(*np.subtract(t.needle.tip_px, tip0 + (-4.0, 6.0))))
     assert errors[True] < 2.0 < errors[False]
 
 
