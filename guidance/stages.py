@@ -18,3 +18,41 @@ class Stage(Protocol):
     name: str
 
     def __call__(self, result: FrameResult) -> FrameResult: ...
+
+
+def build_stages(*, detector="auto", track: bool = True, target_point_px=None, region=None,
+                 spacing_mm=None) -> list[Stage]:
+    """The standard stages: imaging region, detection, tracking, guidance.
+
+    Parameters
+    ----------
+    detector : str or Detector
+        ``"auto"``, ``"classical"``, the path of an ONNX model (see
+        ``guidance.detect.load_detector``), or a detector object.
+    track : bool
+        False treats every frame on its own (no tracking, no smoothing).
+    target_point_px : (x, y), optional
+        A user-chosen target point in frame pixels.
+    region : ImagingRegion, optional
+        User override of the imaging region (else found automatically).
+    spacing_mm : float or (sx, sy), optional
+        Pixel spacing that overrides whatever the source says.
+    """
+    import importlib.util
+
+    from .region import RegionStage
+
+    stages: list[Stage] = [RegionStage(override=region, spacing_mm=spacing_mm)]
+    # TEMPORARY until guidance.detect lands: skip detection when the package is absent.
+    if importlib.util.find_spec("guidance.detect") is not None:
+        from .detect import DetectStage, load_detector
+
+        stages.append(DetectStage(detector if hasattr(detector, "detect") else load_detector(detector)))
+    if track:
+        from .tracking import TrackStage
+
+        stages.append(TrackStage())
+    from .trajectory import GuidanceStage
+
+    stages.append(GuidanceStage(target_point_px=target_point_px))
+    return stages

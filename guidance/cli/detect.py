@@ -1,0 +1,63 @@
+"""``guidance detect INPUT``: every frame through the pipeline, one JSON line per frame (CONTRACT.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from ..errors import InputError
+from ._args import add_stage_options, stages_from_args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "detect", help="detect needle and target in every frame of a file; JSON Lines out",
+        description="Run detection, tracking and guidance over every frame of INPUT as fast as it goes "
+                    "(no pacing, no dropping) and write one JSON object per frame (see CONTRACT.md).")
+    p.add_argument("input", metavar="INPUT",
+                   help="video (.mp4 .avi .mkv), image folder, image, PLUS sequence (.mha .mhd .nrrd), "
+                        "DICOM file or recording (.usrec)")
+    p.add_argument("--out", metavar="FILE", help="write the lines to FILE instead of standard output")
+    add_stage_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..contract import dumps, result_to_record
+    from ..pipeline import run_offline
+    from ..sources import classify_spec, open_source
+
+    kind = classify_spec(args.input)
+    if kind in ("device", "igtl", "sim"):
+        raise InputError(f"{args.input}: detect reads files; use 'guidance live --source {args.input}' for a live source")
+    options = {"realtime": False, "loop": False}
+    if args.spacing is not None:
+        options["spacing_mm"] = args.spacing
+    source = open_source(args.input, **options)
+    stages = stages_from_args(args)
+    if args.out is None:
+        _write(run_offline(source, stages), sys.stdout, dumps, result_to_record)
+        return 0
+    out = Path(args.out)
+    partial = out.with_name(out.name + ".partial")
+    try:
+        fh = open(partial, "w", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write ({exc.strerror})") from None
+    try:
+        with fh:
+            _write(run_offline(source, stages), fh, dumps, result_to_record)
+        os.replace(partial, out)  # no half-written FILE if the input turns out bad midway
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return 0
+
+
+def _write(results, fh, dumps, result_to_record) -> None:
+    for result in results:
+        fh.write(dumps(result_to_record(result)))
+        fh.write("\n")
+    fh.flush()

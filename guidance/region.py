@@ -1,0 +1,304 @@
+"""The ultrasound imaging region inside a grabbed scanner screen, and its depth scale.
+
+A frame grabber sees the scanner's whole screen: the ultrasound image plus
+black background, text, logos and a depth ruler. :func:`find_imaging_region`
+finds the image in one frame (the one large block of content; chrome comes in
+small separate pieces); :class:`RegionEstimator` does better over several
+frames (live pixels change, chrome does not). :class:`RegionStage` puts the
+region on each result, a user override winning. All coordinates are pixels of
+the grabbed frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+
+from .types import FrameResult, ImagingRegion, Spacing
+
+_BLOCK_PX = 8          # content is judged in blocks of this size
+_MIN_SIDE_PX = 64      # pieces narrower than this (text, logos, ruler ticks) are chrome
+_NOISE_LEVELS = 3      # grey levels above the background that still count as background
+
+
+def _background_level(image_u8: np.ndarray) -> int:
+    """The most common grey level: the screen's background."""
+    hist = cv2.calcHist([image_u8], [0], None, [256], [0, 256]).ravel()
+    return int(np.argmax(hist))
+
+
+def _content_mask(image_u8: np.ndarray) -> np.ndarray:
+    level = min(_background_level(image_u8) + _NOISE_LEVELS, 254)
+    return cv2.threshold(image_u8, level, 255, cv2.THRESH_BINARY)[1]
+
+
+def _largest_piece(mask_u8: np.ndarray, min_side: int) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of the largest connected piece of ``mask_u8`` after removing pieces thinner than ``min_side``."""
+    k = max(1, int(min_side))
+    opened = cv2.morphologyEx(mask_u8, cv2.MORPH_OPEN, np.ones((k, k), np.uint8)) if k > 1 else mask_u8
+    n, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=4)
+    if n <= 1:
+        return None
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    return x, y, w, h
+
+
+def _refine(mask_u8: np.ndarray, box_px: tuple[int, int, int, int], margin_px: int,
+            max_gap_px: int = 6, reach_px: int = 48) -> ImagingRegion:
+    """Move each edge of a coarse box to where the image's content ends.
+
+    From one margin inside each edge, walk outward over rows (columns) that
+    hold content, across gaps of up to ``max_gap_px`` empty ones (dark deep
+    tissue), at most ``reach_px`` beyond the box (its blocky edges fall short
+    where deep tissue is dark). Chrome further than the gap away (a logo
+    beside the image) is not reached.
+    """
+    height, width = mask_u8.shape
+    x, y, w, h = box_px
+    x0, y0, x1, y1 = x, y, min(width, x + w), min(height, y + h)
+    if x1 - x0 < 2 * margin_px + 2 or y1 - y0 < 2 * margin_px + 2:
+        return ImagingRegion(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+    inner = mask_u8[y0 + margin_px:y1 - margin_px, :]
+    cols = inner.any(axis=0)
+    inner = mask_u8[:, x0 + margin_px:x1 - margin_px]
+    rows = inner.any(axis=1)
+    left = _walk(cols, x0 + margin_px, -1, max(0, x0 - reach_px), max_gap_px)
+    right = _walk(cols, x1 - 1 - margin_px, +1, min(width - 1, x1 - 1 + reach_px), max_gap_px)
+    top = _walk(rows, y0 + margin_px, -1, max(0, y0 - reach_px), max_gap_px)
+    bottom = _walk(rows, y1 - 1 - margin_px, +1, min(height - 1, y1 - 1 + reach_px), max_gap_px)
+    return ImagingRegion(left, top, right - left + 1, bottom - top + 1)
+
+
+def _walk(has: np.ndarray, start: int, step: int, limit: int, max_gap: int) -> int:
+    """Last index with content reached from ``start`` toward ``limit`` without a gap longer than ``max_gap``."""
+    last, gap, i = start, 0, start
+    while i != limit:  # at most a few dozen steps along a profile, not over pixels
+        i += step
+        if has[i]:
+            last, gap = i, 0
+        else:
+            gap += 1
+            if gap > max_gap:
+                break
+    return last
+
+
+def _coarse_box(mask_u8: np.ndarray, block_px: int) -> tuple[int, int, int, int] | None:
+    """Largest block of content in pixels, judged on ``block_px`` blocks (any content in a block counts)."""
+    height, width = mask_u8.shape
+    bw, bh = max(1, width // block_px), max(1, height // block_px)
+    blocks = (cv2.resize(mask_u8, (bw, bh), interpolation=cv2.INTER_AREA) > 0).astype(np.uint8) * 255
+    piece = _largest_piece(blocks, _MIN_SIDE_PX // block_px)
+    if piece is None:
+        return None
+    sx, sy = width / bw, height / bh
+    x, y, w, h = piece
+    return int(x * sx), int(y * sy), int(np.ceil(w * sx)), int(np.ceil(h * sy))
+
+
+def find_imaging_region(image_u8: np.ndarray) -> ImagingRegion:
+    """Find the ultrasound image in one grabbed frame.
+
+    Parameters
+    ----------
+    image_u8 : (H, W) uint8 array
+        The grabbed frame, grey.
+
+    Returns
+    -------
+    ImagingRegion
+        Bounding box of the largest connected block of content in frame
+        pixels; the whole frame when nothing stands out (a frame that is all
+        ultrasound, or all background).
+    """
+    mask = _content_mask(image_u8)
+    box = _coarse_box(mask, _BLOCK_PX)
+    if box is None:
+        return ImagingRegion.full(image_u8)
+    return _refine(mask, box, 2 * _BLOCK_PX).clip_to(*image_u8.shape)
+
+
+class RegionEstimator:
+    """Refines the imaging region over frames: live pixels change, chrome does not.
+
+    Each :meth:`update` compares the frame (at a quarter of its size) with
+    the previous one and keeps a decaying map of where pixels change. When
+    enough of the frame is changing, the region is the largest changing
+    block, tightened to the frame's content; otherwise (a frozen image, the
+    first frame) the single-frame estimate is used.
+
+    Parameters
+    ----------
+    decay : float
+        Weight kept by the change map at each update (0.9: it forgets over
+        about ten updates, so a change of depth or layout is followed).
+    """
+
+    _SCALE = 4
+
+    def __init__(self, decay: float = 0.9, change_levels: int = 2) -> None:
+        self.decay = float(decay)
+        self.change_levels = int(change_levels)
+        self.reset()
+
+    def reset(self) -> None:
+        self._prev: np.ndarray | None = None
+        self._activity: np.ndarray | None = None
+        self._shape: tuple[int, int] | None = None
+        self.region: ImagingRegion | None = None
+        self.updates = 0
+
+    def update(self, image_u8: np.ndarray) -> ImagingRegion:
+        if self._shape != image_u8.shape:
+            self.reset()
+            self._shape = image_u8.shape
+        height, width = image_u8.shape
+        small = cv2.resize(image_u8, (max(1, width // self._SCALE), max(1, height // self._SCALE)),
+                           interpolation=cv2.INTER_AREA)
+        if self._prev is not None:
+            changed = (cv2.absdiff(small, self._prev) > self.change_levels).astype(np.float32)
+            self._activity = changed if self._activity is None else self.decay * self._activity + changed
+        self._prev = small
+        self.updates += 1
+        mask = _content_mask(image_u8)
+        box = None
+        if self._activity is not None:
+            live = (self._activity > 0.5).astype(np.uint8) * 255
+            if live.mean() > 0.01:
+                piece = _largest_piece(live, _MIN_SIDE_PX // self._SCALE)
+                if piece is not None:
+                    x, y, w, h = piece
+                    s = self._SCALE
+                    box = (x * s, y * s, w * s, h * s)
+        if box is None:
+            box = _coarse_box(mask, _BLOCK_PX)
+        self.region = (ImagingRegion.full(image_u8) if box is None
+                       else _refine(mask, box, 2 * _BLOCK_PX).clip_to(height, width))
+        return self.region
+
+
+class RegionStage:
+    """Pipeline stage: sets ``result.region`` (and optionally the pixel spacing).
+
+    Parameters
+    ----------
+    override : ImagingRegion, optional
+        The user's region: always wins over the automatic one.
+    spacing_mm : float or (sx, sy), optional
+        Pixel spacing to put on every frame, overriding the source's.
+    every_n_frames : int
+        Re-estimate the region on every n-th frame (it changes rarely).
+    read_scale : bool
+        When the frame has no spacing, read it from the depth ruler
+        (:func:`read_depth_scale`). Off by default: a misread ruler gives
+        wrong millimetres, which is worse than none.
+    """
+
+    def __init__(self, name: str = "region", *, override: ImagingRegion | None = None, spacing_mm=None,
+                 every_n_frames: int = 5, read_scale: bool = False) -> None:
+        self.name = name
+        self.override = override
+        if spacing_mm is not None and not isinstance(spacing_mm, (tuple, list)):
+            spacing_mm = (float(spacing_mm), float(spacing_mm))
+        self.spacing_mm: Spacing | None = None if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
+        self.every_n_frames = max(1, int(every_n_frames))
+        self.read_scale = read_scale
+        self.estimator = RegionEstimator()
+        self._count = 0
+        self._scale_for: tuple[ImagingRegion | None, float | None] = (None, None)
+
+    def set_override(self, region: ImagingRegion | None) -> None:
+        self.override = region
+
+    def __call__(self, result: FrameResult) -> FrameResult:
+        frame = result.frame
+        height, width = frame.image.shape
+        if self.override is not None:
+            region = self.override.clip_to(height, width)
+        elif (self._count % self.every_n_frames == 0 or self.estimator.region is None
+              or self.estimator._shape != frame.image.shape):
+            region = self.estimator.update(frame.image)
+        else:
+            region = self.estimator.region
+        self._count += 1
+        spacing = self.spacing_mm
+        if spacing is None and frame.spacing_mm is None and self.read_scale:
+            if self._scale_for[0] != region:
+                self._scale_for = (region, read_depth_scale(frame.image, region))
+            if self._scale_for[1] is not None:
+                spacing = (self._scale_for[1], self._scale_for[1])
+        if spacing is not None and spacing != frame.spacing_mm:
+            frame = replace(frame, spacing_mm=spacing)
+            return replace(result, frame=frame, region=region)
+        return replace(result, region=region)
+
+
+def read_depth_scale(image: np.ndarray, region: ImagingRegion) -> float | None:
+    """Millimetres per pixel from the scanner's depth ruler, or None when no ruler is found.
+
+    The ruler is a column of small bright ticks beside the image, evenly
+    spaced, with larger ticks at whole centimetres. The scale is
+    10 mm over the distance between consecutive large ticks. Without large
+    ticks the tick spacing in mm is unknown and None is returned rather than a
+    guess.
+
+    Parameters
+    ----------
+    image : (H, W) uint8 array
+        The grabbed frame.
+    region : ImagingRegion
+        The imaging region (the ruler lies outside it, beside it).
+    """
+    img = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    bright = (img > 127).astype(np.uint8)
+    rs, cs = region.slices
+    bright[rs, cs] = 0
+    n, _, stats, centroids = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    if n <= 1:
+        return None
+    w, h, area = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT], stats[1:, cv2.CC_STAT_AREA]
+    cx, cy = centroids[1:, 0], centroids[1:, 1]
+    top, bottom = region.y_px, region.y_px + region.height_px
+    # Ticks: small blobs, not much taller than wide, level with the image.
+    small = (w <= 14) & (h <= 8) & (area >= 3) & (h <= 2 * w + 1) & (cy >= top - 12) & (cy <= bottom + 12)
+    idx = np.flatnonzero(small)
+    best: float | None = None
+    best_count = 0
+    for column in _columns(cx[idx]):
+        ticks = idx[column]
+        if ticks.size < 5:
+            continue
+        order = np.argsort(cy[ticks])
+        ticks = ticks[order]
+        ys = cy[ticks]
+        gaps = np.diff(ys)
+        step = float(np.median(gaps))
+        if step < 4 or np.any(np.abs(gaps - step) > 0.08 * step + 1.0):
+            continue  # not evenly spaced: text, not a ruler
+        span = ys[-1] - ys[0]
+        if span < 0.5 * region.height_px or span > 1.15 * region.height_px:
+            continue
+        sizes = area[ticks].astype(float)
+        major = sizes > 1.5 * np.median(sizes)
+        if major.sum() < 2 or major.all():
+            continue
+        major_pos = np.flatnonzero(major)
+        k = np.diff(major_pos)
+        if k.size == 0 or np.any(k != k[0]) or not (2 <= k[0] <= 10):
+            continue
+        mm_per_px = 10.0 / float(np.median(np.diff(ys[major_pos])))
+        if ticks.size > best_count:
+            best, best_count = mm_per_px, ticks.size
+    return best
+
+
+def _columns(x: np.ndarray, tol_px: float = 3.0) -> list[np.ndarray]:
+    """Group indices of ``x`` into columns whose members lie within ``tol_px`` of each other."""
+    if x.size == 0:
+        return []
+    order = np.argsort(x)
+    breaks = np.flatnonzero(np.diff(x[order]) > tol_px) + 1
+    return np.split(order, breaks)
