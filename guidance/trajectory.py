@@ -14,12 +14,24 @@ from dataclasses import replace
 
 import numpy as np
 
+from .errors import InputError
 from .geometry import point_polyline_distance, polyline_y_at, ray_polyline_hit, rotate, to_mm, to_px
 from .types import FrameResult, NeedleDetection, Spacing, TargetDetection, Trajectory
 
 ALERT_NEAR_BONE = "near_bone"
 ALERT_OFF_TARGET = "off_target"
 ALERT_NEEDLE_LOST = "needle_lost"
+
+
+def parse_target_point(text: str) -> tuple[float, float]:
+    """Parse ``X,Y`` (frame pixels) as given to ``--target``; InputError when malformed."""
+    try:
+        x, y = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise InputError(f"target point {text!r}: expected X,Y in frame pixels, e.g. 312,240") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise InputError(f"target point {text!r}: coordinates must be finite numbers")
+    return x, y
 
 
 def _metric(spacing_mm: Spacing | None) -> np.ndarray:
@@ -192,5 +204,5 @@ class GuidanceStage:
         return replace(result, trajectory=traj, alerts=tuple(alerts))
 
 
-__all__ = ["compute_trajectory", "miss_vector", "tip_to_bone_mm", "GuidanceStage",
+__all__ = ["compute_trajectory", "parse_target_point", "miss_vector", "tip_to_bone_mm", "GuidanceStage",
            "ALERT_NEAR_BONE", "ALERT_OFF_TARGET", "ALERT_NEEDLE_LOST"]

@@ -187,3 +187,46 @@ def test_needle_lost_alert_only_after_a_needle_was_tracked():
     states = [r.track.state for r in after]
     assert "coasting" in states and states[-1] == "lost"
     assert all(("needle_lost" in r.alerts) == (r.track.state == "lost") for r in after)
+
+
+# --- properties over random geometry ---------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+coord = st.floats(0.0, 400.0, allow_nan=False)
+spacing_st = st.tuples(st.floats(0.03, 0.5), st.floats(0.03, 0.5))
+
+
+@settings(max_examples=200, deadline=None)
+@given(tip_x=coord, tip_y=st.floats(0.0, 190.0), angle=st.floats(5.0, 175.0), surface_y=st.floats(200.0, 390.0),
+       spacing=spacing_st)
+def test_downward_needle_always_meets_a_wide_flat_surface(tip_x, tip_y, angle, surface_y, spacing):
+    d = np.array([math.cos(math.radians(angle)), math.sin(math.radians(angle))])
+    n = needle(np.array([tip_x, tip_y]) - 30 * d, (tip_x, tip_y))
+    tr = compute_trajectory(n, flat_surface(surface_y, -1e5, 1e5, 3), spacing)
+    assert tr is not None
+    assert tr.intercept_px[1] == pytest.approx(surface_y)
+    # The intercept lies on the needle's line ahead of the tip, at the reported distances.
+    v = np.subtract(tr.intercept_px, (tip_x, tip_y))
+    assert float(np.dot(v, d)) >= 0 and abs(float(v[0] * d[1] - v[1] * d[0])) < 1e-6 * max(1.0, tr.distance_px)
+    assert tr.distance_px == pytest.approx(float(np.hypot(*v)), rel=1e-9, abs=1e-9)
+    assert tr.distance_mm == pytest.approx(float(np.hypot(v[0] * spacing[0], v[1] * spacing[1])), rel=1e-9, abs=1e-9)
+    assert 0.0 <= tr.approach_deg <= 90.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(tip_x=coord, tip_y=st.floats(0.0, 190.0), angle=st.floats(-175.0, -5.0), surface_y=st.floats(200.0, 390.0))
+def test_upward_needle_never_meets_a_surface_below(tip_x, tip_y, angle, surface_y):
+    d = np.array([math.cos(math.radians(angle)), math.sin(math.radians(angle))])
+    n = needle(np.array([tip_x, tip_y]) - 30 * d, (tip_x, tip_y))
+    assert compute_trajectory(n, flat_surface(surface_y, -1e5, 1e5, 3), (0.1, 0.1)) is None
+
+
+def test_target_point_parsing():
+    from guidance.errors import InputError
+    from guidance.trajectory import parse_target_point
+    assert parse_target_point("312,240.5") == (312.0, 240.5)
+    for bad in ("312", "a,b", "1,2,3", "nan,4"):
+        with pytest.raises(InputError, match="target point"):
+            parse_target_point(bad)
