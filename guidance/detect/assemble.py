@@ -1,0 +1,59 @@
+"""Shared last steps of every detector: crop to the imaging region, build the result types."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..types import ImagingRegion, NeedleDetection, Spacing, TargetDetection
+from . import postprocess as pp
+
+MIN_CARTILAGE_FRACTION = 0.3
+"""Cartilage is reported when the band sits on at least this fraction of the bone surface."""
+
+
+def crop_to_region(image_u8: np.ndarray, region: ImagingRegion | None) -> tuple[np.ndarray, int, int]:
+    """The imaging region's pixels and its (x, y) offset in the frame; the whole frame if None."""
+    if region is None:
+        return image_u8, 0, 0
+    r = region.clip_to(*image_u8.shape[:2])
+    return image_u8[r.slices], r.x_px, r.y_px
+
+
+def make_needle(cand: pp.NeedleCandidate, scale: pp.Scale, image_f: np.ndarray | None, *,
+                refine: bool = True) -> NeedleDetection | None:
+    tail, tip, _ = pp.needle_to_image(cand, scale, image_f, refine=refine, tip_refine=refine)
+    if not (np.all(np.isfinite(tail)) and np.all(np.isfinite(tip))) or np.hypot(*(tip - tail)) < 2.0:
+        return None
+    return NeedleDetection(tip_px=(float(tip[0]), float(tip[1])), tail_px=(float(tail[0]), float(tail[1])),
+                           confidence=float(cand.confidence))
+
+
+def make_target(xs: np.ndarray, bone_ys: np.ndarray, top_ys: np.ndarray | None, scale: pp.Scale,
+                spacing_mm: Spacing | None, *, min_points: int = 8) -> TargetDetection | None:
+    """Bone surface and (when seen) cartilage top, working pixels -> frame pixels.
+
+    ``top_ys`` holds the cartilage top per bone column (NaN where none). The
+    thickness (mm, None when the spacing is unknown) is the median over columns
+    of the band's height times the cosine of the bone's slope, i.e. measured
+    across the surface.
+    """
+    if len(xs) < min_points:
+        return None
+    bone, top = pp.surfaces_to_image(xs, bone_ys, top_ys, scale)
+    kind = "bone"
+    surface = bone
+    thickness_mm = None
+    if top is not None and len(top) >= max(min_points // 2, MIN_CARTILAGE_FRACTION * len(bone)):
+        kind = "cartilage"
+        surface = top
+        if spacing_mm is not None:
+            # thickness across the surface, not straight down: a sloping band is thinner than it is tall
+            ok = np.isfinite(top_ys)
+            sx, sy = spacing_mm
+            dy_mm = np.gradient(bone[:, 1]) * sy if len(bone) > 1 else np.zeros(len(bone))
+            dx_mm = np.gradient(bone[:, 0]) * sx if len(bone) > 1 else np.ones(len(bone))
+            cos_slope = np.abs(dx_mm) / np.maximum(np.hypot(dx_mm, dy_mm), 1e-9)
+            vert_mm = (bone_ys[ok] - top_ys[ok]) * scale.sy * sy
+            thickness_mm = float(np.median(vert_mm * cos_slope[ok]))
+    return TargetDetection(kind=kind, surface_px=surface, bone_px=bone, cartilage_thickness_mm=thickness_mm,
+                           confidence=float(min(1.0, len(xs) / max(1, min_points * 4))))

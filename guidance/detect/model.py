@@ -1,0 +1,99 @@
+"""The ONNX needle-and-target segmentation model (the only importer of onnxruntime).
+
+The network takes one grey frame resized to its input size (``1x1xHxW``
+float32, grey / 255) and returns per-pixel probabilities (sigmoid inside the
+graph) in the channel order :data:`CHANNELS`: the needle shaft, the bone
+surface line, the cartilage band and a tip heat-map. Post-processing
+(:mod:`guidance.detect.postprocess`) turns them into a needle line, a tip and
+the target surfaces in frame pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..errors import ModelError
+from ..types import Detection, ImagingRegion, Spacing
+from . import postprocess as pp
+from .assemble import crop_to_region, make_needle, make_target
+
+CHANNELS = ("needle", "bone", "cartilage", "tip")
+INPUT_NAME = "image"
+OUTPUT_NAME = "probs"
+
+
+class ModelDetector:
+    """Detector backed by an ONNX segmentation model.
+
+    Raises :class:`~guidance.errors.ModelError` when the file is missing,
+    corrupt, or its inputs/outputs are not ``image`` (1x1xHxW) and ``probs``
+    (1x4xH'xW').
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None,
+                 needle_threshold: float = 0.5, surface_threshold: float = 0.4) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: model file not found")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), sess_options=opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({first})") from None
+        self.input_hw = self._check_io()
+        self.name = f"model:{self.path.stem}"
+        self.needle_threshold = needle_threshold
+        self.surface_threshold = surface_threshold
+        self.maps(np.zeros((64, 64), np.uint8))  # warm-up: first run allocates and plans
+
+    def _check_io(self) -> tuple[int, int]:
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        if len(ins) != 1 or ins[0].name != INPUT_NAME:
+            raise ModelError(f"{self.path}: expected one input named {INPUT_NAME!r}, "
+                             f"got {[i.name for i in ins]}")
+        shape = ins[0].shape
+        if len(shape) != 4 or shape[1] != 1 or not all(isinstance(v, int) and v > 0 for v in shape[2:]):
+            raise ModelError(f"{self.path}: input {INPUT_NAME!r} must be 1x1xHxW with fixed H, W; got {shape}")
+        if len(outs) != 1 or outs[0].name != OUTPUT_NAME:
+            raise ModelError(f"{self.path}: expected one output named {OUTPUT_NAME!r}, "
+                             f"got {[o.name for o in outs]}")
+        oshape = outs[0].shape
+        if len(oshape) != 4 or oshape[1] != len(CHANNELS):
+            raise ModelError(f"{self.path}: output {OUTPUT_NAME!r} must have {len(CHANNELS)} channels "
+                             f"({', '.join(CHANNELS)}); got shape {oshape}")
+        return int(shape[2]), int(shape[3])
+
+    def maps(self, image_u8: np.ndarray) -> np.ndarray:
+        """Probability maps (4, H', W') float32 for a grey image of any size."""
+        h, w = self.input_hw
+        x = cv2.resize(image_u8, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) * (1.0 / 255.0)
+        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x[None, None]})[0]
+        if out.ndim != 4 or out.shape[1] != len(CHANNELS):
+            raise ModelError(f"{self.path}: output of shape {out.shape}, expected 1x{len(CHANNELS)}xHxW")
+        return out[0]
+
+    def detect(self, image_u8: np.ndarray, spacing_mm: Spacing | None = None,
+               region: ImagingRegion | None = None) -> Detection:
+        crop, ox, oy = crop_to_region(image_u8, region)
+        probs = self.maps(crop)
+        mh, mw = probs.shape[1:]
+        scale = pp.Scale(crop.shape[1] / mw, crop.shape[0] / mh, ox, oy)
+        image_f = crop.astype(np.float32)
+        cand = pp.needle_from_prob(probs[0], tip_heat=probs[3], threshold=self.needle_threshold,
+                                   min_length_px=max(6.0, 0.04 * mw))
+        needle = make_needle(cand, scale, image_f) if cand is not None else None
+        xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
+        top = pp.band_top_above(probs[2], xs, ys) if len(xs) else None
+        target = make_target(xs, ys, top, scale, spacing_mm)
+        return Detection(needle=needle, target=target, detector=self.name)

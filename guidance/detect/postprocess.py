@@ -1,0 +1,372 @@
+"""From probability maps and the image to a needle line, a tip and target surfaces.
+
+Shared by the ONNX model and the classical baseline. Everything is vectorized
+NumPy/OpenCV: no Python loop over pixels or over points of a contour.
+
+Conventions: points are (x, y) float arrays in pixels, the centre of the
+top-left pixel at (0, 0). Maps computed at a working resolution are mapped back
+to the pixels of the image they came from by :class:`Scale`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Maps working-resolution pixels to image pixels (and back).
+
+    ``sx``, ``sy``: image pixels per working pixel; ``ox``, ``oy``: offset of
+    the working grid's origin in image pixels (the imaging-region crop).
+    Pixel centres map to pixel centres: ``x_img = (x + 0.5) * sx - 0.5 + ox``.
+    """
+
+    sx: float = 1.0
+    sy: float = 1.0
+    ox: float = 0.0
+    oy: float = 0.0
+
+    def points(self, xy) -> np.ndarray:
+        xy = np.asarray(xy, dtype=float)
+        return np.stack([(xy[..., 0] + 0.5) * self.sx - 0.5 + self.ox,
+                         (xy[..., 1] + 0.5) * self.sy - 0.5 + self.oy], axis=-1)
+
+    def vectors(self, v) -> np.ndarray:
+        v = np.asarray(v, dtype=float)
+        return np.stack([v[..., 0] * self.sx, v[..., 1] * self.sy], axis=-1)
+
+
+# ----------------------------------------------------------------------------- lines
+
+def fit_line_weighted(xy: np.ndarray, w: np.ndarray | None = None, *, iters: int = 3,
+                      huber_px: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Robust weighted total-least-squares line through points.
+
+    Iteratively reweighted principal axis with Huber weights on the
+    perpendicular residuals (outliers far from the line count less).
+
+    Parameters
+    ----------
+    xy : (N, 2) array of points (x, y).
+    w : (N,) non-negative weights (e.g. probabilities); ones if None.
+
+    Returns
+    -------
+    point : (2,) a point on the line (the weighted centroid).
+    direction : (2,) unit vector along the line.
+    """
+    xy = np.asarray(xy, dtype=float)
+    base = np.ones(len(xy)) if w is None else np.asarray(w, dtype=float)
+    wt = base.copy()
+    c = d = None
+    for _ in range(max(1, iters)):
+        s = wt.sum()
+        if s <= 0:
+            break
+        c = (wt[:, None] * xy).sum(0) / s
+        q = xy - c
+        cov = (wt[:, None, None] * (q[:, :, None] * q[:, None, :])).sum(0) / s
+        evals, evecs = np.linalg.eigh(cov)
+        d = evecs[:, 1]
+        r = np.abs(q[:, 0] * d[1] - q[:, 1] * d[0])
+        wt = base * np.where(r <= huber_px, 1.0, huber_px / np.maximum(r, 1e-9))
+    if c is None:
+        c, d = xy.mean(0), np.array([1.0, 0.0])
+    return c, d / np.hypot(*d)
+
+
+def sample_along(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t: np.ndarray,
+                 s: np.ndarray) -> np.ndarray:
+    """Bilinear samples of ``image_f`` on the grid ``p0 + t*d + s*n``.
+
+    ``d`` is a unit direction, ``n`` its normal (rotated +90 degrees). Returns a
+    (len(t), len(s)) float32 array; outside the image reads 0.
+    """
+    n = np.array([-d[1], d[0]])
+    T, S = np.meshgrid(t, s, indexing="ij")
+    mx = (p0[0] + T * d[0] + S * n[0]).astype(np.float32)
+    my = (p0[1] + T * d[1] + S * n[1]).astype(np.float32)
+    return cv2.remap(image_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def refine_line_on_image(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0: float, t1: float,
+                         *, half_width_px: float = 5.0, step_px: float = 2.0) -> tuple[np.ndarray, np.ndarray, float]:
+    """Sub-pixel refinement of a bright line on the image itself.
+
+    Samples intensity profiles perpendicular to the line every ``step_px``
+    between ``t0`` and ``t1`` (positions along ``d`` from ``p0``), takes each
+    profile's centroid above its own background, and fits a weighted line
+    ``offset = a + b t`` through the centroids.
+
+    Returns the refined (point, unit direction) and the mean peak contrast
+    (grey levels) of the profiles, a measure of how line-like the image is there.
+    """
+    if t1 - t0 < 4 * step_px:
+        return p0, d, 0.0
+    t = np.arange(t0, t1, step_px)
+    s = np.arange(-half_width_px, half_width_px + 1e-6, 0.25)
+    prof = sample_along(image_f, p0, d, t, s)
+    bg = np.median(prof, axis=1, keepdims=True)
+    excess = np.clip(prof - bg, 0, None)
+    peak = excess.max(axis=1)
+    # keep the top of the profile only: the line, not speckle beside it
+    core = np.clip(excess - 0.5 * peak[:, None], 0, None)
+    mass = core.sum(axis=1)
+    ok = mass > 0
+    if ok.sum() < 4:
+        return p0, d, float(peak.mean()) if len(peak) else 0.0
+    off = (core[ok] * s[None, :]).sum(axis=1) / mass[ok]
+    w = peak[ok]
+    tt = t[ok]
+    # weighted LSQ of offset = a + b t, then one Huber reweighting
+    for _ in range(2):
+        A = np.stack([np.ones_like(tt), tt], axis=1)
+        sw = np.sqrt(w)
+        coef, *_ = np.linalg.lstsq(A * sw[:, None], off * sw, rcond=None)
+        r = np.abs(off - A @ coef)
+        w = peak[ok] * np.where(r <= 0.75, 1.0, 0.75 / np.maximum(r, 1e-9))
+    a, b = coef
+    n = np.array([-d[1], d[0]])
+    p_new = p0 + a * n
+    d_new = d + b * n
+    d_new /= np.hypot(*d_new)
+    return p_new, d_new, float(np.median(peak))
+
+
+def tip_from_intensity(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_guess: float,
+                       *, search_px: float = 12.0, shaft_px: float = 40.0) -> float:
+    """Position of the needle tip along the line: where the shaft's brightness falls off.
+
+    ``d`` points from tail to tip. Along-line intensity (max over +-1 px
+    across the line) is compared with the shaft level (median over
+    ``shaft_px`` behind ``t_guess``) and the background beyond the tip; the tip
+    is the last crossing of the half-way level within ``t_guess +- search_px``,
+    interpolated linearly between samples.
+    """
+    step = 0.25
+    t = np.arange(t_guess - shaft_px, t_guess + search_px + 8.0, step)
+    prof = sample_along(image_f, p0, d, t, np.array([-1.0, 0.0, 1.0])).max(axis=1)
+    prof = cv2.GaussianBlur(prof.reshape(1, -1).astype(np.float32), (0, 0), sigmaX=2.0).ravel()
+    shaft = np.median(prof[t < t_guess - 4.0]) if np.any(t < t_guess - 4.0) else prof.max()
+    beyond = prof[t > t_guess + search_px]
+    bg = np.median(beyond) if len(beyond) else prof.min()
+    if shaft - bg < 5.0:
+        return t_guess
+    half = 0.5 * (shaft + bg)
+    win = (t >= t_guess - search_px) & (t <= t_guess + search_px)
+    above = (prof >= half) & win
+    idx = np.flatnonzero(above[:-1] & ~above[1:])
+    if len(idx) == 0:
+        return t_guess
+    i = idx[np.argmin(np.abs(t[idx] - t_guess))]
+    frac = (prof[i] - half) / max(prof[i] - prof[i + 1], 1e-6)
+    return float(t[i] + frac * step)
+
+
+@dataclass(frozen=True)
+class NeedleCandidate:
+    """A needle in working pixels: a line point, unit direction tail->tip, extent and evidence."""
+
+    point: np.ndarray
+    direction: np.ndarray
+    t_tail: float
+    t_tip: float
+    confidence: float
+
+
+def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, threshold: float = 0.5,
+                     min_length_px: float = 10.0, min_mass: float = 8.0) -> NeedleCandidate | None:
+    """The needle line from a needle-probability map (working resolution).
+
+    Picks the connected component of ``prob > threshold`` with the largest
+    probability mass, fits a robust weighted line through its pixels, and takes
+    its extent along the line. The tip is the end nearer the tip heat-map peak
+    when one is given and confident, else the deeper end (larger y): the shaft
+    enters from the skin or a side edge and goes down.
+    """
+    mask = (prob > threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return None
+    mass = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n)
+    mass[0] = 0
+    best = int(np.argmax(mass))
+    if mass[best] < min_mass:
+        return None
+    ys, xs = np.nonzero(labels == best)
+    w = prob[ys, xs].astype(float)
+    xy = np.stack([xs, ys], axis=1).astype(float)
+    c, d = fit_line_weighted(xy, w)
+    t = (xy - c) @ d
+    t_lo, t_hi = float(t.min()), float(t.max())
+    if t_hi - t_lo < min_length_px:
+        return None
+    # the mask's ends stick out by half its width beyond the shaft's ends
+    half_width = 0.5 * min(len(xs) / max(t_hi - t_lo, 1.0), 6.0)
+    t_lo, t_hi = t_lo + half_width, t_hi - half_width
+    end_lo, end_hi = c + t_lo * d, c + t_hi * d
+    tip_is_hi = end_hi[1] >= end_lo[1]
+    t_tip_heat = None
+    if tip_heat is not None and tip_heat.max() > 0.3:
+        yy, xx = np.unravel_index(int(np.argmax(tip_heat)), tip_heat.shape)
+        # heat-map centroid in a small window around the peak: sub-pixel tip
+        y0, y1 = max(yy - 3, 0), min(yy + 4, tip_heat.shape[0])
+        x0, x1 = max(xx - 3, 0), min(xx + 4, tip_heat.shape[1])
+        win = tip_heat[y0:y1, x0:x1].astype(float)
+        gy, gx = np.mgrid[y0:y1, x0:x1]
+        pk = np.array([(gx * win).sum(), (gy * win).sum()]) / win.sum()
+        tp = float((pk - c) @ d)
+        perp = abs(float((pk - c) @ np.array([-d[1], d[0]])))
+        if perp < 6.0 and t_lo - 8.0 <= tp <= t_hi + 8.0:
+            tip_is_hi = abs(tp - t_hi) < abs(tp - t_lo)
+            t_tip_heat = tp
+    if not tip_is_hi:
+        d = -d
+        t_lo, t_hi = -t_hi, -t_lo
+        if t_tip_heat is not None:
+            t_tip_heat = -t_tip_heat
+    t_tip = t_hi if t_tip_heat is None else t_tip_heat
+    conf = float(np.clip(np.mean(w), 0.0, 1.0))
+    return NeedleCandidate(point=c, direction=d, t_tail=t_lo, t_tip=t_tip, confidence=conf)
+
+
+def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | None, *,
+                    refine: bool = True, tip_refine: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """Map a working-resolution needle to image pixels and refine it on the image.
+
+    ``image_f`` is the (cropped) image as float32, in the pixels of the
+    working grid's scale *without* the crop offset (``scale`` with ox=oy=0 maps
+    into it); the offset is added at the end. Returns (tail_px, tip_px,
+    contrast).
+    """
+    inner = Scale(scale.sx, scale.sy)
+    p = inner.points(cand.point)
+    tip0 = inner.points(cand.point + cand.t_tip * cand.direction)
+    tail0 = inner.points(cand.point + cand.t_tail * cand.direction)
+    d = tip0 - tail0
+    length = float(np.hypot(*d))
+    d = d / max(length, 1e-9)
+    p = tail0
+    contrast = 0.0
+    if refine and image_f is not None and length > 8:
+        # stay off the last few pixels before the tip: the bevel is not part of the straight shaft
+        p, d, contrast = refine_line_on_image(image_f, p, d, 0.0, length - 4.0,
+                                              half_width_px=max(4.0, 1.5 * max(scale.sx, scale.sy) + 2.0))
+        # re-project the ends onto the refined line
+        t_tail = float((tail0 - p) @ d)
+        t_tip = float((tip0 - p) @ d)
+    else:
+        t_tail, t_tip = 0.0, length
+    if tip_refine and image_f is not None:
+        t_tip = tip_from_intensity(image_f, p, d, t_tip, search_px=max(6.0, 3.0 * max(scale.sx, scale.sy)))
+    off = np.array([scale.ox, scale.oy])
+    return p + t_tail * d + off, p + t_tip * d + off, contrast
+
+
+# ----------------------------------------------------------------------------- surfaces
+
+def surface_from_prob(prob: np.ndarray, *, threshold: float = 0.5, min_run: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column surface depth from a surface-ridge probability map.
+
+    In each column whose maximum exceeds ``threshold``, the depth is the
+    vertex of a parabola through the log-probabilities of the maximum and its
+    two neighbours (exact for a Gaussian ridge, which is what the model is
+    trained to output). Runs of surface columns shorter than ``min_run`` are
+    dropped as speckle.
+
+    Returns
+    -------
+    xs, ys : float arrays of the surface's columns and depths (working pixels),
+        ordered by x.
+    """
+    h, w = prob.shape
+    cols = np.arange(w)
+    peak_y = np.argmax(prob, axis=0)
+    ok = prob[peak_y, cols] > threshold
+    lp = np.log(np.clip(prob[np.clip(peak_y[None, :] + np.array([-1, 0, 1])[:, None], 0, h - 1), cols], 1e-6, 1.0))
+    den = lp[0] - 2 * lp[1] + lp[2]
+    delta = np.where(den < -1e-9, 0.5 * (lp[0] - lp[2]) / np.where(den < -1e-9, den, -1.0), 0.0)
+    ys = peak_y + np.clip(delta, -0.5, 0.5)
+    ok = _drop_short_runs(ok, min_run)
+    xs = np.flatnonzero(ok).astype(float)
+    return xs, ys[ok].astype(float)
+
+
+def _drop_short_runs(ok: np.ndarray, min_run: int) -> np.ndarray:
+    """Clear runs of True shorter than ``min_run`` in a 1-D boolean array."""
+    if min_run <= 1 or not ok.any():
+        return ok
+    padded = np.concatenate([[False], ok, [False]]).astype(np.int8)
+    edges = np.diff(padded)
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    keep = (ends - starts) >= min_run
+    mark = np.zeros(len(ok) + 1, np.int32)
+    np.add.at(mark, starts[keep], 1)
+    np.add.at(mark, ends[keep], -1)
+    return np.cumsum(mark)[:-1] > 0
+
+
+def band_top_above(band_prob: np.ndarray, xs: np.ndarray, bone_ys: np.ndarray, *, threshold: float = 0.5,
+                   max_gap: int = 2) -> np.ndarray:
+    """Top of the band (e.g. cartilage) lying on a surface, per surface column.
+
+    For each column ``xs`` with the surface at ``bone_ys`` (working pixels),
+    walks up from the surface while ``band_prob > threshold`` (allowing a gap
+    of ``max_gap`` rows just above the surface) and returns the sub-pixel top
+    edge, NaN where no band sits on the surface.
+    """
+    h, w = band_prob.shape
+    if len(xs) == 0:
+        return np.zeros(0)
+    xi = np.clip(np.round(xs).astype(int), 0, w - 1)
+    yb = np.clip(np.round(bone_ys).astype(int), 0, h - 1)
+    up = np.arange(0, h)
+    rows = yb[None, :] - up[:, None]                        # (h, n): rows going up from the surface
+    inside = rows >= 0
+    vals = np.where(inside, band_prob[np.clip(rows, 0, h - 1), xi[None, :]], 0.0)
+    on = vals > threshold
+    # first row (going up) that is inside the band, within max_gap of the surface
+    first_on = np.argmax(on, axis=0)
+    has = on.any(axis=0) & (first_on <= max_gap)
+    # after entering the band, the first row that leaves it
+    after = np.arange(h)[:, None] > first_on[None, :]
+    leave = after & ~on
+    k = np.where(leave.any(axis=0), np.argmax(leave, axis=0), h)
+    # sub-pixel: interpolate the threshold crossing between rows k-1 (in) and k (out)
+    kk = np.clip(k, 1, h - 1)
+    v_in = vals[kk - 1, np.arange(len(xi))]
+    v_out = np.where(k < h, vals[kk, np.arange(len(xi))], 0.0)
+    frac = np.clip((v_in - threshold) / np.maximum(v_in - v_out, 1e-6), 0, 1)
+    top = bone_ys - (kk - 1 + frac)
+    return np.where(has & (k > first_on + 1), top, np.nan)
+
+
+def smooth_polyline_y(xs: np.ndarray, ys: np.ndarray, *, ksize: int = 9, max_jump_px: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Drop points of an x-ordered surface that jump off a running median of their neighbours.
+
+    The median runs over ``ksize`` consecutive points (not columns): a single
+    column caught on a bright speckle or tissue layer is removed, the surface
+    itself, however curved, is kept.
+    """
+    if len(ys) < 3:
+        return xs, ys
+    from scipy.ndimage import median_filter
+
+    med = median_filter(np.asarray(ys, dtype=float), size=min(ksize, len(ys) | 1), mode="nearest")
+    keep = np.abs(ys - med) <= max_jump_px
+    return xs[keep], ys[keep]
+
+
+def surfaces_to_image(xs: np.ndarray, bone_ys: np.ndarray, top_ys: np.ndarray | None,
+                      scale: Scale) -> tuple[np.ndarray, np.ndarray | None]:
+    """Bone (and optional band top) from working pixels to image pixels, (N, 2) each."""
+    bone = scale.points(np.stack([xs, bone_ys], axis=1)) if len(xs) else np.zeros((0, 2))
+    top = None
+    if top_ys is not None and len(xs):
+        ok = np.isfinite(top_ys)
+        top = scale.points(np.stack([xs[ok], top_ys[ok]], axis=1))
+    return bone, top

@@ -1,0 +1,310 @@
+"""Train the needle-and-target segmentation model on simulated frames, export it to ONNX.
+
+Reproduce the committed model (CPU, about 40 minutes on 2 cores)::
+
+    python models/train.py --seed 0 --out models/needle_target.onnx
+
+Data: ``guidance.sim.training.make_sample(seed, size_px=(256, 256))`` (strongly
+domain-randomised knee scenes with and without a needle), rendered once into a
+cache by worker processes, then augmented on the fly (left-right flip, gain,
+gamma). Targets are built from each sample's truth (contract fields), so they
+mean exactly what the post-processing reads:
+
+- ``needle``: the shaft from tail to tip, 3 px wide;
+- ``bone``: a Gaussian ridge (sigma 1 px) on the bone surface, per column;
+- ``cartilage``: the band between the cartilage top and the bone;
+- ``tip``: a Gaussian spot (sigma 1.5 px) on the tip.
+
+The network is a small U-Net of depthwise-separable convolutions; the exported
+graph includes the sigmoid (input ``image`` 1x1x256x256, grey / 255; output
+``probs`` 1x4x256x256).
+
+Requires the ``train`` extra (torch, onnx).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SIZE = 256
+CHANNELS = ("needle", "bone", "cartilage", "tip")
+TRAIN_SEED0 = 100_000
+VAL_SEED0 = 900_000
+
+
+# ----------------------------------------------------------------------------- targets
+
+def _polyline_rows(points, size: int, max_gap_px: float = 6.0) -> np.ndarray:
+    """y of an x-ordered polyline at each integer column (NaN where absent)."""
+    from guidance.geometry import resample_on_grid
+
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    if len(pts) < 2:
+        return np.full(size, np.nan)
+    return resample_on_grid(pts, np.arange(size, dtype=float), max_gap_px)
+
+
+def make_targets(truth: dict, size: int = SIZE) -> np.ndarray:
+    """(4, size, size) float32 targets in [0, 1] from one contract truth line."""
+    import cv2
+
+    out = np.zeros((4, size, size), np.float32)
+    rows = np.arange(size, dtype=np.float32)[:, None]
+    n = truth.get("needle")
+    if n is not None:
+        tail, tip = np.asarray(n["shaft_px"][0], float), np.asarray(n["tip_px"], float)
+        sh = 4  # sub-pixel line ends (fixed point, 4 fractional bits)
+        p0 = tuple(int(v) for v in np.round((tail + 0.5) * (1 << sh) - 0.5 * (1 << sh)))
+        p1 = tuple(int(v) for v in np.round((tip + 0.5) * (1 << sh) - 0.5 * (1 << sh)))
+        img = np.zeros((size, size), np.uint8)
+        cv2.line(img, p0, p1, 255, thickness=3, lineType=cv2.LINE_8, shift=sh)
+        out[0] = img > 0
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        out[3] = np.exp(-((xx - tip[0]) ** 2 + (yy - tip[1]) ** 2) / (2 * 1.5 ** 2))
+    t = truth.get("target")
+    if t is not None and t.get("bone_px"):
+        yb = _polyline_rows(t["bone_px"], size)
+        ok = np.isfinite(yb)
+        g = np.exp(-((rows - np.nan_to_num(yb)[None, :]) ** 2) / (2 * 1.0 ** 2))
+        out[1] = np.where(ok[None, :], g, 0.0)
+        if t.get("kind") == "cartilage" and t.get("surface_px"):
+            yt = _polyline_rows(t["surface_px"], size)
+            okc = ok & np.isfinite(yt)
+            band = (rows >= np.nan_to_num(yt, nan=1e9)[None, :]) & (rows < np.nan_to_num(yb, nan=-1e9)[None, :])
+            out[2] = band & okc[None, :]
+    return out
+
+
+def render_sample(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (S,S), targets uint8 (4,S,S) scaled to 0..255) for one training seed."""
+    from guidance.sim.training import make_sample
+
+    sf = make_sample(seed, size_px=(SIZE, SIZE))
+    img = np.asarray(sf.image, np.uint8)
+    if img.shape != (SIZE, SIZE):
+        raise RuntimeError(f"make_sample({seed}) gave an image of shape {img.shape}, expected {(SIZE, SIZE)}")
+    tg = make_targets(sf.truth, SIZE)
+    return img, np.round(tg * 255).astype(np.uint8)
+
+
+def build_cache(path: Path, seeds: list[int], workers: int) -> tuple[np.ndarray, np.ndarray]:
+    if path.is_file():
+        z = np.load(path)
+        if len(z["images"]) == len(seeds) and int(z["seed0"]) == seeds[0]:
+            print(f"cache {path}: {len(seeds)} samples", flush=True)
+            return z["images"], z["targets"]
+    t0 = time.time()
+    images = np.zeros((len(seeds), SIZE, SIZE), np.uint8)
+    targets = np.zeros((len(seeds), 4, SIZE, SIZE), np.uint8)
+    ctx = get_context("fork")
+    with ctx.Pool(workers) as pool:
+        for i, (img, tg) in enumerate(pool.imap(render_sample, seeds, chunksize=8)):
+            images[i], targets[i] = img, tg
+            if (i + 1) % 250 == 0 or i + 1 == len(seeds):
+                el = time.time() - t0
+                print(f"rendered {i + 1}/{len(seeds)} samples in {el:.0f} s "
+                      f"(eta {el / (i + 1) * (len(seeds) - i - 1):.0f} s)", flush=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, images=images, targets=targets, seed0=seeds[0])
+    return images, targets
+
+
+# ----------------------------------------------------------------------------- network
+
+def build_net(width: int = 1):
+    import torch
+    from torch import nn
+
+    def cbr(cin, cout, k=3, s=1, groups=1, dil=1):
+        return [nn.Conv2d(cin, cout, k, s, padding=dil * (k // 2), dilation=dil, groups=groups, bias=False),
+                nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    class DS(nn.Sequential):
+        """Depthwise 3x3 (optionally strided/dilated) then pointwise 1x1."""
+
+        def __init__(self, cin, cout, s=1, dil=1):
+            super().__init__(*cbr(cin, cin, 3, s, groups=cin, dil=dil), *cbr(cin, cout, 1))
+
+    class Net(nn.Module):
+        def __init__(self, c=(8, 16, 24, 48, 64)):
+            super().__init__()
+            c = tuple(v * width for v in c)
+            self.stem = nn.Sequential(*cbr(1, c[0], 3))                               # 256
+            self.e1 = nn.Sequential(DS(c[0], c[1], 2), DS(c[1], c[1]))                # 128
+            self.e2 = nn.Sequential(DS(c[1], c[2], 2), DS(c[2], c[2]))                # 64
+            self.e3 = nn.Sequential(DS(c[2], c[3], 2), DS(c[3], c[3]))                # 32
+            self.e4 = nn.Sequential(DS(c[3], c[4], 2), DS(c[4], c[4], dil=2), DS(c[4], c[4], dil=4))  # 16
+            self.d3 = DS(c[4] + c[3], c[3])
+            self.d2 = DS(c[3] + c[2], c[2])
+            self.d1 = DS(c[2] + c[1], c[1])
+            self.d0 = DS(c[1] + c[0], c[0])
+            self.head = nn.Conv2d(c[0], 4, 1)
+            self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+
+        def forward(self, x):
+            s0 = self.stem(x)
+            s1 = self.e1(s0)
+            s2 = self.e2(s1)
+            s3 = self.e3(s2)
+            s4 = self.e4(s3)
+            y = self.d3(torch.cat([self.up(s4), s3], 1))
+            y = self.d2(torch.cat([self.up(y), s2], 1))
+            y = self.d1(torch.cat([self.up(y), s1], 1))
+            y = self.d0(torch.cat([self.up(y), s0], 1))
+            return self.head(y)  # logits
+
+    return Net()
+
+
+def loss_fn(logits, target):
+    import torch
+    import torch.nn.functional as F
+
+    # needle: BCE with positives up-weighted plus soft Dice (a thin structure in a large frame)
+    ln = F.binary_cross_entropy_with_logits(logits[:, 0], target[:, 0], pos_weight=torch.tensor(4.0))
+    p = torch.sigmoid(logits[:, 0])
+    inter = (p * target[:, 0]).sum((1, 2))
+    denom = p.sum((1, 2)) + target[:, 0].sum((1, 2))
+    has = (target[:, 0].sum((1, 2)) > 0).float()
+    dice = ((1 - (2 * inter + 1) / (denom + 1)) * has).sum() / has.sum().clamp(min=1)
+    # bone ridge and tip spot: BCE on soft targets, weighted toward the structure
+    w_b = 1.0 + 8.0 * target[:, 1]
+    lb = (F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], reduction="none") * w_b).mean()
+    lc = F.binary_cross_entropy_with_logits(logits[:, 2], target[:, 2], pos_weight=torch.tensor(2.0))
+    w_t = 1.0 + 30.0 * target[:, 3]
+    lt = (F.binary_cross_entropy_with_logits(logits[:, 3], target[:, 3], reduction="none") * w_t).mean()
+    return ln + 0.5 * dice + lb + 0.5 * lc + lt, {"needle": ln.item(), "dice": dice.item(), "bone": lb.item(),
+                                                  "cart": lc.item(), "tip": lt.item()}
+
+
+def augment(rng: np.random.Generator, img: np.ndarray, tg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left-right flip, gain and gamma: the probe can face either way, scanners differ in gain."""
+    x = img.astype(np.float32) / 255.0
+    if rng.random() < 0.5:
+        x, tg = x[:, ::-1], tg[:, :, ::-1]
+    x = np.clip(x * rng.uniform(0.75, 1.3), 0, 1) ** rng.uniform(0.7, 1.4)
+    return np.ascontiguousarray(x), np.ascontiguousarray(tg)
+
+
+# ----------------------------------------------------------------------------- export
+
+def export_onnx(net, path: Path) -> None:
+    import torch
+
+    class WithSigmoid(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, image):
+            return torch.sigmoid(self.m(image))
+
+    net.eval()
+    dummy = torch.zeros(1, 1, SIZE, SIZE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(WithSigmoid(net), dummy, str(path), input_names=["image"], output_names=["probs"],
+                      opset_version=17, dynamo=False, do_constant_folding=True)
+    import onnx
+
+    onnx.checker.check_model(onnx.load(str(path)))
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--samples", type=int, default=4000)
+    ap.add_argument("--val", type=int, default=160)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cache", type=Path, default=REPO / "models" / ".cache" / "train_{samples}.npz")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "needle_target.onnx")
+    ap.add_argument("--checkpoint", type=Path, default=REPO / "models" / ".cache" / "last.pt")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop early (and export) after this long")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    rng = np.random.default_rng(args.seed)
+    t_start = time.time()
+
+    seeds = [TRAIN_SEED0 + args.seed * 1_000_000 + i for i in range(args.samples)]
+    cache = Path(str(args.cache).format(samples=args.samples))
+    images, targets = build_cache(cache, seeds, args.workers)
+    vimg, vtg = build_cache(cache.with_name(cache.stem + "_val.npz"),
+                            [VAL_SEED0 + i for i in range(args.val)], args.workers)
+    print(f"data ready in {time.time() - t_start:.0f} s", flush=True)
+
+    net = build_net()
+    n_params = sum(p.numel() for p in net.parameters())
+    print(f"network: {n_params} parameters", flush=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.08)
+    vx = torch.from_numpy(vimg.astype(np.float32)[:, None] / 255.0)
+    vy = torch.from_numpy(vtg.astype(np.float32) / 255.0)
+
+    t_train = time.time()
+    log_every = 50
+    running = {}
+    step = 0
+    for step in range(1, args.steps + 1):
+        idx = rng.integers(0, len(images), args.batch)
+        pairs = [augment(rng, images[i], targets[i].astype(np.float32) / 255.0) for i in idx]
+        x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])
+        y = torch.from_numpy(np.stack([p[1] for p in pairs]))
+        net.train()
+        loss, parts = loss_fn(net(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        for k, v in parts.items():
+            running[k] = running.get(k, 0.0) + v / log_every
+        if step % log_every == 0:
+            el = time.time() - t_train
+            print(f"step {step}/{args.steps} " + " ".join(f"{k} {v:.4f}" for k, v in running.items())
+                  + f" lr {sched.get_last_lr()[0]:.2e} {el / step:.2f} s/step eta {el / step * (args.steps - step) / 60:.1f} min",
+                  flush=True)
+            running = {}
+        if step % 500 == 0 or step == args.steps:
+            net.eval()
+            with torch.no_grad():
+                vl = [loss_fn(net(vx[i:i + 16]), vy[i:i + 16])[0].item() for i in range(0, len(vx), 16)]
+            print(f"val loss {np.mean(vl):.4f} at step {step}", flush=True)
+            args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"step": step, "state": net.state_dict(), "args": vars(args)}, args.checkpoint)
+        if args.max_minutes and time.time() - t_train > args.max_minutes * 60:
+            print(f"time budget of {args.max_minutes} min reached at step {step}", flush=True)
+            break
+
+    export_onnx(net, args.out)
+    info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,
+            "batch": args.batch, "lr": args.lr, "parameters": n_params,
+            "train_minutes": round((time.time() - t_train) / 60, 1),
+            "total_minutes": round((time.time() - t_start) / 60, 1),
+            "onnx_bytes": os.path.getsize(args.out)}
+    args.out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"exported {args.out} ({info['onnx_bytes'] / 1e6:.2f} MB): {json.dumps(info)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

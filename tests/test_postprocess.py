@@ -1,0 +1,139 @@
+"""Post-processing on synthetic maps and images with known answers."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from guidance.detect import postprocess as pp
+
+
+def line_prob(shape, p0, p1, thickness=3):
+    img = np.zeros(shape, np.uint8)
+    cv2.line(img, tuple(map(int, p0)), tuple(map(int, p1)), 255, thickness)
+    return img.astype(np.float32) / 255.0
+
+
+def gaussian_line_image(shape, p0, direction, *, sigma=1.2, amp=180.0, bg=30.0, t_end=None):
+    """Bright line through p0 along direction (Gaussian cross-profile); ends at t_end if given."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(float)
+    d = np.asarray(direction, float) / np.hypot(*direction)
+    q = np.stack([xx - p0[0], yy - p0[1]], -1)
+    t = q @ d
+    s = q @ np.array([-d[1], d[0]])
+    img = bg + amp * np.exp(-s ** 2 / (2 * sigma ** 2))
+    if t_end is not None:
+        img = bg + (img - bg) * (t <= t_end)
+    return img.astype(np.float32)
+
+
+def test_scale_maps_pixel_centres_and_offset():
+    sc = pp.Scale(sx=2.0, sy=4.0, ox=10.0, oy=20.0)
+    np.testing.assert_allclose(sc.points([0.0, 0.0]), [10.5, 21.5])
+    np.testing.assert_allclose(sc.points([[3.0, 1.0]]), [[16.5, 25.5]])
+    np.testing.assert_allclose(sc.vectors([1.0, 1.0]), [2.0, 4.0])
+
+
+def test_weighted_line_fit_is_exact_on_a_line_and_ignores_outliers():
+    t = np.linspace(-50, 50, 101)
+    d = np.array([np.cos(0.6), np.sin(0.6)])
+    pts = np.array([20.0, 30.0]) + t[:, None] * d
+    c, dd = pp.fit_line_weighted(pts)
+    assert abs(abs(dd @ d) - 1) < 1e-12
+    assert abs((c - [20, 30]) @ np.array([-d[1], d[0]])) < 1e-9
+    noisy = np.vstack([pts, [[90.0, -40.0], [-60.0, 80.0], [0.0, 100.0]]])
+    c2, d2 = pp.fit_line_weighted(noisy, iters=6, huber_px=1.0)
+    assert np.degrees(np.arccos(min(1.0, abs(d2 @ d)))) < 0.5
+
+
+def test_needle_from_prob_finds_line_tip_and_tail():
+    prob = line_prob((256, 256), (20, 40), (200, 160))
+    prob[200:205, 10:15] = 1.0  # a speck elsewhere: a smaller component, ignored
+    cand = pp.needle_from_prob(prob)
+    assert cand is not None
+    tip = cand.point + cand.t_tip * cand.direction
+    tail = cand.point + cand.t_tail * cand.direction
+    assert np.hypot(*(tip - [200, 160])) < 1.5  # the deeper end is the tip
+    assert np.hypot(*(tail - [20, 40])) < 1.5
+    expected = np.degrees(np.arctan2(120, 180))
+    got = np.degrees(np.arctan2(cand.direction[1], cand.direction[0]))
+    assert abs(got - expected) < 0.3
+
+
+def test_tip_heatmap_decides_which_end_is_the_tip():
+    prob = line_prob((128, 128), (10, 30), (110, 60))
+    heat = np.zeros_like(prob)
+    heat[29:32, 9:12] = 1.0  # tip at the shallow end: needle pointing up toward the skin
+    cand = pp.needle_from_prob(prob, tip_heat=heat)
+    tip = cand.point + cand.t_tip * cand.direction
+    assert np.hypot(*(tip - [10, 30])) < 1.5
+
+
+def test_no_needle_in_an_empty_or_speckled_map():
+    assert pp.needle_from_prob(np.zeros((64, 64), np.float32)) is None
+    speck = np.zeros((64, 64), np.float32)
+    speck[10:12, 10:12] = 0.9
+    assert pp.needle_from_prob(speck) is None
+
+
+def test_refine_line_on_image_reaches_subpixel_accuracy():
+    true_p, true_d = np.array([100.3, 80.7]), np.array([np.cos(0.5), np.sin(0.5)])
+    img = gaussian_line_image((256, 320), true_p, true_d)
+    # start 1.5 px off and 1.5 degrees off
+    a = 0.5 + np.radians(1.5)
+    d0 = np.array([np.cos(a), np.sin(a)])
+    p0 = true_p + 1.5 * np.array([-true_d[1], true_d[0]]) - 60 * d0
+    p, d, contrast = pp.refine_line_on_image(img, p0, d0, 0.0, 150.0)
+    ang = np.degrees(np.arccos(min(1.0, abs(d @ true_d))))
+    dist = abs((p - true_p) @ np.array([-true_d[1], true_d[0]]))
+    assert ang < 0.1
+    assert dist < 0.1
+    assert contrast > 100
+
+
+def test_tip_from_intensity_finds_where_the_shaft_ends():
+    p0, d = np.array([30.0, 40.0]), np.array([0.8, 0.6])
+    img = gaussian_line_image((200, 240), p0, d, t_end=120.4)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    t = pp.tip_from_intensity(img, p0, d, t_guess=116.0, search_px=10.0)
+    assert abs(t - 120.4) < 0.8
+
+
+def test_surface_from_prob_is_subpixel_and_drops_short_runs():
+    h, w = 200, 256
+    x = np.arange(w)
+    y_true = 120 + 15 * np.sin(x / 40.0)
+    rows = np.arange(h)[:, None]
+    prob = np.exp(-(rows - y_true[None, :]) ** 2 / 2.0).astype(np.float32)
+    prob[:, 100:140] = 0  # a gap: no surface there
+    prob[50, 30:32] = 0.55  # weaker stray pixels above the surface: the ridge wins
+    prob[:, 196:206] = 0
+    prob[60, 200:202] = 0.9  # a 2-column speck alone in a gap: dropped
+    xs, ys = pp.surface_from_prob(prob, min_run=5)
+    assert not np.isin([100, 120, 139, 200, 201], xs).any()
+    keep = np.isin(x, xs)
+    np.testing.assert_allclose(ys, y_true[keep], atol=0.05)
+    assert np.all(np.diff(xs) > 0)
+
+
+def test_band_top_above_gives_the_top_of_the_band_on_the_surface():
+    h, w = 160, 100
+    bone = np.full(w, 120.0)
+    top = 100.0 + np.arange(w) * 0.1
+    rows = np.arange(h)[:, None]
+    band = ((rows >= np.floor(top)[None, :]) & (rows < bone[None, :])).astype(np.float32)
+    band[:, 60:] = 0  # no band over the right part
+    xs = np.arange(w, dtype=float)
+    got = pp.band_top_above(band, xs, bone)
+    assert np.all(np.isnan(got[60:]))
+    np.testing.assert_allclose(got[:60], np.floor(top[:60]) - 0.5, atol=0.51)
+
+
+def test_smooth_polyline_drops_a_spike():
+    xs = np.arange(50, dtype=float)
+    ys = 100 + 0.2 * xs
+    ys[20] = 40
+    x2, y2 = pp.smooth_polyline_y(xs, ys, ksize=7, max_jump_px=3)
+    assert 20 not in x2 and len(x2) == 49
