@@ -113,13 +113,14 @@ def _text(img, text: str, org, colour, scale: float, box: bool = False) -> int:
 
 
 def _text_corner(result: FrameResult, shape, box_w: int, box_h: int) -> tuple[int, int]:
-    """Top-left of the text block: the corner of the imaging region farthest from the needle.
+    """Top-left of the text block: the corner of the frame farthest from the needle.
 
-    The readouts must not cover the needle or its path.
+    The readouts must not cover the needle or its path; frame corners (not the
+    imaging region's) so that on a grabbed scanner screen they sit on the
+    scanner's margins rather than on anatomy where there is room.
     """
     h, w = shape[:2]
-    r = result.region
-    x0, y0, x1, y1 = (r.x_px, r.y_px, r.x_px + r.width_px, r.y_px + r.height_px) if r else (0, 0, w, h)
+    x0, y0, x1, y1 = 0, 0, w, h
     corners = np.array([[x0 + 8, y0 + 8], [x1 - box_w, y0 + 8], [x0 + 8, y1 - box_h], [x1 - box_w, y1 - box_h]],
                        float)
     marks = []
