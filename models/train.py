@@ -233,9 +233,10 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cache", type=Path, default=REPO / "models" / ".cache" / "train_{samples}.npz")
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "knee-guidance"
+    ap.add_argument("--cache", type=Path, default=cache_dir / "train_seed{seed}_{samples}.npz")
     ap.add_argument("--out", type=Path, default=REPO / "models" / "needle_target.onnx")
-    ap.add_argument("--checkpoint", type=Path, default=REPO / "models" / ".cache" / "last.pt")
+    ap.add_argument("--checkpoint", type=Path, default=cache_dir / "last.pt")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop early (and export) after this long")
     args = ap.parse_args(argv)
 
@@ -247,7 +248,7 @@ def main(argv=None) -> int:
     t_start = time.time()
 
     seeds = [TRAIN_SEED0 + args.seed * 1_000_000 + i for i in range(args.samples)]
-    cache = Path(str(args.cache).format(samples=args.samples))
+    cache = Path(str(args.cache).format(samples=args.samples, seed=args.seed))
     images, targets = build_cache(cache, seeds, args.workers)
     vimg, vtg = build_cache(cache.with_name(cache.stem + "_val.npz"),
                             [VAL_SEED0 + i for i in range(args.val)], args.workers)

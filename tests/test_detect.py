@@ -1,0 +1,131 @@
+"""Detectors behind one interface: model loading errors, region cropping, the classical baseline."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from guidance.detect import DetectStage, Detector, load_detector
+from guidance.detect.classical import ClassicalDetector
+from guidance.detect.model import ModelDetector
+from guidance.errors import ModelError
+from guidance.types import Frame, FrameResult, ImagingRegion
+
+
+def scaling_model(path, *, channels=(1.0, 0.0, 0.0, 0.0), size=128, in_name="image", out_name="probs"):
+    """A real ONNX graph: probs[c] = image * channels[c] (the needle map is the image itself)."""
+    k = np.asarray(channels, np.float32).reshape(1, len(channels), 1, 1)
+    graph = helper.make_graph(
+        [helper.make_node("Mul", [in_name, "k"], [out_name])], "scale",
+        [helper.make_tensor_value_info(in_name, TensorProto.FLOAT, [1, 1, size, size])],
+        [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, [1, len(channels), size, size])],
+        initializer=[numpy_helper.from_array(k, "k")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_missing_model_names_the_file(tmp_path):
+    with pytest.raises(ModelError, match="nope.onnx.*not found"):
+        load_detector(tmp_path / "nope.onnx")
+
+
+def test_corrupt_model_is_a_model_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(ModelError, match="bad.onnx"):
+        ModelDetector(bad)
+
+
+def test_wrong_channel_count_or_names_are_refused(tmp_path):
+    with pytest.raises(ModelError, match="4 channels"):
+        ModelDetector(scaling_model(tmp_path / "three.onnx", channels=(1.0, 0.0, 0.0)))
+    with pytest.raises(ModelError, match="input named 'image'"):
+        ModelDetector(scaling_model(tmp_path / "name.onnx", in_name="x"))
+    with pytest.raises(ModelError, match="output named 'probs'"):
+        ModelDetector(scaling_model(tmp_path / "oname.onnx", out_name="y"))
+
+
+def needle_frame(shape=(300, 400), tail=(40.0, 60.0), tip=(250.0, 200.0), region=None):
+    """Dark speckle with a bright straight needle from tail to tip (pixels of the whole frame)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 40, shape).astype(np.uint8)
+    cv2.line(img, tuple(int(round(v)) for v in tail), tuple(int(round(v)) for v in tip), 255, 3, cv2.LINE_AA)
+    img = cv2.GaussianBlur(img, (0, 0), 0.8)
+    if region is not None:  # scanner chrome outside the region: black with bright text-like marks
+        mask = np.zeros(shape, bool)
+        mask[region.slices] = True
+        img[~mask] = 0
+        img[5:10, 5:60] = 255
+    return img
+
+
+def test_model_path_maps_back_to_frame_pixels_with_and_without_region(tmp_path):
+    det = load_detector(scaling_model(tmp_path / "id.onnx"))
+    assert isinstance(det, Detector) and det.name == "model:id"
+    tail, tip = np.array([40.0, 60.0]), np.array([250.0, 200.0])
+    img = needle_frame()
+    d = det.detect(img)
+    assert d.needle is not None
+    assert np.hypot(*(np.array(d.needle.tip_px) - tip)) < 3.0
+    assert abs(d.needle.angle_deg - np.degrees(np.arctan2(140, 210))) < 1.0
+    region = ImagingRegion(30, 40, 300, 220)
+    d2 = det.detect(needle_frame(region=region), region=region)
+    assert np.hypot(*(np.array(d2.needle.tip_px) - tip)) < 3.0
+    assert np.hypot(*(np.array(d2.needle.tail_px) - [region.x_px + 1, region.y_px + 1])) < 40
+
+
+def test_auto_and_classical_and_stage(tmp_path):
+    assert load_detector("classical").name == "classical"
+    auto = load_detector("auto")
+    assert isinstance(auto, Detector)
+    stage = DetectStage(ClassicalDetector())
+    assert stage.name == "detect"
+    img = needle_frame()
+    frame = Frame(img, 0.0, 0, 0, spacing_mm=(0.1, 0.1))
+    out = stage(FrameResult(frame))
+    assert out.detection is not None and out.detection.detector == "classical"
+    out2 = stage(FrameResult(frame, region=ImagingRegion(20, 20, 360, 260)))
+    assert out2.detection.needle is not None
+
+
+def bone_frame(shape=(320, 400), y_bone=200.0, top=None):
+    """Speckled tissue, a bright bone line at y_bone with a dark shadow, optional dark cartilage band."""
+    rng = np.random.default_rng(5)
+    h, w = shape
+    img = rng.normal(70, 12, shape)
+    rows = np.arange(h)[:, None]
+    img = np.where(rows > y_bone + 3, rng.normal(10, 4, shape), img)  # acoustic shadow
+    img += 170 * np.exp(-(rows - (y_bone + 1.5)) ** 2 / (2 * 1.2 ** 2))
+    if top is not None:
+        band = (rows >= top) & (rows < y_bone)
+        img = np.where(band, rng.normal(15, 4, shape), img)
+        img += 60 * np.exp(-(rows - top) ** 2 / 2.0)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_classical_finds_bone_and_cartilage():
+    det = ClassicalDetector()
+    d = det.detect(bone_frame(), spacing_mm=(0.1, 0.1))
+    assert d.target is not None and d.target.kind == "bone"
+    b = d.target.bone_px
+    assert b[:, 0].min() < 40 and b[:, 0].max() > 360
+    assert np.median(np.abs(b[:, 1] - 200.0)) < 2.0
+    d = det.detect(bone_frame(y_bone=220.0, top=195.0), spacing_mm=(0.1, 0.1))
+    assert d.target.kind == "cartilage"
+    assert abs(d.target.cartilage_thickness_mm - 2.5) < 0.5
+    assert np.median(np.abs(d.target.surface_px[:, 1] - 195.0)) < 3.0
+    assert d.needle is None
+
+
+def test_classical_finds_a_needle_and_its_tip():
+    det = ClassicalDetector()
+    d = det.detect(needle_frame(), spacing_mm=(0.1, 0.1))
+    assert d.needle is not None
+    assert np.hypot(*(np.array(d.needle.tip_px) - [250.0, 200.0])) < 4.0
+    assert abs(d.needle.angle_deg - np.degrees(np.arctan2(140, 210))) < 1.5
