@@ -1,0 +1,156 @@
+"""The live view, driven for real (offscreen Qt): frames arrive, the overlay sits where the
+result says, the picked target reaches the guidance stage, stale / no-signal guidance is hidden."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pyqtgraph")
+
+from guidance.types import (Detection, Frame, FrameResult, NeedleDetection, NeedleTrack,  # noqa: E402
+                            TargetDetection, Trajectory)
+from ui.live_view import LiveWindow  # noqa: E402
+from ui.settings import Settings, ini_settings  # noqa: E402
+
+
+def make_result(received_s: float | None = None, *, w: int = 640, h: int = 480, tip=(300.0, 200.0),
+                alerts=(), spacing=(0.1, 0.1), state="tracking") -> FrameResult:
+    """A result with every element of guidance, at known coordinates."""
+    rng = np.random.default_rng(0)
+    img = (rng.random((h, w)) * 100).astype(np.uint8)
+    frame = Frame(img, 0.0, 0, 0, spacing, "test")
+    x = np.arange(0.0, w, 4.0)
+    surface = np.column_stack([x, 300 + 10 * np.sin(x / 80)])
+    bone = surface + [0.0, 20.0]
+    needle = NeedleDetection(tip, (100.0, 60.0), 0.9)
+    traj = Trajectory((440.0, 300.0), 12.3, 123.0, 35.0, 20.0,
+                      (((tip[0], tip[1]), (430.0, 310.0)), ((tip[0], tip[1]), (450.0, 290.0))))
+    return FrameResult(frame, detection=Detection(needle, TargetDetection("cartilage", surface, bone, 2.0)),
+                       track=NeedleTrack(state, needle if state != "lost" else None, angle_sd_deg=2.0),
+                       trajectory=traj, alerts=tuple(alerts),
+                       received_s=time.monotonic() if received_s is None else received_s)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(ini_settings(tmp_path / "settings.ini"))
+
+
+@pytest.fixture
+def window(qtbot, settings, tmp_path):
+    settings.set("record/dir", str(tmp_path / "recordings"))
+    win = LiveWindow(settings, source_options={"fps": 30, "size_px": (320, 240)})
+    qtbot.addWidget(win)
+    win.resize(1100, 700)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    win.close()
+
+
+def _close(a, b, tol=1e-6):
+    return np.allclose(np.asarray(a, float), np.asarray(b, float), atol=tol)
+
+
+def test_overlay_items_sit_where_the_result_says(window, qtbot):
+    res = make_result()
+    window.show_result(res)
+    ov = window.view.overlay
+    vis = ov.visible_items()
+    assert vis["needle"] and vis["tip"] and vis["path"] and vis["cone"] and vis["intercept"]
+    assert vis["surface"] and vis["bone"] and vis["band"]
+    assert _close(ov.tip.pos(), res.needle.tip_px)
+    assert _close(ov.needle.points(), [res.needle.tail_px, res.needle.tip_px])
+    assert _close(ov.path.points(), [res.needle.tip_px, res.trajectory.intercept_px])
+    assert _close(ov.intercept.pos(), res.trajectory.intercept_px)
+    assert _close(ov.surface.points(), res.target.surface_px)
+    assert window.readouts.texts()["distance"] == "12.3 mm"
+    assert window.readouts.texts()["state"] == "TRACKING"
+
+
+def test_rendered_overlay_lands_on_the_tip_pixel(window, qtbot):
+    """Grab the screen: the yellow tip ring is drawn around the tip's widget position."""
+    res = make_result(tip=(320.0, 240.0))
+    window.show_result(res)
+    qtbot.waitUntil(lambda: window.view.paint_count > 0)
+    img = window.view.grab().toImage()
+    p = window.view.frame_to_widget(320.0, 240.0)
+    dpr = img.devicePixelRatio()
+    arr = np.array([[img.pixelColor(int((p.x() + dx) * dpr), int((p.y() + dy) * dpr)).getRgb()[:3]
+                     for dx in range(-12, 13)] for dy in range(-12, 13)])
+    yellowish = (arr[..., 0] > 180) & (arr[..., 1] > 170) & (arr[..., 2] < 120)
+    assert yellowish.sum() > 10
+
+
+def test_stale_guidance_is_hidden_with_a_reason(window, qtbot):
+    old = make_result(received_s=time.monotonic() - 0.5)
+    window.show_result(old)
+    assert not window.view.overlay.shown
+    assert not any(window.view.overlay.visible_items().values())
+    assert "GUIDANCE HIDDEN" in window.strip.text()
+    assert window.readouts.texts()["distance"] == "\u2014"
+    fresh = make_result()
+    window.show_result(fresh)
+    assert window.view.overlay.shown and window.view.overlay.visible_items()["needle"]
+    # no new frame: the freshness timer hides it on its own within a few ticks
+    qtbot.waitUntil(lambda: not window.view.overlay.shown, timeout=2000)
+    assert "GUIDANCE HIDDEN" in window.strip.text()
+
+
+def test_alerts_are_shown_in_words(window):
+    window.show_result(make_result(alerts=("near_bone",)))
+    assert window.strip.kind == "alert" and "NEAR BONE" in window.strip.text()
+    window.show_result(make_result())
+    assert window.strip.kind == "none"
+
+
+def test_layer_toggle_hides_only_that_layer_and_is_remembered(window, settings, qtbot, tmp_path):
+    window.show_result(make_result())
+    window.layer_actions["cone"].trigger()
+    vis = window.view.overlay.visible_items()
+    assert not vis["cone"] and vis["path"] and vis["needle"]
+    window.close()
+    settings.sync()
+    again = LiveWindow(Settings(ini_settings(tmp_path / "settings.ini")))
+    qtbot.addWidget(again)
+    assert again.view.overlay.layers["cone"] is False
+    assert again.view.overlay.layers["path"] is True
+    again.close()
+
+
+def test_snapshot_writes_a_png_of_the_view(window, tmp_path):
+    window.show_result(make_result())
+    path = window.snapshot(tmp_path / "snap.png")
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[0] > 200 and img.shape[1] > 400
+
+
+def _write_video(path, n=90, w=320, h=240, fps=30):
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h), False)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for i in range(n):
+        img = ((xx + 3 * i) % 64 * 3).astype(np.uint8)
+        img[int(h * 0.7):int(h * 0.75)] = 230
+        out.write(img)
+    out.release()
+    return path
+
+
+def test_frames_from_a_file_source_arrive_and_are_painted(window, qtbot, tmp_path):
+    video = _write_video(tmp_path / "clip.avi")
+    assert window.start(str(video))
+    qtbot.waitUntil(lambda: window.view.paint_count >= 10, timeout=15000)
+    assert window.result is not None and window.result.frame.width_px == 320
+    window.stop()
+    assert window.worker is None
+
+
+def test_a_bad_source_gives_a_message_not_a_crash(window):
+    assert not window.start("/nonexistent/clip.avi")
+    assert "clip.avi" in window.strip.text()
+    assert window.worker is None

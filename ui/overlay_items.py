@@ -1,0 +1,233 @@
+"""Guidance drawn as scene items over the image (never burnt into its pixels).
+
+Every item lives in the image's coordinates: frame pixels, x right, y down,
+the centre of the top-left pixel at (0, 0) (see :class:`ui.image_view.ImageView`).
+Items are created once and only their data changes per frame; each line has a
+black halo underneath so it reads on bright and dark tissue alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from guidance.types import FrameResult
+
+from .palette import colour, halo_pen, pen
+
+# Layers the user can toggle (the names of guidance.overlay.ALL_LAYERS, where they overlap).
+LAYERS: dict[str, str] = {
+    "needle": "Needle and tip",
+    "path": "Projected path",
+    "cone": "Uncertainty cone",
+    "target": "Target surface",
+    "bone": "Bone and cartilage band",
+    "intercept": "Intercept point",
+    "target_point": "Picked target",
+    "region": "Imaging region",
+    "text": "Readouts",
+    "alerts": "Alerts",
+}
+DEFAULT_OFF = frozenset({"region"})
+
+
+class HaloCurve:
+    """A polyline over a black halo: two PlotCurveItems sharing data."""
+
+    def __init__(self, role: str, width: float, z: float, *, dashed: bool = False, dash=(6.0, 4.0),
+                 connect: str = "all") -> None:
+        self.connect = connect
+        self.halo = pg.PlotCurveItem(pen=halo_pen(width, dashed=dashed, dash=dash), antialias=True)
+        self.core = pg.PlotCurveItem(pen=pen(role, width, dashed=dashed, dash=dash), antialias=True)
+        self.halo.setZValue(z)
+        self.core.setZValue(z + 0.1)
+        self.items = (self.halo, self.core)
+
+    def set_pen(self, role: str, width: float, *, dashed: bool = False, dash=(6.0, 4.0)) -> None:
+        self.halo.setPen(halo_pen(width, dashed=dashed, dash=dash))
+        self.core.setPen(pen(role, width, dashed=dashed, dash=dash))
+
+    def set_points(self, pts_px) -> None:
+        """``pts_px`` (N, 2) of (x, y) frame pixels."""
+        pts = np.asarray(pts_px, dtype=float).reshape(-1, 2)
+        for item in self.items:
+            item.setData(x=pts[:, 0], y=pts[:, 1], connect=self.connect)
+
+    def points(self) -> np.ndarray:
+        x, y = self.core.getData()
+        if x is None:
+            return np.zeros((0, 2))
+        return np.column_stack([x, y])
+
+    def setVisible(self, on: bool) -> None:
+        for item in self.items:
+            item.setVisible(on)
+
+    def isVisible(self) -> bool:
+        return self.core.isVisible()
+
+
+class Marker:
+    """One point drawn as a screen-sized symbol (size in screen pixels, whatever the zoom)."""
+
+    def __init__(self, role: str, z: float, *, symbol: str = "o", size: float = 14.0, width: float = 2.5,
+                 filled: bool = False) -> None:
+        brush = pg.mkBrush(colour(role)) if filled else pg.mkBrush(0, 0, 0, 0)
+        self.halo = pg.ScatterPlotItem(size=size + 3, symbol=symbol, pen=halo_pen(width),
+                                       brush=pg.mkBrush(0, 0, 0, 160) if filled else pg.mkBrush(0, 0, 0, 0),
+                                       pxMode=True, antialias=True)
+        self.core = pg.ScatterPlotItem(size=size, symbol=symbol, pen=pen(role, width), brush=brush,
+                                       pxMode=True, antialias=True)
+        self.halo.setZValue(z)
+        self.core.setZValue(z + 0.1)
+        self.items = (self.halo, self.core)
+        self._pos: tuple[float, float] | None = None
+
+    def set_pos(self, xy_px) -> None:
+        self._pos = (float(xy_px[0]), float(xy_px[1]))
+        for item in self.items:
+            item.setData(pos=[self._pos])
+
+    def pos(self) -> tuple[float, float] | None:
+        return self._pos
+
+    def setVisible(self, on: bool) -> None:
+        for item in self.items:
+            item.setVisible(on)
+
+    def isVisible(self) -> bool:
+        return self.core.isVisible()
+
+
+class GuidanceOverlay:
+    """All guidance items over one image, updated from a :class:`FrameResult`.
+
+    Parameters
+    ----------
+    view : pyqtgraph.ViewBox
+        The view holding the image; items are added to it.
+    """
+
+    def __init__(self, view: pg.ViewBox) -> None:
+        self.band = QtWidgets.QGraphicsPathItem()
+        self.band.setBrush(QtGui.QBrush(colour("surface", 70)))
+        self.band.setPen(QtGui.QPen(QtCore.Qt.PenStyle.NoPen))
+        self.band.setZValue(5)
+        self.bone = HaloCurve("bone", 2.0, 6)
+        self.surface = HaloCurve("surface", 2.5, 7)
+        self.cone = HaloCurve("cone", 1.5, 8, dashed=True, dash=(3.0, 4.0), connect="pairs")
+        self.path = HaloCurve("path", 2.5, 9, dashed=True, dash=(4.0, 3.0))
+        self.needle = HaloCurve("needle", 3.0, 10)
+        self.tip = Marker("tip", 11, size=16, width=2.5)
+        self.intercept = Marker("intercept", 12, size=11, filled=True)
+        self.target_point = Marker("target_point", 13, symbol="+", size=22, width=2.0)
+        self.region = QtWidgets.QGraphicsRectItem()
+        self.region.setPen(pen("region", 1.0))
+        self.region.setZValue(4)
+        self._layer_items = {
+            "needle": [self.needle, self.tip], "path": [self.path], "cone": [self.cone],
+            "target": [self.surface], "bone": [self.bone, self.band], "intercept": [self.intercept],
+            "target_point": [self.target_point], "region": [self.region],
+        }
+        for group in self._layer_items.values():
+            for el in group:
+                for item in getattr(el, "items", (el,)):
+                    view.addItem(item)
+        self.layers = {name: name not in DEFAULT_OFF for name in LAYERS}
+        self.shown = True
+        self._has: dict[str, bool] = {}
+        self._coasting = None
+        self.picked_target_px: tuple[float, float] | None = None
+        self.update(None)
+
+    # -- visibility --------------------------------------------------------
+    def set_layer(self, name: str, on: bool) -> None:
+        self.layers[name] = bool(on)
+        self._apply_visibility()
+
+    def set_shown(self, on: bool) -> None:
+        """Show or hide all guidance at once (hidden while guidance is stale or there is no signal)."""
+        self.shown = bool(on)
+        self._apply_visibility()
+
+    def _apply_visibility(self) -> None:
+        for layer, group in self._layer_items.items():
+            for el in group:
+                key = self._key(el)
+                el.setVisible(self.shown and self.layers.get(layer, True) and self._has.get(key, False))
+
+    def _key(self, el) -> str:
+        return str(id(el))
+
+    def _set_has(self, el, on: bool) -> None:
+        self._has[self._key(el)] = bool(on)
+
+    # -- data --------------------------------------------------------------
+    def update(self, result: FrameResult | None) -> None:
+        """Place every item where ``result`` says; items without data are hidden."""
+        for group in self._layer_items.values():
+            for el in group:
+                self._set_has(el, False)
+        if self.picked_target_px is not None:
+            self.target_point.set_pos(self.picked_target_px)
+            self._set_has(self.target_point, True)
+        if result is not None:
+            self._update_target(result)
+            self._update_needle(result)
+            region = result.region
+            if region is not None and (region.width_px, region.height_px) != (result.frame.width_px,
+                                                                                result.frame.height_px):
+                self.region.setRect(region.x_px - 0.5, region.y_px - 0.5, region.width_px, region.height_px)
+                self._set_has(self.region, True)
+        self._apply_visibility()
+
+    def _update_target(self, result: FrameResult) -> None:
+        target = result.target
+        if target is None:
+            return
+        surface = np.asarray(target.surface_px, dtype=float).reshape(-1, 2)
+        bone = np.asarray(target.bone_px, dtype=float).reshape(-1, 2)
+        if len(surface) >= 2:
+            self.surface.set_pen("surface" if target.kind == "cartilage" else "bone", 2.5)
+            self.surface.set_points(surface)
+            self._set_has(self.surface, True)
+        if target.kind == "cartilage" and len(bone) >= 2:
+            self.bone.set_points(bone)
+            self._set_has(self.bone, True)
+            if len(surface) >= 2:
+                ring = np.concatenate([surface, bone[::-1], surface[:1]])
+                self.band.setPath(pg.arrayToQPath(ring[:, 0], ring[:, 1], connect="all"))
+                self._set_has(self.band, True)
+
+    def _update_needle(self, result: FrameResult) -> None:
+        needle = result.needle
+        if needle is None:
+            return
+        coasting = result.track is not None and result.track.state == "coasting"
+        if coasting != self._coasting:  # a coasting (predicted) needle is drawn dashed
+            self.needle.set_pen("needle", 3.0, dashed=coasting, dash=(3.0, 1.5))
+            self._coasting = coasting
+        self.needle.set_points([needle.tail_px, needle.tip_px])
+        self.tip.set_pos(needle.tip_px)
+        self._set_has(self.needle, True)
+        self._set_has(self.tip, True)
+        tr = result.trajectory
+        if tr is None:
+            return
+        self.path.set_points([needle.tip_px, tr.intercept_px])
+        self.intercept.set_pos(tr.intercept_px)
+        self._set_has(self.path, True)
+        self._set_has(self.intercept, True)
+        if tr.cone_px is not None:
+            (a0, a1), (b0, b1) = tr.cone_px
+            self.cone.set_points([a0, a1, b0, b1])
+            self._set_has(self.cone, True)
+        if tr.target_point_px is not None and self.picked_target_px is None:
+            self.target_point.set_pos(tr.target_point_px)
+            self._set_has(self.target_point, True)
+
+    def visible_items(self) -> dict[str, bool]:
+        """Which elements are on screen now (for tests and the snapshot legend)."""
+        names = ("band", "bone", "surface", "cone", "path", "needle", "tip", "intercept", "target_point", "region")
+        return {n: getattr(self, n).isVisible() for n in names}

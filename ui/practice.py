@@ -1,0 +1,264 @@
+"""Practice mode panel: the session plays with guidance hidden, stops at checkpoints,
+asks for the needle tip and the target, scores each answer and reveals the guidance.
+
+All scoring is in :mod:`guidance.training.practice` (Qt-free); this panel only
+plays frames, takes clicks and shows feedback. :class:`ProgressPanel` shows a
+trainee's scores over time from the progress database.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+from guidance.training.practice import Answer, PracticeResult, PracticeRun
+from guidance.training.session import record_to_result
+
+from .image_view import ImageView
+from .palette import colour, css, pen
+
+_PROMPTS = {"ask_tip": "Click the needle TIP", "ask_target": "Click the TARGET (where the needle should end)"}
+
+
+class PracticePanel(QtWidgets.QWidget):
+    """Drives one :class:`PracticeRun` over a session's frames.
+
+    Parameters
+    ----------
+    run : PracticeRun
+    image_of : callable
+        ``image_of(row) -> uint8 HxW`` frame of the session's record ``row``.
+    fps : float
+        Playback rate between checkpoints (frames per second, at ``speed`` 1).
+    playback : bool
+        False jumps straight to each checkpoint (no playing in between).
+
+    Signals
+    -------
+    answered(object)
+        An :class:`Answer` after the second click of a checkpoint.
+    finished(object)
+        The :class:`PracticeResult` when the last checkpoint is answered.
+    """
+
+    answered = QtCore.Signal(object)
+    finished = QtCore.Signal(object)
+
+    def __init__(self, run: PracticeRun, image_of: Callable[[int], np.ndarray], *, fps: float = 20.0,
+                 speed: float = 1.0, playback: bool = True, parent=None) -> None:
+        super().__init__(parent)
+        self.run = run
+        self.image_of = image_of
+        self.playback = playback
+        self.state = "idle"
+        self.row = 0
+        self._tip_click: tuple[float, float] | None = None
+        self.view = ImageView(self)
+        self.view.clicked_px.connect(self.click_at)
+        self.prompt = QtWidgets.QLabel("Practice: guidance is hidden. Press Start.")
+        self.prompt.setStyleSheet("font-size: 15px; font-weight: bold;")
+        self.feedback = QtWidgets.QLabel("")
+        self.feedback.setWordWrap(True)
+        self.start_button = QtWidgets.QPushButton("Start")
+        self.skip_button = QtWidgets.QPushButton("Can't see it")
+        self.next_button = QtWidgets.QPushButton("Next")
+        self.worst_list = QtWidgets.QListWidget()
+        self.worst_list.setVisible(False)
+        self.worst_list.currentRowChanged.connect(self._review)
+        self.start_button.clicked.connect(self.start)
+        self.skip_button.clicked.connect(lambda: self.click_at(None, None))
+        self.next_button.clicked.connect(self.next_checkpoint)
+        buttons = QtWidgets.QHBoxLayout()
+        for b in (self.start_button, self.skip_button, self.next_button):
+            buttons.addWidget(b)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(self.prompt)
+        lay.addWidget(self.view, 1)
+        lay.addWidget(self.feedback)
+        lay.addLayout(buttons)
+        lay.addWidget(self.worst_list)
+        self._markers = pg.ScatterPlotItem(pxMode=True)
+        self._markers.setZValue(50)
+        self._links = pg.PlotCurveItem(pen=pen("text", 1.5, dashed=True), connect="pairs")
+        self._links.setZValue(49)
+        self.view.vb.addItem(self._links)
+        self.view.vb.addItem(self._markers)
+        self._timer = QtCore.QTimer(self)
+        self._timer.setInterval(max(1, int(round(1000.0 / (fps * speed)))))
+        self._timer.timeout.connect(self._tick)
+        self._review_answers: list[Answer] = []
+        self._update_buttons()
+        if run.records:
+            self._show(0, overlay=False)
+
+    # -- flow --------------------------------------------------------------
+    def start(self) -> None:
+        if not self.run.checkpoints:
+            self.prompt.setText("No checkpoints in this session (the needle is never seen with a target).")
+            self.state = "done"
+            self._update_buttons()
+            return
+        self.state = "playing"
+        self._go_to_checkpoint()
+
+    def next_checkpoint(self) -> None:
+        if self.state != "feedback":
+            return
+        if self.run.finished:
+            self._finish()
+        else:
+            self.state = "playing"
+            self._go_to_checkpoint()
+
+    def click_at(self, x_px: float | None, y_px: float | None) -> None:
+        """A click (frame pixels) or None for "can't see it", in the asking states."""
+        xy = None if x_px is None else (float(x_px), float(y_px))
+        if self.state == "ask_tip":
+            self._tip_click = xy
+            self.state = "ask_target"
+            self._draw_clicks([xy], [])
+        elif self.state == "ask_target":
+            ans = self.run.submit(self._tip_click, xy)
+            self.state = "feedback"
+            self._show_feedback(ans)
+            self.answered.emit(ans)
+        self._update_buttons()
+
+    # -- internals ---------------------------------------------------------
+    def _go_to_checkpoint(self) -> None:
+        self._clear_marks()
+        self.feedback.setText("")
+        cp = self.run.current
+        if not self.playback or cp.row <= self.row:
+            self._arrive()
+            return
+        self.prompt.setText(f"Watching... (checkpoint {len(self.run.answers) + 1}/{len(self.run.checkpoints)})")
+        self._timer.start()
+        self._update_buttons()
+
+    def _tick(self) -> None:
+        cp = self.run.current
+        self.row = min(self.row + 1, cp.row)
+        self._show(self.row, overlay=False)
+        if self.row >= cp.row:
+            self._timer.stop()
+            self._arrive()
+
+    def _arrive(self) -> None:
+        cp = self.run.current
+        self.row = cp.row
+        self._show(cp.row, overlay=False)
+        self.state = "ask_tip"
+        self._update_buttons()
+
+    def _show(self, row: int, *, overlay: bool) -> None:
+        self.view.show_result(record_to_result(self.run.records[row], self.image_of(row)), overlay=overlay)
+
+    def _show_feedback(self, ans: Answer) -> None:
+        self._show(ans.checkpoint.row, overlay=True)
+        cp = ans.checkpoint
+        truth_tgt = cp.target_point_px or ans.nearest_target_px
+        self._draw_clicks([ans.tip_click_px, ans.target_click_px], [cp.tip_px, truth_tgt])
+        u = self.run.units
+        fmt = lambda e: "not given" if e is None else f"{e:.1f} {u}"  # noqa: E731
+        self.feedback.setText(f"Tip off by {fmt(ans.tip_error_mm)}, target off by {fmt(ans.target_error_mm)} "
+                              f"(reference: {self.run.reference}). Score {ans.score:.0f}/100. "
+                              f"Guidance shown; white crosses are your clicks.")
+        last = self.run.finished
+        self.prompt.setText("Last checkpoint answered: press Next for your score." if last
+                            else "Feedback: press Next to continue.")
+
+    def _finish(self) -> None:
+        res: PracticeResult = self.run.result()
+        self.state = "done"
+        self.prompt.setText(f"Practice score {res.score:.0f}/100 over {len(res.answers)} checkpoints")
+        u = res.units
+        self._review_answers = res.worst(3)
+        self.worst_list.clear()
+        for a in self._review_answers:
+            tip = "missed" if a.tip_error_mm is None else f"{a.tip_error_mm:.1f} {u}"
+            tgt = "missed" if a.target_error_mm is None else f"{a.target_error_mm:.1f} {u}"
+            self.worst_list.addItem(f"t = {a.checkpoint.t_s:.1f} s: score {a.score:.0f}, tip {tip}, target {tgt}")
+        self.worst_list.setVisible(True)
+        self.feedback.setText("Your worst answers are listed below: select one to review it.")
+        self._update_buttons()
+        self.finished.emit(res)
+
+    def _review(self, i: int) -> None:
+        if 0 <= i < len(self._review_answers):
+            self._show_feedback(self._review_answers[i])
+            self.prompt.setText(f"Reviewing answer {i + 1} of the worst {len(self._review_answers)}")
+
+    def _clear_marks(self) -> None:
+        self._markers.setData([])
+        self._links.setData([], [])
+
+    def _draw_clicks(self, clicks, refs) -> None:
+        spots = []
+        for xy in clicks:
+            if xy is not None:
+                spots.append({"pos": xy, "symbol": "x", "size": 16, "brush": colour("text"),
+                              "pen": pen("halo", 1.0)})
+        for xy, role in zip(refs, ("tip", "surface")):
+            if xy is not None:
+                spots.append({"pos": xy, "symbol": "o", "size": 14, "brush": None, "pen": pen(role, 2.5)})
+        self._markers.setData(spots)
+        pairs = [(c, r) for c, r in zip(clicks, refs) if c is not None and r is not None]
+        if pairs:
+            xs = np.array([[c[0], r[0]] for c, r in pairs]).ravel()
+            ys = np.array([[c[1], r[1]] for c, r in pairs]).ravel()
+            self._links.setData(xs, ys)
+
+    def _update_buttons(self) -> None:
+        asking = self.state in _PROMPTS
+        if asking:
+            self.prompt.setText(f"Checkpoint {len(self.run.answers) + 1}/{len(self.run.checkpoints)}: "
+                                f"{_PROMPTS[self.state]}")
+            self.prompt.setStyleSheet(f"font-size: 15px; font-weight: bold; color: {css('tip')};"
+                                      " background: black; padding: 3px;")
+        else:
+            self.prompt.setStyleSheet("font-size: 15px; font-weight: bold;")
+        self.start_button.setEnabled(self.state == "idle")
+        self.skip_button.setEnabled(asking)
+        self.next_button.setEnabled(self.state == "feedback")
+
+
+class ProgressPanel(QtWidgets.QWidget):
+    """A trainee's scores over time (performed sessions and practice runs)."""
+
+    def __init__(self, db_path, trainee: str, parent=None) -> None:
+        super().__init__(parent)
+        self.db_path, self.trainee = db_path, trainee
+        self.plot = pg.PlotWidget(background="w")
+        self.plot.setLabel("bottom", "session")
+        self.plot.setLabel("left", "score (0-100)")
+        self.plot.setYRange(0, 100)
+        self.plot.addLegend()
+        self.summary = QtWidgets.QLabel()
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.addWidget(self.summary)
+        lay.addWidget(self.plot, 1)
+        self.series: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self.refresh()
+
+    def refresh(self) -> None:
+        from guidance.training.progress_db import ProgressDB
+
+        with ProgressDB(self.db_path) as db:
+            rows = db.sessions(self.trainee)
+        self.plot.clear()
+        self.series = {}
+        for kind, role in (("performed", "blue"), ("practice", "orange")):
+            idx = np.array([i for i, r in enumerate(rows) if r.kind == kind], float)
+            sc = np.array([r.score for r in rows if r.kind == kind], float)
+            self.series[kind] = (idx, sc)
+            if len(idx):
+                self.plot.plot(idx + 1, sc, pen=pen(role, 2), symbol="o", symbolBrush=colour(role), name=kind)
+        if rows:
+            self.summary.setText(f"Trainee {self.trainee}: {len(rows)} sessions, last score {rows[-1].score:.0f}, "
+                                 f"first {rows[0].score:.0f}")
+        else:
+            self.summary.setText(f"Trainee {self.trainee}: no sessions yet")

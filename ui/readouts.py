@@ -1,0 +1,133 @@
+"""Large readouts beside the image, and the message strip above it.
+
+Readouts sit beside the image, not on it, so the tissue stays unobstructed;
+the distance to the target is the largest thing on screen. Alerts are steady
+(no flashing, no sound): a coloured strip with plain words.
+"""
+
+from __future__ import annotations
+
+from PySide6 import QtCore, QtWidgets
+
+from guidance.types import FrameResult
+
+from . import DISCLAIMER_SHORT
+from .palette import css
+
+ALERT_MESSAGES = {
+    "near_bone": "NEAR BONE \u2014 tip within 2 mm of the bone surface",
+    "off_target": "OFF TARGET \u2014 the path misses the picked target",
+    "needle_lost": "NEEDLE LOST \u2014 guidance paused until the needle is seen again",
+}
+STATE_TEXT = {"tracking": ("TRACKING", "surface"), "coasting": ("COASTING", "yellow"),
+              "lost": ("LOST", "alert"), None: ("NOT SEEN", "white")}
+DASH = "\u2014"
+
+
+def _label(size_pt: int, bold: bool = False, colour: str = "white") -> QtWidgets.QLabel:
+    lab = QtWidgets.QLabel(DASH)
+    lab.setStyleSheet(f"color: {css(colour)}; font-size: {size_pt}pt; font-weight: {'bold' if bold else 'normal'};")
+    lab.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.NoTextInteraction)
+    return lab
+
+
+def _caption(text: str) -> QtWidgets.QLabel:
+    lab = QtWidgets.QLabel(text)
+    lab.setStyleSheet("color: #b0b0b0; font-size: 11pt;")
+    return lab
+
+
+class ReadoutPanel(QtWidgets.QFrame):
+    """Distance to target, tip depth, approach angle and tracking state, in large type."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setStyleSheet("ReadoutPanel { background: #101010; }")
+        self.setMinimumWidth(250)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(14, 12, 14, 12)
+        lay.setSpacing(2)
+        self.distance = _label(44, bold=True, colour="path")
+        self.depth = _label(22, bold=True)
+        self.angle = _label(22, bold=True)
+        self.state = _label(16, bold=True)
+        self.miss = _label(13)
+        self.miss.setWordWrap(True)
+        for caption, widget in (("to target", self.distance), ("tip depth", self.depth),
+                                ("approach angle", self.angle), ("needle", self.state), ("", self.miss)):
+            if caption:
+                lay.addWidget(_caption(caption))
+            lay.addWidget(widget)
+            lay.addSpacing(8)
+        lay.addStretch(1)
+        self.scale_note = _caption("")
+        self.scale_note.setWordWrap(True)
+        lay.addWidget(self.scale_note)
+        self.disclaimer = QtWidgets.QLabel(DISCLAIMER_SHORT)
+        self.disclaimer.setStyleSheet("color: #909090; font-size: 9pt;")
+        lay.addWidget(self.disclaimer)
+        self.show_result(None)
+
+    def show_result(self, result: FrameResult | None) -> None:
+        """Fill the readouts from ``result``; None blanks them (no guidance to trust)."""
+        tr = result.trajectory if result is not None else None
+        if tr is None:
+            self.distance.setText(DASH)
+            self.depth.setText(DASH)
+            self.angle.setText(DASH)
+            self.miss.setText("")
+        else:
+            self.distance.setText(f"{tr.distance_mm:.1f} mm" if tr.distance_mm is not None
+                                  else f"{tr.distance_px:.0f} px")
+            self.depth.setText(f"{tr.tip_depth_mm:.1f} mm" if tr.tip_depth_mm is not None else DASH)
+            self.angle.setText(f"{tr.approach_deg:.0f}\u00b0")
+            if tr.miss_depth_mm is not None and tr.miss_lateral_mm is not None:
+                depth = "deep" if tr.miss_depth_mm >= 0 else "shallow"
+                side = "right" if tr.miss_lateral_mm >= 0 else "left"
+                self.miss.setText(f"misses target by {abs(tr.miss_depth_mm):.1f} mm {depth}, "
+                                  f"{abs(tr.miss_lateral_mm):.1f} mm {side}")
+            else:
+                self.miss.setText("")
+        if result is None:
+            text, role = DASH, "white"
+        else:
+            state = result.track.state if result.track is not None else ("tracking" if result.needle else None)
+            text, role = STATE_TEXT.get(state, STATE_TEXT[None])
+        self.state.setText(text)
+        self.state.setStyleSheet(f"color: {css(role)}; font-size: 16pt; font-weight: bold;")
+        no_scale = result is not None and result.frame.spacing_mm is None
+        self.scale_note.setText("Pixel spacing unknown: distances in pixels. Set it with Ctrl+D." if no_scale else "")
+
+    def texts(self) -> dict[str, str]:
+        return {"distance": self.distance.text(), "depth": self.depth.text(), "angle": self.angle.text(),
+                "state": self.state.text(), "miss": self.miss.text()}
+
+
+class MessageStrip(QtWidgets.QLabel):
+    """One line above the image: why guidance is hidden, or the current alerts.
+
+    Always the same height, so the image never jumps when a message appears.
+    """
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setFixedHeight(44)
+        self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.kind = "none"
+        self.set_message("none", "")
+
+    def set_message(self, kind: str, text: str) -> None:
+        """``kind``: "none", "info", "stale", "no_signal", "alert"."""
+        if (kind, text) == (self.kind, self.text()):
+            return
+        self.kind = kind
+        base = "font-size: 15pt; font-weight: bold; padding: 4px; border-radius: 4px;"
+        style = {
+            "none": "background: #101010; color: #808080;",
+            "info": "background: #101010; color: #d0d0d0;",
+            "stale": f"background: #2a2600; color: {css('yellow')}; border: 2px solid {css('yellow')};",
+            "no_signal": f"background: #2a2600; color: {css('yellow')}; border: 2px solid {css('yellow')};",
+            "alert": f"background: #2a1200; color: {css('alert')}; border: 2px solid {css('alert')};",
+        }[kind]
+        self.setStyleSheet(base + style)
+        self.setText(text)
