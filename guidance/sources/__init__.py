@@ -52,6 +52,8 @@ def classify_spec(spec: str) -> str:
     if path.is_dir():
         if (path / "recording.json").exists() or any(path.glob("*.usrec")):
             return "recording"
+        if _is_dicom_folder(path):
+            return "dicom"
         return "folder"
     if low.endswith(RECORDING_SUFFIXES):
         return "recording"
@@ -68,6 +70,14 @@ def classify_spec(spec: str) -> str:
     if not path.exists():
         raise InputError(f"{s}: no such file, folder or device")
     raise InputError(f"{s}: unknown kind of input (expected one of: {describe_specs()})")
+
+
+def _is_dicom_folder(path: Path) -> bool:
+    """A folder of DICOM files (a single-frame series): no image files, and .dcm files or DICM-marked files."""
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files or any(p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES for p in files):
+        return False
+    return any(p.suffix.lower() in DICOM_SUFFIXES for p in files) or _looks_like_dicom(files[0])
 
 
 def _looks_like_dicom(path: Path) -> bool:
