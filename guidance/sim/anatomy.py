@@ -1,0 +1,246 @@
+"""Random knee anatomy of the views used for injections, as echo maps.
+
+The scene is built on a "canvas" a little wider than the frame (the probe
+drifts over it). Depth runs down the rows, the skin is row 0. From the skin
+down: dermis, subcutaneous fat with septa, a fibrillar tendon (quadriceps) or
+a striated muscle, a deep fat pad (with optional anechoic joint fluid), the
+hypoechoic cartilage band, and the bright rough subchondral bone surface with
+its acoustic shadow.
+
+Views (bone profile across the image):
+
+- ``trochlea``: axial suprapatellar view of the femoral trochlea, a V-shaped
+  groove with rounded condyles either side (the real ``knee/*.png`` frames).
+- ``condyle``: a convex femoral condyle (a dome, like the PLUS bone frames).
+- ``suprapatellar``: longitudinal view, a gently sloping, nearly flat femur.
+
+Every layer is a function of the canvas column, so maps are built with
+broadcasting and masks with a handful of OpenCV calls.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .noise import level_lines, smooth_curve, smooth_noise
+
+VIEWS = ("trochlea", "condyle", "suprapatellar")
+
+
+@dataclass
+class Anatomy:
+    """A static knee scene on the canvas grid (pixels of ``spacing_mm``).
+
+    ``bone_y_px`` and ``cartilage_top_y_px`` hold one row per canvas column,
+    NaN where the bone leaves the image. ``echo`` is the diffuse scattering
+    amplitude, ``specular`` the coherent reflectors (interfaces), and
+    ``transmission`` the two-way amplitude factor reaching each pixel relative
+    to soft tissue (bone shadow < 1, enhancement under fluid > 1).
+    """
+
+    view: str
+    spacing_mm: float
+    bone_y_px: np.ndarray
+    cartilage_top_y_px: np.ndarray
+    cartilage_thickness_mm: np.ndarray
+    echo: np.ndarray
+    specular: np.ndarray
+    transmission: np.ndarray
+    fluid: np.ndarray
+    bone_mask: np.ndarray
+    cartilage_mask: np.ndarray
+    soft_tissue: np.ndarray
+    """True above the cartilage: where the needle travels and the gain is set."""
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.echo.shape
+
+
+def deposit_curve(target: np.ndarray, y_px: np.ndarray, amp: np.ndarray) -> None:
+    """Add a one-pixel-thin curve ``y_px(x)`` of amplitude ``amp(x)`` with sub-pixel rows (in place)."""
+    h, w = target.shape
+    ok = np.isfinite(y_px) & (y_px >= 0) & (y_px < h - 1)
+    xs = np.flatnonzero(ok)
+    y = y_px[ok]
+    r0 = np.floor(y).astype(np.intp)
+    f = (y - r0).astype(np.float32)
+    a = np.broadcast_to(amp, y_px.shape)[ok].astype(np.float32)
+    target[r0, xs] += a * (1 - f)
+    target[r0 + 1, xs] += a * f
+
+
+def curve_runs(y_px: np.ndarray) -> list[np.ndarray]:
+    """Split a per-column curve into (N, 2) point runs where it is finite."""
+    ok = np.isfinite(y_px)
+    if not ok.any():
+        return []
+    idx = np.flatnonzero(ok)
+    breaks = np.flatnonzero(np.diff(idx) > 1) + 1
+    return [np.column_stack([i, y_px[i]]) for i in np.split(idx, breaks)]
+
+
+def _soft_max(a: np.ndarray, floor: float, k: float) -> np.ndarray:
+    """max(a, floor) with a rounded corner of size k."""
+    return floor + k * np.logaddexp(0.0, (a - floor) / k)
+
+
+def _bone_profile(rng: np.random.Generator, view: str, w: int, h: int, s: float) -> np.ndarray:
+    """Bone surface row per column (px), before roughness; NaN off the image."""
+    xs = np.arange(w, dtype=np.float64)
+    px = 1.0 / s
+    depth_mm = h * s
+    xc = w * rng.uniform(0.35, 0.65)
+    dx = xs - xc
+    if view == "trochlea":
+        groove = depth_mm * rng.uniform(0.42, 0.62) * px
+        r = rng.uniform(2.0, 5.0) * px
+        slope = np.where(dx < 0, rng.uniform(0.3, 0.8), rng.uniform(0.3, 0.8))
+        y = groove - slope * (np.sqrt(r * r + dx * dx) - r)
+        crest = groove - rng.uniform(3.5, 7.5) * px
+        y = _soft_max(y, crest, rng.uniform(1.0, 2.5) * px)  # rounded condyles either side
+    elif view == "condyle":
+        radius = rng.uniform(12.0, 30.0) * px
+        top = depth_mm * rng.uniform(0.32, 0.55) * px
+        inside = np.clip(radius * radius - dx * dx, radius * radius * 0.02, None)
+        y = top + radius - np.sqrt(inside)
+        y = np.where(np.abs(dx) < radius * 0.99, y, np.inf)
+    else:  # suprapatellar: nearly flat femur, slight tilt and bow
+        base = depth_mm * rng.uniform(0.45, 0.72) * px
+        tilt = math.tan(math.radians(rng.uniform(-9.0, 9.0)))
+        bow = rng.uniform(-1.0, 1.0) / (w * w) * 4 * px  # up to ~1 mm across the canvas
+        y = base + tilt * dx + bow * dx * dx
+    y = y + rng.uniform(0.2, 0.7) * px * smooth_curve(rng, w, rng.uniform(4.0, 10.0) * px)
+    y = _soft_max(y, 6.0 * px, 1.0 * px)  # leave room for the soft tissue layers
+    y[(y > h - 1.5 * px) | ~np.isfinite(y)] = np.nan
+    return y
+
+
+def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: float,
+                  view: str | None = None, fluid: bool | None = None) -> Anatomy:
+    """Draw a random knee scene.
+
+    Parameters
+    ----------
+    rng : numpy Generator
+    shape : (rows, cols) of the canvas, in pixels.
+    spacing_mm : float
+        Isotropic pixel size in mm.
+    view : one of :data:`VIEWS`, or None for a random one.
+    fluid : whether joint fluid lies over the cartilage (None: random).
+
+    Returns
+    -------
+    Anatomy
+    """
+    h, w = shape
+    s = float(spacing_mm)
+    px = 1.0 / s
+    view = view or str(rng.choice(VIEWS))
+    fluid = bool(rng.random() < 0.35) if fluid is None else fluid
+    xs = np.arange(w, dtype=np.float64)
+    ys = np.arange(h, dtype=np.float64)[:, None]
+
+    # --- bone and cartilage -------------------------------------------------
+    bone_smooth = _bone_profile(rng, view, w, h, s)
+    valid = np.isfinite(bone_smooth)
+    rough = rng.uniform(0.02, 0.07) * px * smooth_curve(rng, w, max(0.25 * px, 1.0))
+    bone_y = bone_smooth + rough
+    slope = np.gradient(np.where(valid, bone_smooth, np.interp(xs, xs[valid], bone_smooth[valid])
+                                 if valid.any() else 0.0))
+    cos_slope = 1.0 / np.sqrt(1.0 + slope * slope)
+    thick_mm = rng.uniform(1.5, 3.0) * (1 + 0.12 * smooth_curve(rng, w, rng.uniform(5, 12) * px))
+    if view == "condyle":  # thins toward the sides of the dome
+        thick_mm = thick_mm * (0.6 + 0.4 * cos_slope)
+    thick_mm = np.clip(thick_mm, 1.2, 3.4)
+    cart_top = bone_y - thick_mm * px / cos_slope
+    cart_top[~valid] = np.nan
+    bone_y[~valid] = np.nan
+    cart_fill = np.interp(xs, xs[valid], cart_top[valid]) if valid.any() else np.full(w, h * 0.8)
+
+    # --- soft tissue interfaces (rows per column) -----------------------------
+    def wavy(base_mm, amp_mm, corr_mm):
+        return base_mm * px + amp_mm * px * smooth_curve(rng, w, corr_mm * px)
+
+    y_dermis = wavy(rng.uniform(1.0, 2.2), 0.15, 6)
+    y_fat = y_dermis + wavy(rng.uniform(2.0, 6.5), 0.6, 8)
+    y_mid = y_fat + wavy(rng.uniform(2.5, 7.0), 0.5, 10)
+    follow = rng.uniform(0.3, 0.85)  # deep layers drape over the bone contour
+    y_mid = (1 - follow) * y_mid + follow * (cart_fill - rng.uniform(1.5, 4.0) * px)
+    y_mid = np.minimum(y_mid, cart_fill - 1.0 * px)
+    y_fat = np.minimum(y_fat, y_mid - 1.0 * px)
+    y_dermis = np.clip(np.minimum(y_dermis, y_fat - 0.7 * px), 0.6 * px, None)
+
+    label = ((ys >= y_dermis).astype(np.int8) + (ys >= y_fat) + (ys >= y_mid)
+             + (ys >= np.nan_to_num(cart_top, nan=np.inf)) + (ys >= np.nan_to_num(bone_y, nan=np.inf)))
+
+    # --- textures ---------------------------------------------------------------
+    het = np.exp(0.25 * smooth_noise(rng, shape, 3 * px, 3 * px))
+    echo = np.empty(shape, np.float32)
+    dermis = 0.9 * np.exp(0.3 * smooth_noise(rng, shape, 1.5 * px, 0.5 * px))
+    septa = level_lines(smooth_noise(rng, shape, rng.uniform(2, 5) * px, rng.uniform(0.4, 1.0) * px),
+                        rng.uniform(0.12, 0.25))
+    fat = 0.25 + 1.1 * septa
+    if view != "condyle" and rng.random() < 0.7:  # quadriceps tendon: parallel fibrils
+        fib = smooth_noise(rng, shape, rng.uniform(3, 8) * px, max(rng.uniform(0.1, 0.25) * px, 1.0))
+        mid = 0.55 * np.exp(0.9 * fib)
+    else:  # muscle: dark fascicles between bright oblique perimysium
+        streak = smooth_noise(rng, shape, rng.uniform(3, 8) * px, max(rng.uniform(0.3, 0.6) * px, 1.0))
+        shear = math.tan(math.radians(rng.uniform(-20, 20)))
+        m = np.float32([[1, 0, 0], [shear, 1, -shear * w / 2]])
+        streak = cv2.warpAffine(streak, m, (w, h), borderMode=cv2.BORDER_REFLECT)
+        mid = 0.22 + 0.9 * level_lines(streak, 0.22)
+    septa2 = level_lines(smooth_noise(rng, shape, rng.uniform(1.5, 4) * px, rng.uniform(0.5, 1.5) * px), 0.2)
+    deep = rng.uniform(0.3, 0.5) + 0.7 * septa2
+    bone_inner = 0.5 * np.exp(0.5 * smooth_noise(rng, shape, 1 * px, 1 * px))
+    for k, tex in enumerate((dermis, fat, mid, deep, None, bone_inner)):
+        sel = label == k
+        echo[sel] = 0.035 if tex is None else tex[sel]
+    echo *= het
+
+    # --- joint fluid: an anechoic lens over the cartilage -------------------------
+    fluid_mask = np.zeros(shape, bool)
+    if fluid and valid.any():
+        cols = xs[valid]
+        xf = rng.uniform(cols.min() + 0.2 * np.ptp(cols), cols.max() - 0.2 * np.ptp(cols))
+        half = rng.uniform(3, 8) * px
+        lens = rng.uniform(1.0, 3.5) * px * np.sqrt(np.clip(1 - ((xs - xf) / half) ** 2, 0, None))
+        bottom = cart_fill - rng.uniform(0.0, 1.0) * px
+        fluid_mask = (ys < bottom) & (ys > bottom - lens) & (label == 3)
+        echo[fluid_mask] = 0.01
+
+    # --- coherent reflectors --------------------------------------------------------
+    specular = np.zeros(shape, np.float32)
+    deposit_curve(specular, np.full(w, 0.5), np.float32(1.5))                     # gel / skin
+    deposit_curve(specular, y_dermis, 0.5 * np.exp(0.3 * smooth_curve(rng, w, 2 * px)))
+    deposit_curve(specular, y_fat, rng.uniform(0.6, 1.2) * np.exp(0.5 * smooth_curve(rng, w, 2 * px)))
+    deposit_curve(specular, y_mid, rng.uniform(0.5, 1.0) * np.exp(0.5 * smooth_curve(rng, w, 2 * px)))
+    aniso = cos_slope ** rng.uniform(1.5, 4.0)  # specular echoes fade as the surface tilts
+    deposit_curve(specular, cart_top, rng.uniform(0.8, 1.8) * aniso * np.exp(0.3 * smooth_curve(rng, w, 1.5 * px)))
+    bone_amp = rng.uniform(5.0, 10.0) * aniso * np.exp(0.35 * smooth_curve(rng, w, max(0.5 * px, 1.0)))
+    for depth_mm, k in ((0.0, 1.0), (0.12, 0.55), (0.25, 0.3), (0.4, 0.12)):  # cortex thickness
+        deposit_curve(specular, bone_y + depth_mm * px, bone_amp * k)
+
+    # --- transmission: bone shadow, enhancement under fluid and cartilage -------
+    below = ys - np.nan_to_num(bone_y, nan=np.inf)
+    shadow = 10 ** (-rng.uniform(18, 32) / 20)
+    fall = rng.uniform(0.3, 0.8) * px
+    transmission = np.where(below > 0, shadow + (1 - shadow) * np.exp(-np.clip(below, 0, None) / fall), 1.0)
+    low_atten_mm = np.cumsum(fluid_mask * 1.2 + (label == 4) * 0.4, axis=0) * s  # dB of gain per mm crossed
+    transmission = transmission * 10 ** (np.minimum(low_atten_mm, 8.0) / 20)
+
+    bone_mask = np.zeros(shape, np.uint8)
+    cart_mask = ((label == 4) & np.isfinite(bone_y)[None, :]).astype(np.uint8)
+    thick_px = int(np.clip(round(0.3 * px), 3, 7))
+    runs = [np.round(r).astype(np.int32) for r in curve_runs(bone_y)]
+    cv2.polylines(bone_mask, runs, False, 1, thickness=thick_px)
+
+    return Anatomy(view=view, spacing_mm=s, bone_y_px=bone_y, cartilage_top_y_px=cart_top,
+                   cartilage_thickness_mm=np.where(valid, thick_mm, np.nan),
+                   echo=echo.astype(np.float32), specular=specular,
+                   transmission=transmission.astype(np.float32), fluid=fluid_mask,
+                   bone_mask=bone_mask, cartilage_mask=cart_mask, soft_tissue=label < 4)

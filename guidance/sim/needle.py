@@ -1,0 +1,273 @@
+"""The needle: its motion plan over a sequence and its echo in one frame.
+
+Geometry lives on the canvas grid (pixels, x right, y down, skin at row 0).
+The needle enters the skin at ``entry_px`` beside the probe (in-plane
+approach from the left or right end of the probe) and pivots there: a
+redirect turns it about the entry point, a withdrawal shortens the inserted
+length. The tip elevation (distance out of the imaging plane) swings about
+the same point, so when the hand rolls the needle out of plane the tip goes
+first and only the shaft near the skin stays visible.
+
+Echo model: a metal shaft is a specular reflector. Its brightness falls as the
+shaft steepens away from perpendicular to the beam (the echo is reflected
+away from the probe); the bevel scatters more diffusely and stays brighter.
+Both walls of the hollow shaft reflect, and sound ringing between them makes
+the comet-tail reverberation: copies below the shaft at the wall spacing,
+decaying. The shaft also shadows a little below it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .noise import smooth_curve
+
+GAUGE_MM = {18: 1.27, 19: 1.07, 20: 0.91, 21: 0.82, 22: 0.72, 23: 0.64, 25: 0.51}
+VISIBLE_LEVEL = 0.35
+"""Fraction of the in-plane echo below which a piece of shaft counts as out of plane."""
+
+
+@dataclass
+class NeedlePose:
+    """Where the needle is at one instant (canvas pixels)."""
+
+    entry_px: np.ndarray
+    direction: np.ndarray
+    """Unit vector (dx, dy) from the entry toward the tip."""
+    length_px: float
+    tip_elevation_mm: float
+    bolus: float
+    """Injected fraction 0-1 of the bolus (0: no injection yet)."""
+    phase: str
+
+    @property
+    def tip_px(self) -> np.ndarray:
+        return self.entry_px + self.length_px * self.direction
+
+    @property
+    def angle_from_horizontal_deg(self) -> float:
+        return math.degrees(math.atan2(abs(self.direction[1]), abs(self.direction[0])))
+
+
+@dataclass
+class Keyframe:
+    t_s: float
+    length_mm: float
+    angle_deg: float
+    elevation_mm: float
+    bolus: float
+    phase: str
+
+
+@dataclass
+class NeedlePlan:
+    """A needle's motion over a sequence: keyframes plus hand tremor."""
+
+    entry_px: np.ndarray
+    side: int
+    """+1: enters at the left and points right; -1: the opposite."""
+    keys: list[Keyframe]
+    spacing_mm: float
+    gauge: int
+    elevation_width_mm: float
+    bolus_centre_px: np.ndarray
+    bolus_radius_mm: float
+    texture: np.ndarray
+    """Along-shaft brightness modulation, one value per 0.1 mm from the tip."""
+    tremor: np.ndarray = field(default_factory=lambda: np.zeros((3, 4, 3)))
+    """(quantity: angle_deg, length_mm, elevation_mm) x (components) x (amplitude, hz, phase)."""
+
+    @property
+    def diameter_mm(self) -> float:
+        return GAUGE_MM[self.gauge]
+
+    def pose(self, t_s: float) -> NeedlePose:
+        times = np.array([k.t_s for k in self.keys])
+        j = int(np.clip(np.searchsorted(times, t_s, side="right") - 1, 0, len(times) - 2))
+        a, b = self.keys[j], self.keys[j + 1]
+        f = float(np.clip((t_s - a.t_s) / max(b.t_s - a.t_s, 1e-9), 0.0, 1.0))
+        f = f * f * (3 - 2 * f)  # hands accelerate and stop smoothly
+        lerp = lambda p, q: p + (q - p) * f  # noqa: E731
+        tr = self.tremor
+        wob = (tr[..., 0] * np.sin(2 * math.pi * tr[..., 1] * t_s + tr[..., 2])).sum(axis=1)
+        angle = lerp(a.angle_deg, b.angle_deg) + wob[0]
+        length_mm = max(lerp(a.length_mm, b.length_mm) + wob[1], 0.0)
+        elev = lerp(a.elevation_mm, b.elevation_mm) + wob[2]
+        rad = math.radians(angle)
+        d = np.array([self.side * math.cos(rad), math.sin(rad)])
+        return NeedlePose(self.entry_px, d, length_mm / self.spacing_mm, elev,
+                          lerp(a.bolus, b.bolus), a.phase)
+
+
+def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, frame_x0_px: int,
+                frame_width_px: int, spacing_mm: float, duration_s: float, angle_range_deg: tuple[float, float],
+                gauges: tuple[int, ...], out_of_plane: bool, inject: bool, redirect: bool = True,
+                side: int | None = None) -> NeedlePlan | None:
+    """Choose an approach to a point on the cartilage and the motions that reach it.
+
+    The target is a point of the cartilage top inside the frame; the entry
+    point lies on the skin beyond the probe's end, so that the needle crosses
+    the frame edge. Returns None when no target is reachable (no cartilage seen).
+    """
+    s = spacing_mm
+    px = 1.0 / s
+    w = len(cartilage_top_y_px)
+    side = side if side is not None else int(rng.choice((-1, 1)))
+    lo, hi = angle_range_deg
+    cols = np.arange(w)
+    for _ in range(8):
+        angle = rng.uniform(lo, hi)
+        tan_a = math.tan(math.radians(angle))
+        run = cartilage_top_y_px / tan_a  # horizontal distance from entry to target, px
+        # The entry lies beyond the probe's end (1 mm past the frame edge) and
+        # the target at least 2 mm inside the frame.
+        if side > 0:
+            from_edge = run - (cols - frame_x0_px) - 1.0 * px
+            room = frame_x0_px + frame_width_px - cols - 2.0 * px
+        else:
+            from_edge = run - (frame_x0_px + frame_width_px - 1 - cols) - 1.0 * px
+            room = cols - frame_x0_px - 2.0 * px
+        ok = np.isfinite(cartilage_top_y_px) & (from_edge >= 0) & (room >= 0)
+        if ok.any():
+            break
+        lo, hi = max(lo - 5.0, 8.0), max(hi - 5.0, 10.0)
+    else:
+        return None
+    cand = np.flatnonzero(ok)
+    x_t = float(rng.choice(cand))
+    y_t = float(np.interp(x_t, cols, np.nan_to_num(cartilage_top_y_px, nan=0.0)))
+    rad = math.radians(angle)
+    reach_px = y_t / math.sin(rad)
+    entry = np.array([x_t - side * reach_px * math.cos(rad), 0.0])
+    standoff_mm = rng.uniform(0.05, 0.4)  # tip stops at the cartilage surface
+    final_mm = reach_px * s - standoff_mm
+    # Where the shaft crosses the frame edge: the tip starts a little beyond it.
+    edge_x = frame_x0_px if side > 0 else frame_x0_px + frame_width_px - 1
+    edge_mm = max((edge_x - entry[0]) * side / math.cos(rad) * s, 0.0)
+    start_mm = edge_mm + rng.uniform(0.12, 0.3) * (final_mm - edge_mm)
+
+    T = duration_s
+    miss = rng.uniform(3.0, 8.0) * rng.choice((-1, 1)) if redirect else 0.0
+    a0 = float(np.clip(angle + miss, 8.0, 70.0))
+    mid_mm = start_mm + rng.uniform(0.45, 0.6) * (final_mm - start_mm)
+    back_mm = mid_mm - rng.uniform(1.5, 3.0)
+    f = lambda lo_, hi_: T * rng.uniform(lo_, hi_)  # noqa: E731
+    keys = [Keyframe(0.0, start_mm, a0, 0.0, 0.0, "advance"),
+            Keyframe(f(0.26, 0.32), mid_mm, a0, 0.0, 0.0, "pause"),
+            Keyframe(f(0.36, 0.40), mid_mm, a0, 0.0, 0.0, "withdraw"),
+            Keyframe(f(0.44, 0.48), back_mm, a0, 0.0, 0.0, "redirect"),
+            Keyframe(f(0.52, 0.56), back_mm, angle, 0.0, 0.0, "advance"),
+            Keyframe(f(0.74, 0.78), final_mm, angle, 0.0, 0.0, "pause"),
+            Keyframe(f(0.80, 0.84), final_mm, angle, 0.0, 0.0, "inject" if inject else "pause"),
+            Keyframe(T, final_mm, angle, 0.0, 1.0 if inject else 0.0, "inject" if inject else "pause")]
+    if out_of_plane:  # the hand rolls the needle out of plane and back during the approach
+        lost = rng.uniform(1.6, 2.8) * rng.choice((-1, 1))
+        keys[1].elevation_mm = lost * 0.6
+        keys[2].elevation_mm = lost
+        keys[3].elevation_mm = lost
+        keys[4].elevation_mm = lost * 0.5
+    gauge = int(rng.choice(gauges))
+    tremor = np.stack([
+        np.column_stack([rng.uniform(0.03, 0.12, 4), rng.uniform(0.3, 9.0, 4), rng.uniform(0, 2 * math.pi, 4)]),
+        np.column_stack([rng.uniform(0.01, 0.05, 4), rng.uniform(0.3, 9.0, 4), rng.uniform(0, 2 * math.pi, 4)]),
+        np.column_stack([rng.uniform(0.02, 0.08, 4), rng.uniform(0.3, 6.0, 4), rng.uniform(0, 2 * math.pi, 4)]),
+    ])
+    texture = np.exp(0.3 * smooth_curve(rng, 1200, 8.0)).astype(np.float32)
+    tip_final = entry + final_mm * px * np.array([side * math.cos(rad), math.sin(rad)])
+    return NeedlePlan(entry_px=entry, side=side, keys=keys, spacing_mm=s, gauge=gauge,
+                      elevation_width_mm=rng.uniform(0.5, 0.9), bolus_centre_px=tip_final,
+                      bolus_radius_mm=rng.uniform(2.5, 5.0), texture=texture, tremor=tremor)
+
+
+@dataclass
+class NeedleEcho:
+    """The needle's coherent echo source and visible extent in one frame (canvas px)."""
+
+    points_px: np.ndarray
+    """(N, 2) deposit positions."""
+    amplitude: np.ndarray
+    """(N,) deposit amplitudes."""
+    visible_segments_px: list[tuple[np.ndarray, np.ndarray]]
+    """(far end, near-tip end) of each visible piece of shaft, far-to-tip order."""
+    tip_visible: bool
+    diameter_px: float
+    shadow_segment_px: tuple[np.ndarray, np.ndarray] | None
+
+
+def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int],
+                brightness: float = 1.0) -> NeedleEcho:
+    """Sample the shaft, walls, reverberations and bevel of the needle at ``pose``."""
+    h, w = canvas_shape
+    s = plan.spacing_mm
+    px = 1.0 / s
+    step = 0.5
+    d = pose.direction
+    tip = pose.tip_px
+    u = np.arange(0.0, pose.length_px, step)  # px from the tip back toward the entry
+    pts = tip[None, :] - u[:, None] * d[None, :]
+    inside = (pts[:, 0] >= -2) & (pts[:, 0] < w + 2) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
+    u, pts = u[inside], pts[inside]
+    diameter_px = plan.diameter_mm * px
+    if len(u) == 0:
+        return NeedleEcho(np.zeros((0, 2)), np.zeros(0), [], False, diameter_px, None)
+
+    # Out of plane: the tip elevation falls linearly to zero at the skin entry.
+    elev = pose.tip_elevation_mm * (1 - u / max(pose.length_px, 1e-6))
+    vis = np.exp(-(elev / plan.elevation_width_mm) ** 2)
+    theta = math.radians(pose.angle_from_horizontal_deg)
+    specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.07)
+    tex = np.interp(u * s, np.arange(len(plan.texture)) * 0.1, plan.texture)
+    base = brightness * 7.0 * specular * vis * tex * step
+    bevel_len = 1.2 * px
+    bevel = np.where(u < bevel_len, brightness * 6.0 * max(specular, 0.35) * vis * step
+                     * (1.0 - u / bevel_len * 0.5), 0.0)
+
+    # Walls and ringing inside the shaft, spaced by the vertical chord of the tube.
+    chord = diameter_px / max(math.cos(theta), 0.2)
+    reverb_decay = 0.45 + 0.25 * specular
+    offsets = [-chord / 2, chord / 2] + [chord / 2 + k * chord for k in range(1, 6)]
+    gains = [1.0, 0.55] + [0.55 * reverb_decay ** k * specular ** 0.5 for k in range(1, 6)]
+    all_pts = [pts + np.array([0.0, off]) for off in offsets]
+    all_amp = [base * g for g in gains]
+    all_pts.append(pts[u < bevel_len])
+    all_amp.append(bevel[u < bevel_len])
+    points = np.concatenate(all_pts)
+    amp = np.concatenate(all_amp)
+
+    # Visible pieces (in plane), from the far end to the end nearest the tip.
+    seen = vis >= VISIBLE_LEVEL
+    segments = []
+    if seen.any():
+        idx = np.flatnonzero(seen)
+        breaks = np.flatnonzero(np.diff(idx) > 1) + 1
+        for run in np.split(idx, breaks):
+            if (u[run[-1]] - u[run[0]]) * s < 1.0:  # under 1 mm: a speck, not a shaft
+                continue
+            segments.append((pts[run[-1]].copy(), pts[run[0]].copy()))
+    segments.sort(key=lambda seg: -np.hypot(*(seg[1] - tip)))  # far pieces first
+    tip_visible = bool(seen[0]) and u[0] < step * 2
+    shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
+    return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow)
+
+
+def splat(points_px: np.ndarray, amplitude: np.ndarray, origin_px: tuple[int, int],
+          shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear deposit of point amplitudes onto a (rows, cols) grid whose top-left is ``origin_px`` (x, y)."""
+    h, w = shape
+    out = np.zeros(h * w, np.float64)
+    if len(points_px):
+        x = points_px[:, 0] - origin_px[0]
+        y = points_px[:, 1] - origin_px[1]
+        x0 = np.floor(x).astype(np.intp)
+        y0 = np.floor(y).astype(np.intp)
+        fx = x - x0
+        fy = y - y0
+        for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)),
+                            (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+            xi, yi = x0 + dx, y0 + dy
+            ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            out += np.bincount(yi[ok] * w + xi[ok], weights=(amplitude * wgt)[ok], minlength=h * w)
+    return out.reshape(h, w).astype(np.float32)

@@ -1,0 +1,336 @@
+"""The knee injection B-mode sequence simulator with per-frame ground truth.
+
+A sequence is fixed by its :class:`SimConfig` (size, spacing, frame rate,
+scenario, seed). At construction the static scene is drawn once: anatomy,
+probe, the scatterer field and its beamformed IQ field on a canvas a little
+wider than the frame. Each frame then only updates what moves: the canvas
+window (probe drift), the needle's echo and shadow, the injected bolus (an
+anechoic region with posterior enhancement), electronic noise and the gain;
+so a 512x512 frame costs a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from .. import __version__
+from ..errors import InputError
+from .anatomy import Anatomy, build_anatomy
+from .beam import Beam, Probe
+from .needle import NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
+from .scenarios import Scenario, get_scenario
+from .truth import frame_truth
+
+SIM_VERSION = f"{__version__}+sim1"
+DB_PER_NEPER = 20.0 / math.log(10.0)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated sequence.
+
+    ``spacing_mm`` is the isotropic pixel size in mm; when None it is
+    ``depth_mm / height_px``. ``n_frames`` defaults to the scenario's duration
+    times ``fps``. ``randomize`` turns on strong appearance randomisation
+    (probe, grey map, blur, noise) for training.
+    """
+
+    width_px: int = 512
+    height_px: int = 512
+    fps: float = 30.0
+    seed: int = 0
+    scenario: str = "insertion"
+    spacing_mm: float | None = None
+    depth_mm: float = 30.0
+    n_frames: int | None = None
+    randomize: bool = False
+    view: str | None = None
+    fluid: bool | None = None
+    drift_mm: float = 1.5
+
+    @property
+    def spacing(self) -> float:
+        return float(self.spacing_mm) if self.spacing_mm else self.depth_mm / self.height_px
+
+
+@dataclass(eq=False)
+class SimFrame:
+    """One rendered frame: the image, its contract truth line and training masks.
+
+    ``masks`` holds uint8 (0/1) images "needle" (visible shaft), "bone" (the
+    bone surface line, a few px thick) and "cartilage" (the band between the
+    cartilage top and the bone). ``tip_px`` is the truth tip (the visible end
+    of the needle nearest its tip) or None when no needle is seen.
+    """
+
+    image: np.ndarray
+    truth: dict
+    masks: dict[str, np.ndarray]
+    tip_px: tuple[float, float] | None
+    index: int = 0
+    t_s: float = 0.0
+    spacing_mm: tuple[float, float] = (0.1, 0.1)
+    extra: dict = field(default_factory=dict)
+
+
+def grey_map(rng: np.random.Generator | None, strong: bool = False) -> np.ndarray:
+    """A scanner-style 256-entry grey map (post-processing curve), uint8."""
+    x = np.linspace(0, 1, 256)
+    if rng is None:
+        y = x ** 1.15
+    else:
+        gamma = rng.uniform(0.75, 1.6) if strong else rng.uniform(1.0, 1.3)
+        y = x ** gamma
+        if strong and rng.random() < 0.5:  # S-curve (contrast around the mid-grey)
+            k = rng.uniform(3.0, 8.0)
+            c = rng.uniform(0.35, 0.6)
+            sig = 1 / (1 + np.exp(-k * (y - c)))
+            y = (sig - sig[0]) / (sig[-1] - sig[0])
+        if strong:
+            y = rng.uniform(0.0, 0.06) + y * rng.uniform(0.85, 1.0)  # lifted black, dimmed white
+    return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
+
+
+class Simulator:
+    """Render frames of one simulated sequence; ``render(i)`` is deterministic in (config, i)."""
+
+    def __init__(self, config: SimConfig):
+        self.config = cfg = config
+        if cfg.width_px < 32 or cfg.height_px < 32:
+            raise InputError(f"sim size {cfg.width_px}x{cfg.height_px}: at least 32x32 px")
+        if not cfg.fps > 0:
+            raise InputError(f"sim fps {cfg.fps}: must be positive")
+        self.scenario: Scenario = get_scenario(cfg.scenario)
+        rng = np.random.default_rng([int(cfg.seed) & 0xFFFFFFFF, 0x5EED])
+        self.seed = int(cfg.seed)
+        H, W = cfg.height_px, cfg.width_px
+        s = cfg.spacing
+        self.spacing_mm = (s, s)
+        self.n_frames = int(cfg.n_frames) if cfg.n_frames else max(1, int(round(self.scenario.duration_s * cfg.fps)))
+        duration = self.n_frames / cfg.fps
+        self.margin_px = int(math.ceil(cfg.drift_mm / s)) + 2
+        Wc = W + 2 * self.margin_px
+        strong = cfg.randomize
+
+        self.anatomy: Anatomy = build_anatomy(rng, (H, Wc), s, cfg.view, cfg.fluid)
+        self.probe = Probe.random(rng, H * s, strong=strong)
+        self.beam = Beam(self.probe, H, s, rng)
+
+        # Static scatterers: complex Gaussian (diffuse) + a few strong points + coherent interfaces.
+        echo = self.anatomy.echo * np.float32(1 / math.sqrt(2))
+        self.src_re = rng.standard_normal((H, Wc), dtype=np.float32) * echo
+        self.src_im = rng.standard_normal((H, Wc), dtype=np.float32) * echo
+        sparse = rng.random((H, Wc), dtype=np.float32) < (0.004 if not strong else rng.uniform(0.0, 0.01))
+        self.src_re += sparse * self.anatomy.echo * 2.5
+        self.src_re += self.anatomy.specular
+        self.f_re, self.f_im = self.beam.form([self.src_re, self.src_im])
+        self.gmap = (self.beam.gain[:, None] * self.anatomy.transmission).astype(np.float32)
+
+        # Grey-level calibration: median soft tissue lands at probe.tissue_level.
+        amp = cv2.magnitude(self.f_re * self.gmap, self.f_im * self.gmap)
+        sel = self.anatomy.soft_tissue.copy()
+        sel[: max(1, int(1.0 / s))] = False
+        ref = float(np.median(amp[sel])) if sel.any() else float(np.median(amp))
+        dr = self.probe.dynamic_range_db
+        self.ln_top = math.log(max(ref, 1e-12)) + dr * (1 - self.probe.tissue_level) / DB_PER_NEPER
+        self.alpha = 255.0 * DB_PER_NEPER / dr
+        self.ln_floor = self.ln_top - dr / DB_PER_NEPER
+
+        pad = 64
+        ng = (self.beam.noise_gain * ref)[:, None]
+        self.noise_re = rng.standard_normal((H, W + pad), dtype=np.float32) * ng
+        self.noise_im = rng.standard_normal((H, W + pad), dtype=np.float32) * ng
+        self.lut = grey_map(rng if strong or cfg.seed else None, strong)
+        self.blur_sigma_px = rng.uniform(0.0, 1.2) if strong and rng.random() < 0.5 else 0.0
+        self.extra_noise = rng.uniform(0.0, 10.0) if strong and rng.random() < 0.5 else 0.0
+
+        sc = self.scenario
+        self.plan: NeedlePlan | None = None
+        self.brightness = rng.uniform(*sc.brightness)
+        if sc.needle:
+            self.plan = plan_needle(rng, cartilage_top_y_px=self.anatomy.cartilage_top_y_px,
+                                    frame_x0_px=self.margin_px, frame_width_px=W, spacing_mm=s,
+                                    duration_s=duration, angle_range_deg=sc.angle_deg, gauges=sc.gauges,
+                                    out_of_plane=sc.out_of_plane, inject=sc.inject, redirect=sc.redirect)
+
+        # Probe drift (lateral, whole pixels) and operator gain changes, per frame.
+        t = np.arange(self.n_frames) / cfg.fps
+        amp_px = rng.uniform(0.2, 1.0) * self.margin_px * 0.9
+        period = rng.uniform(3.0, 10.0)
+        walk = np.cumsum(rng.normal(0, 0.15, self.n_frames))
+        drift = amp_px * np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi)) + walk
+        self.drift_px = np.clip(np.round(self.margin_px + drift), 0, 2 * self.margin_px).astype(int)
+        gain = np.zeros(self.n_frames)
+        for _ in range(int(rng.integers(0, 3))):
+            t0 = rng.uniform(0.1, 0.9) * duration
+            gain += rng.uniform(-5.0, 5.0) * np.clip((t - t0) / 0.4, 0.0, 1.0)
+        self.gain_db = gain + (rng.uniform(-4, 4) if strong else 0.0)
+
+    # ------------------------------------------------------------------ frames
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def frames(self) -> Iterator[SimFrame]:
+        for i in range(self.n_frames):
+            yield self.render(i)
+
+    def render(self, i: int) -> SimFrame:
+        """Frame ``i`` of the sequence, with its truth line and masks."""
+        if not 0 <= i < self.n_frames:
+            raise IndexError(f"frame {i} outside 0..{self.n_frames - 1}")
+        cfg = self.config
+        H, W = cfg.height_px, cfg.width_px
+        s = self.spacing_mm[0]
+        t_s = i / cfg.fps
+        ox = int(self.drift_px[i])
+        cols = slice(ox, ox + W)
+        frng = np.random.default_rng([self.seed & 0xFFFFFFFF, i, 1])
+
+        re = self.f_re[:, cols].copy()
+        im = self.f_im[:, cols].copy()
+        g = self.gmap[:, cols].copy()
+        needle_mask = np.zeros((H, W), np.uint8)
+        needle_truth = None
+        sim_extra: dict = {"scenario": self.scenario.name, "view": self.anatomy.view}
+
+        if self.plan is not None:
+            pose = self.plan.pose(t_s)
+            echo = needle_echo(self.plan, pose, (H, self.f_re.shape[1]), self.brightness)
+            self._add_dynamic(re, im, g, echo, pose, ox, frng)
+            needle_truth = self._needle_truth(echo, pose, ox, needle_mask)
+            tip = pose.tip_px
+            sim_extra.update(phase=pose.phase, gauge=self.plan.gauge,
+                             true_tip_px=[round(float(tip[0] - ox), 2), round(float(tip[1]), 2)],
+                             tip_elevation_mm=round(float(pose.tip_elevation_mm), 3),
+                             bolus=round(float(pose.bolus), 3))
+
+        np.multiply(re, g, out=re)
+        np.multiply(im, g, out=im)
+        off = int(frng.integers(0, self.noise_re.shape[1] - W + 1))
+        re += self.noise_re[:, off:off + W]
+        im += self.noise_im[:, off:off + W]
+        amp = cv2.magnitude(re, im)
+        gain_n = float(self.gain_db[i]) / DB_PER_NEPER
+        cv2.max(amp, math.exp(self.ln_floor - gain_n), dst=amp)
+        logamp = cv2.log(amp)
+        beta = 255.0 - self.alpha * (self.ln_top - gain_n)
+        img = cv2.convertScaleAbs(logamp, alpha=self.alpha, beta=beta)
+        if self.blur_sigma_px > 0:
+            img = cv2.GaussianBlur(img, (0, 0), self.blur_sigma_px)
+        if self.extra_noise > 0:
+            n = frng.normal(0, self.extra_noise, img.shape).astype(np.float32)
+            img = cv2.convertScaleAbs(img.astype(np.float32) + n)
+        img = cv2.LUT(img, self.lut)
+
+        a = self.anatomy
+        truth = frame_truth(i, t_s, self.spacing_mm, needle=needle_truth,
+                            bone_y_px=a.bone_y_px[cols], cartilage_top_y_px=a.cartilage_top_y_px[cols],
+                            cartilage_thickness_mm=a.cartilage_thickness_mm[cols],
+                            step_px=max(1, W // 160), extra=sim_extra)
+        masks = {"needle": needle_mask, "bone": a.bone_mask[:, cols].copy(),
+                 "cartilage": a.cartilage_mask[:, cols].copy()}
+        tip = tuple(truth["needle"]["tip_px"]) if truth["needle"] else None
+        return SimFrame(image=img, truth=truth, masks=masks, tip_px=tip, index=i, t_s=t_s,
+                        spacing_mm=self.spacing_mm)
+
+    # ------------------------------------------------------------ internals
+    def _add_dynamic(self, re, im, g, echo: NeedleEcho, pose, ox: int, frng) -> None:
+        """Add the needle echo, bolus and their shadow/enhancement to the frame's IQ and gain (in place)."""
+        H, W = re.shape
+        s = self.spacing_mm[0]
+        px = 1.0 / s
+        half = self.beam.half_px
+        boxes = []
+        if len(echo.points_px):
+            p = echo.points_px
+            boxes.append((p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()))
+        bolus_box = None
+        if pose.bolus > 0:
+            c = self.plan.bolus_centre_px
+            rx = self.plan.bolus_radius_mm * math.sqrt(pose.bolus) * px
+            ry = 0.5 * rx
+            cy = c[1] - 0.6 * ry
+            bolus_box = (c[0] - rx, cy - ry, c[0] + rx, cy + ry)
+            boxes.append(bolus_box)
+        if not boxes:
+            return
+        b = np.array(boxes)
+        x0 = int(max(math.floor(b[:, 0].min()) - half, ox))
+        x1 = int(min(math.ceil(b[:, 2].max()) + half + 2, ox + W))
+        y0 = int(max(math.floor(b[:, 1].min()) - half, 0))
+        y1 = int(min(math.ceil(b[:, 3].max()) + half + 2, H))
+        if x1 <= x0 or y1 <= y0:
+            return
+        shape = (y1 - y0, x1 - x0)
+        dre = splat(echo.points_px, echo.amplitude, (x0, y0), shape)
+        dim = np.zeros(shape, np.float32)
+        if bolus_box is not None:
+            yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+            q = ((xx - c[0]) / rx) ** 2 + ((yy - cy) / ry) ** 2
+            m = np.clip((1.0 - q) * 3.0, 0.0, 1.0) * self.anatomy.soft_tissue[y0:y1, x0:x1]
+            dre -= m * self.src_re[y0:y1, x0:x1]
+            dim -= m * self.src_im[y0:y1, x0:x1]
+            # Microbubbles in the injectate: sparse bright moving scatterers.
+            bub = (frng.random(shape) < 0.01) & (m > 0.6)
+            dre += bub * frng.normal(0, 1.5, shape).astype(np.float32)
+            dim += bub * frng.normal(0, 1.5, shape).astype(np.float32)
+            enh = 10 ** (np.minimum(np.cumsum(m, axis=0) * s * 1.2, 6.0) / 20)
+            g[y0:y1, x0 - ox:x1 - ox] *= enh
+            g[y1:, x0 - ox:x1 - ox] *= enh[-1]
+        fre, fim = self.beam.form([dre, dim], y0)
+        re[y0:y1, x0 - ox:x1 - ox] += fre
+        im[y0:y1, x0 - ox:x1 - ox] += fim
+        # Metal shadows the tissue below the in-plane part of the shaft.
+        for far, near in echo.visible_segments_px:
+            xa, xb = sorted((far[0], near[0]))
+            ca, cb = int(max(math.floor(xa), ox)), int(min(math.ceil(xb) + 1, ox + W))
+            if cb <= ca:
+                continue
+            xsf = np.arange(ca, cb, dtype=np.float64)
+            yl = np.interp(xsf, [far[0], near[0]] if far[0] < near[0] else [near[0], far[0]],
+                           [far[1], near[1]] if far[0] < near[0] else [near[1], far[1]])
+            below = np.arange(H)[:, None] > (yl + echo.diameter_px)[None, :]
+            g[:, ca - ox:cb - ox] *= np.where(below, np.float32(0.7), np.float32(1.0))
+
+    def _needle_truth(self, echo: NeedleEcho, pose, ox: int, mask: np.ndarray):
+        """(tail, tip, tip_visible) in frame px from the visible pieces inside the frame; draws the mask."""
+        H, W = mask.shape
+        pieces = []
+        for far, near in echo.visible_segments_px:
+            clipped = _clip_segment(far - (ox, 0), near - (ox, 0), W, H)
+            if clipped is not None and np.hypot(*(clipped[1] - clipped[0])) * self.spacing_mm[0] >= 1.0:
+                pieces.append((clipped, np.allclose(clipped[1], near - (ox, 0))))
+        if not pieces:
+            return None
+        thick = max(2, int(round(echo.diameter_px)))
+        for (a, b), _ in pieces:
+            cv2.line(mask, tuple(int(round(v)) for v in a), tuple(int(round(v)) for v in b), 1, thick)
+        tail = pieces[0][0][0]
+        tip_piece, tip_inside = pieces[-1]
+        tip = tip_piece[1]
+        tip_visible = bool(echo.tip_visible and tip_inside)
+        return tail, tip, tip_visible
+
+
+def _clip_segment(a: np.ndarray, b: np.ndarray, w: int, h: int):
+    """Clip segment a->b to the box [0, w-1] x [0, h-1] (Liang-Barsky); None when outside."""
+    d = b - a
+    t0, t1 = 0.0, 1.0
+    for p, q in ((-d[0], a[0]), (d[0], (w - 1) - a[0]), (-d[1], a[1]), (d[1], (h - 1) - a[1])):
+        if p == 0:
+            if q < 0:
+                return None
+            continue
+        r = q / p
+        if p < 0:
+            t0 = max(t0, r)
+        else:
+            t1 = min(t1, r)
+        if t0 > t1:
+            return None
+    return np.array([a + t0 * d, a + t1 * d])

@@ -1,0 +1,120 @@
+"""Labelled training frames with strong domain randomisation.
+
+:func:`make_sample` draws one random frame of a random scenario with every
+appearance switch on: probe (frequency, focus, PSF size), dynamic range, grey
+map, gain, blur, noise, and in a share of samples the imaging region placed
+inside a larger scanner screen (black border, text, depth ruler) and scaled
+anisotropically (other scanners' scan conversion). Truth and masks are moved
+with the image. The detector trained on this must work on real scans from
+other machines and on other simulators: variety matters more than beauty.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from .screen import draw_screen
+from .simulator import SimConfig, SimFrame, Simulator
+
+TRAINING_SCENARIOS = ("insertion", "steep", "out_of_plane", "no_needle")
+_SCENARIO_P = (0.38, 0.27, 0.2, 0.15)
+
+
+def make_sample(seed: int, size_px: tuple[int, int] = (256, 256)) -> SimFrame:
+    """One randomised labelled frame, deterministic in ``seed``.
+
+    Parameters
+    ----------
+    seed : int
+    size_px : (width, height) of the output image in pixels.
+
+    Returns
+    -------
+    SimFrame whose ``image`` is (height, width) uint8, ``masks`` "needle",
+    "bone", "cartilage" the same size (0/1 uint8), ``truth`` a contract line
+    in output pixels (with ``region_px`` [x, y, w, h] of the imaging region),
+    and ``tip_px`` the truth tip or None.
+    """
+    W, H = int(size_px[0]), int(size_px[1])
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A1])
+    scenario = str(rng.choice(TRAINING_SCENARIOS, p=_SCENARIO_P))
+    screen = rng.random() < 0.4
+    if screen:
+        rw = int(W * rng.uniform(0.5, 0.85))
+        rh = int(H * rng.uniform(0.5, 0.85))
+        rx = int(rng.integers(0, W - rw + 1))
+        ry = int(rng.integers(0, H - rh + 1))
+    else:
+        rw, rh, rx, ry = W, H, 0, 0
+    # Render at an anisotropic scale sometimes (another scanner's scan conversion).
+    kx = rng.uniform(0.8, 1.25) if rng.random() < 0.4 else 1.0
+    ky = rng.uniform(0.8, 1.25) if rng.random() < 0.4 else 1.0
+    sw, sh = max(32, int(round(rw / kx))), max(32, int(round(rh / ky)))
+    depth_mm = rng.uniform(20.0, 50.0)
+    fps = 15.0
+    cfg = SimConfig(width_px=sw, height_px=sh, fps=fps, seed=int(rng.integers(0, 2**31)), scenario=scenario,
+                    depth_mm=depth_mm, n_frames=int(rng.integers(30, 90)), randomize=True,
+                    drift_mm=rng.uniform(0.2, 2.0))
+    sim = Simulator(cfg)
+    frame = sim.render(int(rng.integers(0, len(sim))))
+    if (sw, sh) == (rw, rh) and not screen:
+        frame.truth["region_px"] = [0, 0, W, H]
+        return frame
+
+    sx, sy = rw / sw, rh / sh
+    img = cv2.resize(frame.image, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    masks = {k: cv2.resize(m, (rw, rh), interpolation=cv2.INTER_NEAREST) for k, m in frame.masks.items()}
+    if screen:
+        canvas = draw_screen(rng, (W, H), (rx, ry, rw, rh), depth_mm)
+        canvas[ry:ry + rh, rx:rx + rw] = img
+        img = canvas
+        full = {}
+        for k, m in masks.items():
+            z = np.zeros((H, W), np.uint8)
+            z[ry:ry + rh, rx:rx + rw] = m
+            full[k] = z
+        masks = full
+    spacing = (frame.spacing_mm[0] / sx, frame.spacing_mm[1] / sy)
+    truth = transform_truth(frame.truth, (sx, sy), (rx, ry), spacing)
+    truth["region_px"] = [rx, ry, rw, rh]
+    tip = tuple(truth["needle"]["tip_px"]) if truth["needle"] else None
+    return SimFrame(image=img, truth=truth, masks=masks, tip_px=tip, index=frame.index, t_s=frame.t_s,
+                    spacing_mm=spacing)
+
+
+def _map(p, scale, offset):
+    return [round((p[0] + 0.5) * scale[0] - 0.5 + offset[0], 2), round((p[1] + 0.5) * scale[1] - 0.5 + offset[1], 2)]
+
+
+def transform_truth(truth: dict, scale_xy: tuple[float, float], offset_px: tuple[float, float],
+                    spacing_mm: tuple[float, float]) -> dict:
+    """A truth line after scaling the image by ``scale_xy`` and pasting it at ``offset_px``.
+
+    Pixel coordinates move; millimetre values and angles read in tissue space
+    (distance_mm, approach_deg, thickness) do not; ``angle_deg`` (pixel space)
+    is recomputed.
+    """
+    out = dict(truth)
+    n = truth.get("needle")
+    if n:
+        tip = _map(n["tip_px"], scale_xy, offset_px)
+        tail = _map(n["shaft_px"][0], scale_xy, offset_px)
+        out["needle"] = dict(n, tip_px=tip, shaft_px=[tail, tip],
+                             angle_deg=round(math.degrees(math.atan2(tip[1] - tail[1], tip[0] - tail[0])), 2))
+    t = truth.get("target")
+    if t:
+        out["target"] = dict(t, surface_px=[_map(p, scale_xy, offset_px) for p in t["surface_px"]],
+                             bone_px=[_map(p, scale_xy, offset_px) for p in t["bone_px"]])
+    tr = truth.get("trajectory")
+    if tr:
+        out["trajectory"] = dict(tr, intercept_px=_map(tr["intercept_px"], scale_xy, offset_px))
+        if out["needle"]:
+            a, b = np.array(out["needle"]["tip_px"]), np.array(out["trajectory"]["intercept_px"])
+            out["trajectory"]["distance_px"] = round(float(np.hypot(*(b - a))), 2)
+    if "sim" in truth and "true_tip_px" in truth["sim"]:
+        out["sim"] = dict(truth["sim"], true_tip_px=_map(truth["sim"]["true_tip_px"], scale_xy, offset_px))
+    out["spacing_mm"] = [float(spacing_mm[0]), float(spacing_mm[1])]
+    return out
