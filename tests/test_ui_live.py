@@ -12,6 +12,10 @@ import pytest
 pytest.importorskip("PySide6")
 pytest.importorskip("pyqtgraph")
 
+from PySide6 import QtCore  # noqa: E402
+
+from guidance.errors import SourceDisconnected  # noqa: E402
+from guidance.sources import SourceBase  # noqa: E402
 from guidance.types import (Detection, Frame, FrameResult, NeedleDetection, NeedleTrack,  # noqa: E402
                             TargetDetection, Trajectory)
 from ui.live_view import LiveWindow  # noqa: E402
@@ -154,3 +158,72 @@ def test_a_bad_source_gives_a_message_not_a_crash(window):
     assert not window.start("/nonexistent/clip.avi")
     assert "clip.avi" in window.strip.text()
     assert window.worker is None
+
+
+def test_clicking_the_image_sets_the_target_of_the_guidance_stage(window, qtbot, tmp_path):
+    video = _write_video(tmp_path / "clip.avi")
+    assert window.start(str(video))
+    qtbot.waitUntil(lambda: window.view.paint_count >= 2, timeout=15000)
+    from ui.processing import find_stage
+
+    stage = find_stage(window.stages, "guidance")
+    assert stage is not None
+    window.act_pick.trigger()
+    target = (200.0, 150.0)
+    qtbot.mouseClick(window.view.viewport(), QtCore.Qt.MouseButton.LeftButton,
+                     pos=window.view.frame_to_widget(*target))
+    assert stage.target_point_px is not None
+    assert np.hypot(*np.subtract(stage.target_point_px, target)) <= 1.0
+    assert not window.act_pick.isChecked()  # one pick per press of T
+    assert _close(window.view.overlay.target_point.pos(), stage.target_point_px)
+    # a click without pick mode does not move the target
+    qtbot.mouseClick(window.view.viewport(), QtCore.Qt.MouseButton.LeftButton,
+                     pos=window.view.frame_to_widget(50.0, 50.0))
+    assert np.hypot(*np.subtract(stage.target_point_px, target)) <= 1.0
+    window.act_clear_target.trigger()
+    assert stage.target_point_px is None
+
+
+def test_pausing_the_source_hides_guidance_and_says_so(window, qtbot, tmp_path):
+    video = _write_video(tmp_path / "clip.avi", n=300)
+    assert window.start(str(video))
+    qtbot.waitUntil(lambda: window.view.paint_count >= 3, timeout=15000)
+    window.worker.pause()
+    qtbot.waitUntil(lambda: not window.view.overlay.shown and window.strip.kind == "stale", timeout=3000)
+    assert "PAUSED" in window.strip.text()
+    window.worker.resume()
+    qtbot.waitUntil(lambda: window.strip.kind != "stale", timeout=5000)
+
+
+class _CutSource(SourceBase):
+    """A live source that sends a few frames, then goes silent (a cable pulled)."""
+
+    name = "cut cable"
+    is_live = True
+
+    def __init__(self, spec="cut", *, frames=5, **_):
+        super().__init__()
+        self.frames = frames
+        self.sent = 0
+
+    def read(self):
+        if self.sent >= self.frames:
+            time.sleep(0.05)
+            raise SourceDisconnected("cut cable: no signal")
+        self.sent += 1
+        time.sleep(1 / 30)
+        return self.make_frame(np.full((120, 160), 80, np.uint8), time.monotonic(), self.sent)
+
+
+def test_a_cut_source_shows_the_no_signal_banner(window, qtbot):
+    from ui.worker import PipelineWorker
+
+    window.stages = []
+    window.worker = PipelineWorker(lambda: _CutSource(), [], parent=window, stall_timeout_s=0.3)
+    window.worker.result_ready.connect(window._on_result_ready)
+    window.worker.start()
+    qtbot.waitUntil(lambda: window.result is not None, timeout=5000)
+    qtbot.waitUntil(lambda: window.strip.kind == "no_signal", timeout=8000)
+    assert "NO SIGNAL" in window.strip.text()
+    assert not window.view.overlay.shown
+    window.stop()
