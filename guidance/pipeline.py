@@ -348,11 +348,9 @@ class LivePipeline:
                 if not self._current(worker):
                     return
                 if frame is None:
-                    if getattr(worker.source, "is_live", False):
-                        self._close(worker)
-                        backoff = self._wait_backoff(worker, f"{self._source_name}: stream ended", backoff)
-                        continue
-                    return  # a finite source ended: the processing thread finishes up
+                    # The end of the input (a live source that is lost raises SourceDisconnected
+                    # instead): the processing thread finishes the last frame and reports "ended".
+                    return
                 bad_in_a_row = 0
                 backoff = self.initial_backoff_s
                 received_s = time.monotonic()
