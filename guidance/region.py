@@ -240,10 +240,10 @@ def read_depth_scale(image: np.ndarray, region: ImagingRegion) -> float | None:
     """Millimetres per pixel from the scanner's depth ruler, or None when no ruler is found.
 
     The ruler is a column of small bright ticks beside the image, evenly
-    spaced, with larger ticks at whole centimetres. The scale is
-    10 mm over the distance between consecutive large ticks. Without large
-    ticks the tick spacing in mm is unknown and None is returned rather than a
-    guess.
+    spaced (some may be too faint to see), with larger ticks at whole
+    centimetres. The scale is 10 mm over the distance between consecutive
+    large ticks. Without large ticks the tick spacing in millimetres is
+    unknown and None is returned rather than a guess.
 
     Parameters
     ----------
@@ -253,46 +253,55 @@ def read_depth_scale(image: np.ndarray, region: ImagingRegion) -> float | None:
         The imaging region (the ruler lies outside it, beside it).
     """
     img = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    bright = (img > 127).astype(np.uint8)
+    bright = (img > 40).astype(np.uint8)
     rs, cs = region.slices
     bright[rs, cs] = 0
-    n, _, stats, centroids = cv2.connectedComponentsWithStats(bright, connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(bright, connectivity=8)
     if n <= 1:
         return None
-    w, h, area = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT], stats[1:, cv2.CC_STAT_AREA]
+    # Brightness mass of each blob: a large tick has about twice a small one's, however it is anti-aliased.
+    mass = np.bincount(labels.ravel(), weights=img.ravel().astype(np.float64), minlength=n)[1:]
+    w, h = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
     cx, cy = centroids[1:, 0], centroids[1:, 1]
     top, bottom = region.y_px, region.y_px + region.height_px
-    # Ticks: small blobs, not much taller than wide, level with the image.
-    small = (w <= 14) & (h <= 8) & (area >= 3) & (h <= 2 * w + 1) & (cy >= top - 12) & (cy <= bottom + 12)
-    idx = np.flatnonzero(small)
-    best: float | None = None
-    best_count = 0
+    is_tick = (w <= 14) & (h <= 8) & (h <= 2 * w + 1) & (mass >= 255) & (cy >= top - 12) & (cy <= bottom + 12)
+    idx = np.flatnonzero(is_tick)
+    best, best_count = None, 0
     for column in _columns(cx[idx]):
         ticks = idx[column]
-        if ticks.size < 5:
-            continue
-        order = np.argsort(cy[ticks])
-        ticks = ticks[order]
-        ys = cy[ticks]
-        gaps = np.diff(ys)
-        step = float(np.median(gaps))
-        if step < 4 or np.any(np.abs(gaps - step) > 0.08 * step + 1.0):
-            continue  # not evenly spaced: text, not a ruler
-        span = ys[-1] - ys[0]
-        if span < 0.5 * region.height_px or span > 1.15 * region.height_px:
-            continue
-        sizes = area[ticks].astype(float)
-        major = sizes > 1.5 * np.median(sizes)
-        if major.sum() < 2 or major.all():
-            continue
-        major_pos = np.flatnonzero(major)
-        k = np.diff(major_pos)
-        if k.size == 0 or np.any(k != k[0]) or not (2 <= k[0] <= 10):
-            continue
-        mm_per_px = 10.0 / float(np.median(np.diff(ys[major_pos])))
-        if ticks.size > best_count:
-            best, best_count = mm_per_px, ticks.size
+        ticks = ticks[np.argsort(cy[ticks])]
+        scale = _ruler_scale(cy[ticks], mass[ticks], region.height_px)
+        if scale is not None and ticks.size > best_count:
+            best, best_count = scale, ticks.size
     return best
+
+
+def _ruler_scale(ys: np.ndarray, mass: np.ndarray, region_height_px: int) -> float | None:
+    """mm per pixel from tick positions ``ys`` (sorted) and their brightness ``mass``; None if not a ruler."""
+    if ys.size < 5:
+        return None
+    gaps = np.diff(ys)
+    if np.any(gaps < 4):
+        return None
+    base = float(gaps.min())
+    step = float(np.median(gaps[gaps <= 1.5 * base]))
+    k = np.round((ys - ys[0]) / step).astype(int)
+    if np.any(np.diff(k) < 1) or np.any(np.abs(ys - ys[0] - k * step) > 0.1 * step + 1.0):
+        return None  # not on one even grid: text, not a ruler
+    if ys.size < 0.6 * (k[-1] + 1):
+        return None  # too many ticks missing to trust the grid
+    span = ys[-1] - ys[0]
+    if span < 0.5 * region_height_px or span > 1.15 * region_height_px:
+        return None
+    step, _ = np.polyfit(k, ys, 1)  # least squares over every tick
+    lo, hi = float(mass.min()), float(mass.max())
+    if hi < 1.6 * lo:
+        return None  # no large ticks: the millimetres per tick are unknown
+    major_k = k[mass > 0.5 * (lo + hi)]
+    every = np.diff(major_k)
+    if major_k.size < 2 or np.any(every != every[0]) or not 2 <= every[0] <= 10:
+        return None
+    return float(10.0 / (every[0] * step))
 
 
 def _columns(x: np.ndarray, tol_px: float = 3.0) -> list[np.ndarray]:

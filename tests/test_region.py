@@ -1,0 +1,137 @@
+"""Finding the ultrasound image inside a grabbed scanner screen, and reading its depth ruler."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from guidance.region import RegionEstimator, RegionStage, find_imaging_region, read_depth_scale
+from guidance.sources.base import SourceBase
+from guidance.types import FrameResult, ImagingRegion
+
+# Where the ultrasound image is in the two real screenshots (checked by eye and by profile).
+KNEE = {
+    "lumify.png": (ImagingRegion(392, 146, 488, 428), 30.0 / 427),   # 0 and 3 cm ticks 427 px apart
+    "clarius.png": (ImagingRegion(107, 223, 586, 354), 30.0 / 351),  # 351 px apart
+}
+
+
+def _grey(path):
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+
+
+def _close(a: ImagingRegion, b: ImagingRegion, tol_px: int = 2) -> bool:
+    return all(abs(p - q) <= tol_px for p, q in zip((a.x_px, a.y_px, a.width_px, a.height_px),
+                                                    (b.x_px, b.y_px, b.width_px, b.height_px)))
+
+
+@pytest.mark.parametrize("name", sorted(KNEE))
+def test_region_of_real_scanner_screens(shared_data, name):
+    image = _grey(shared_data / "knee" / name)
+    region = find_imaging_region(image)
+    assert _close(region, KNEE[name][0]), region
+
+
+@pytest.mark.parametrize("name", sorted(KNEE))
+def test_depth_scale_from_the_real_ruler(shared_data, name):
+    image = _grey(shared_data / "knee" / name)
+    truth_region, truth_mm_per_px = KNEE[name]
+    scale = read_depth_scale(image, find_imaging_region(image))
+    assert scale == pytest.approx(truth_mm_per_px, rel=0.01)
+
+
+def test_depth_scale_follows_the_screen_size(shared_data):
+    image = _grey(shared_data / "knee" / "clarius.png")
+    big = cv2.resize(image, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_LINEAR)
+    scale = read_depth_scale(big, find_imaging_region(big))
+    assert scale == pytest.approx(30.0 / 351 / 1.5, rel=0.02)
+
+
+def test_no_ruler_no_scale(shared_data):
+    image = _grey(shared_data / "knee" / "lumify.png").copy()
+    image[:, :60] = 0  # the ruler's column wiped
+    assert read_depth_scale(image, find_imaging_region(image)) is None
+    rng = np.random.default_rng(1)
+    noise = rng.integers(0, 255, (300, 400), dtype=np.uint8)
+    assert read_depth_scale(noise, ImagingRegion(50, 50, 300, 200)) is None
+
+
+def _screen(rng, frame_no: int, with_panel: bool = True) -> np.ndarray:
+    """A scanner screen: black, static text and logo, a large static panel, and a live speckle image."""
+    screen = np.zeros((480, 720), np.uint8)
+    cv2.putText(screen, "MI 0.9  TIS 0.1  30 Hz", (20, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 230, 1)
+    cv2.circle(screen, (190, 90), 12, 200, -1)  # a logo just left of the image
+    if with_panel:
+        # a static grey thumbnail panel, larger than the live image: a trap for one-frame estimates
+        screen[60:460, 470:710] = 90
+        cv2.putText(screen, "PRESET", (500, 200), cv2.FONT_HERSHEY_SIMPLEX, 1.0, 255, 2)
+    live = np.clip(rng.rayleigh(35, (300, 240)), 0, 255).astype(np.uint8)
+    live[180:200, :] = np.clip(live[180:200, :] + 120, 0, 255)  # a bright bone line
+    screen[80:380, 210:450] = live
+    return screen
+
+
+def test_one_frame_finds_the_live_image_among_text_and_logos():
+    rng = np.random.default_rng(0)
+    region = find_imaging_region(_screen(rng, 0, with_panel=False))
+    assert _close(region, ImagingRegion(210, 80, 240, 300)), region
+
+
+def test_changing_pixels_beat_a_larger_static_panel():
+    rng = np.random.default_rng(0)
+    single = find_imaging_region(_screen(rng, 0))
+    assert not _close(single, ImagingRegion(210, 80, 240, 300))  # one frame is fooled by the panel
+    estimator = RegionEstimator()
+    for i in range(6):
+        region = estimator.update(_screen(rng, i))
+    assert _close(region, ImagingRegion(210, 80, 240, 300)), region
+
+
+def test_estimator_follows_a_change_of_layout():
+    rng = np.random.default_rng(2)
+    estimator = RegionEstimator()
+    for i in range(5):
+        estimator.update(_screen(rng, i))
+    moved = [np.roll(_screen(rng, i, with_panel=False), (40, -100), axis=(0, 1)) for i in range(40)]
+    for image in moved:
+        region = estimator.update(image)
+    assert _close(region, ImagingRegion(110, 120, 240, 300)), region
+
+
+def test_all_ultrasound_frame_is_its_own_region():
+    rng = np.random.default_rng(3)
+    image = np.clip(rng.rayleigh(40, (200, 300)), 0, 255).astype(np.uint8)
+    assert find_imaging_region(image) == ImagingRegion(0, 0, 300, 200)
+    assert find_imaging_region(np.zeros((50, 60), np.uint8)) == ImagingRegion(0, 0, 60, 50)
+
+
+class _Frames(SourceBase):
+    name = "screens"
+
+
+def _result(image, spacing=None) -> FrameResult:
+    return FrameResult(frame=_Frames().make_frame(image, 0.0, 0, spacing))
+
+
+def test_region_stage_sets_the_region_and_the_user_override_wins():
+    rng = np.random.default_rng(4)
+    screen = _screen(rng, 0, with_panel=False)
+    auto = RegionStage()(_result(screen))
+    assert _close(auto.region, ImagingRegion(210, 80, 240, 300))
+    user = ImagingRegion(200, 70, 260, 320)
+    assert RegionStage(override=user)(_result(screen)).region == user
+    # an override larger than the frame is clipped to it, in frame pixels
+    clipped = RegionStage(override=ImagingRegion(600, 400, 500, 500))(_result(screen)).region
+    assert clipped == ImagingRegion(600, 400, 120, 80)
+
+
+def test_region_stage_spacing_override_and_ruler(shared_data):
+    image = _grey(shared_data / "knee" / "lumify.png")
+    result = RegionStage(spacing_mm=0.2)(_result(image, spacing=(0.1, 0.1)))
+    assert result.frame.spacing_mm == (0.2, 0.2)
+    assert RegionStage()(_result(image)).frame.spacing_mm is None  # rulers are only read when asked
+    read = RegionStage(read_scale=True)(_result(image)).frame.spacing_mm
+    assert read is not None and read[0] == pytest.approx(30.0 / 427, rel=0.01)
+    kept = RegionStage(read_scale=True)(_result(image, spacing=(0.1, 0.1))).frame.spacing_mm
+    assert kept == (0.1, 0.1)  # the source's own spacing is not replaced by a ruler reading
