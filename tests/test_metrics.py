@@ -132,3 +132,15 @@ def test_no_needle_at_all_gives_empty_metrics_not_errors():
     assert m.needle_visible_fraction is None and m.path_length_mm is None
     d = m.to_dict()
     assert all(not (isinstance(v, float) and math.isnan(v)) for v in d.values())
+
+
+@pytest.mark.parametrize("scenario,seed", [("insertion", 0), ("insertion", 2), ("steep", 1)])
+def test_simulator_redirect_is_counted_once(scenario, seed):
+    """The simulator's scenarios withdraw and turn the needle once: its truth scores one redirection."""
+    sim_mod = pytest.importorskip("guidance.sim")
+    sim = sim_mod.Simulator(sim_mod.SimConfig(width_px=320, height_px=256, fps=15, seed=seed, scenario=scenario))
+    records = [sim.render(i).truth for i in range(len(sim))]
+    m = analyse(records).metrics
+    assert m.redirections == 1 and m.withdrawals == 1
+    assert m.reached_target
+    assert m.final_tip_to_target_mm < 0.5  # the simulated tip stops just short of the cartilage

@@ -16,7 +16,8 @@ import numpy as np
 from scipy.signal import savgol_filter
 
 from ..types import Spacing
-from .series import SessionSeries, depth_below, point_polyline_distance, series_from_records
+from .series import (SessionSeries, depth_below, point_polyline_distance, ray_polyline_distance,
+                     series_from_records)
 
 
 @dataclass(frozen=True)
@@ -25,13 +26,13 @@ class MetricParams:
 
     reach_mm: float = 1.0
     """The tip is at the target within this distance of it (or past the target surface)."""
-    bone_touch_mm: float = 1.0
+    bone_touch_mm: float = 0.5
     """The tip touched bone within this distance of the bone surface (or past it)."""
-    withdraw_mm: float = 2.0
+    withdraw_mm: float = 1.0
     """A withdrawal: insertion depth falls this far below its last peak."""
-    readvance_mm: float = 2.0
+    readvance_mm: float = 1.0
     """A re-advance: insertion depth rises this far above the withdrawal's lowest point."""
-    redirect_deg: float = 5.0
+    redirect_deg: float = 2.5
     """A re-advance counts as a redirection when the shaft angle changed by more than this."""
     sustain_s: float = 0.3
     """Window (s) over which the shaft angle is taken (median) before and after."""
@@ -113,16 +114,25 @@ def _ffill_polys(polys: np.ndarray) -> np.ndarray:
 def tip_target_distance(s: SessionSeries) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame tip-to-target and tip-to-bone distances (mm, or px without spacing).
 
-    Target: the instructor's target point when set in that frame, else the target
-    surface (cartilage top, or bone) carried forward from the last frame it was
-    detected; a tip at or past that surface is at distance 0. Bone: distance to
-    the bone surface, 0 at or past it. NaN where the needle was not seen.
+    Target: the instructor's target point when set in that frame (straight
+    distance). Else the target surface (cartilage top, or bone), carried
+    forward from the last frame it was detected: the distance from the tip
+    along the shaft's line to where that line meets the surface (what the
+    guidance shows as the distance to go); the straight distance to the
+    nearest surface point when the line does not meet it; 0 once the tip is at
+    or past the surface. Bone: straight distance to the nearest bone point, 0
+    at or past it. NaN where the needle was not seen.
     """
     k = s.scale_mm
     tip = np.where(s.seen[:, None], s.tip_px, np.nan) * k
+    shaft = (s.tip_px - s.tail_px) * k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        u = shaft / np.hypot(shaft[:, 0], shaft[:, 1])[:, None]
     surf = _ffill_polys(s.surface_px) * k
     bone = _ffill_polys(s.bone_px) * k
-    d_surf, _ = point_polyline_distance(tip, surf)
+    d_near, _ = point_polyline_distance(tip, surf)
+    d_line = ray_polyline_distance(tip, u, surf)
+    d_surf = np.where(np.isnan(d_line), d_near, d_line)
     d_surf = np.where(depth_below(tip, surf) > 0, 0.0, d_surf)
     d_point = np.hypot(*((tip - s.target_point_px * k).T))
     d_target = np.where(np.isnan(s.target_point_px[:, 0]), d_surf, d_point)

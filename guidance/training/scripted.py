@@ -142,7 +142,7 @@ def scripted_insertion(script: Script = Script()) -> ScriptedSession:
     dd = np.abs(np.diff(kd))
     arcs = kd[1:] * np.abs(np.radians(np.diff(ka)))
     turns = np.abs(np.diff(angles)) if len(angles) > 1 else np.zeros(0)
-    truth = {"redirections": int(np.sum(turns > 5.0)), "withdrawals": len(sc.pass_angles_deg),
+    truth = {"redirections": int(np.sum(turns > 1e-6)), "withdrawals": len(sc.pass_angles_deg),
              "path_length_mm": float(np.sum(dd + arcs) * sc.spacing_mm),
              "lost_episodes": int(sc.lost_s is not None),
              "visible_fraction": float(1 - lost.mean()),

@@ -201,3 +201,33 @@ def depth_below(points: np.ndarray, polys: np.ndarray) -> np.ndarray:
     if has.any():
         out[has] = points[has, 1] - np.nanmin(ys[has], axis=1)
     return out
+
+
+def ray_polyline_distance(origins: np.ndarray, directions: np.ndarray, polys: np.ndarray) -> np.ndarray:
+    """Distance along each frame's ray to its first crossing with that frame's polyline.
+
+    Parameters
+    ----------
+    origins, directions : (N, 2) float
+        Ray starts and unit directions (same unit as ``polys``; NaN allowed).
+    polys : (N, M, 2) float
+        Polylines padded with NaN.
+
+    Returns
+    -------
+    (N,) float: distance to the nearest crossing ahead, NaN where the ray misses.
+    """
+    if polys.shape[1] < 2:
+        return np.full(origins.shape[0], np.nan)
+    a = polys[:, :-1]
+    e = polys[:, 1:] - a
+    w = a - origins[:, None, :]
+    d = directions[:, None, :]
+    denom = d[..., 0] * e[..., 1] - d[..., 1] * e[..., 0]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (w[..., 0] * e[..., 1] - w[..., 1] * e[..., 0]) / denom
+        s = (w[..., 0] * d[..., 1] - w[..., 1] * d[..., 0]) / denom
+        ok = (np.abs(denom) > 1e-12) & (t >= 0) & (s >= -1e-9) & (s <= 1 + 1e-9)
+    t = np.where(ok, t, np.inf)
+    best = t.min(axis=1)
+    return np.where(np.isfinite(best), best, np.nan)
