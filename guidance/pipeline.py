@@ -361,6 +361,9 @@ class LivePipeline:
                     self._received += 1
                     self._last_received_s = self._stall_ref_s = received_s
                     self._cond.notify()
+                # Let the processing thread take the GIL: a source that never blocks (frames in
+                # memory, a fast file) would otherwise starve it while filling the slot in vain.
+                time.sleep(0)
         finally:
             self._close(worker)
             if worker.generation == self._generation:
