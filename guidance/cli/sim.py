@@ -21,7 +21,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def write_sample(out_dir: Path, *, scenario: str, seed: int, frames: int, size_px: tuple[int, int],
-                 fps: float, depth_mm: float = 30.0, masks: bool = False) -> dict:
+                 fps: float, depth_mm: float = 30.0, masks: bool = False, view: str | None = None) -> dict:
     """Render a sequence into ``out_dir``; returns the meta dict written to meta.json."""
     import cv2
 
@@ -29,7 +29,7 @@ def write_sample(out_dir: Path, *, scenario: str, seed: int, frames: int, size_p
     from ..sim import SIM_VERSION, SimConfig, Simulator
 
     sim = Simulator(SimConfig(width_px=size_px[0], height_px=size_px[1], fps=fps, seed=seed,
-                              scenario=scenario, depth_mm=depth_mm, n_frames=frames))
+                              scenario=scenario, depth_mm=depth_mm, n_frames=frames, view=view))
     frames_dir = out_dir / "frames"
     try:
         frames_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +54,7 @@ def write_sample(out_dir: Path, *, scenario: str, seed: int, frames: int, size_p
             "masks": "masks/NNNNN.png bit 0 needle, bit 1 bone, bit 2 cartilage" if masks else None,
             "command": (f"guidance sim --scenario {sim.scenario.name} --seed {seed} --frames {len(sim)} "
                         f"--size {size_px[0]}x{size_px[1]} --fps {fps:g} --depth {depth_mm:g}"
+                        + (f" --view {view}" if view else "")
                         + (" --masks" if masks else "") + f" --out {out_dir}")}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
@@ -70,12 +71,13 @@ def _run(args) -> int:
     if min(size) < 32:
         raise InputError(f"--size {args.size}: at least 32x32 px")
     meta = write_sample(Path(args.out), scenario=args.scenario, seed=args.seed, frames=args.frames,
-                        size_px=size, fps=args.fps, depth_mm=args.depth, masks=args.masks)
+                        size_px=size, fps=args.fps, depth_mm=args.depth, masks=args.masks, view=args.view)
     print(f"wrote {meta['frames']} frames of '{meta['scenario']}' to {args.out}", file=sys.stderr)
     return 0
 
 
 def register(subparsers) -> None:
+    from ..sim.anatomy import VIEWS
     from ..sim.scenarios import SCENARIOS
 
     p = subparsers.add_parser("sim", help="write a simulated knee injection sequence with ground truth",
@@ -88,6 +90,9 @@ def register(subparsers) -> None:
     p.add_argument("--size", default="384x320", help="WIDTHxHEIGHT in pixels (default 384x320)")
     p.add_argument("--fps", type=float, default=15.0)
     p.add_argument("--depth", type=float, default=30.0, help="imaging depth in mm (default 30)")
+    p.add_argument("--view", choices=VIEWS, default=None,
+                   help="anatomy: trochlea (axial, V-shaped groove), condyle (convex), suprapatellar "
+                        "(longitudinal, flat femur); default: drawn from the seed")
     p.add_argument("--masks", action="store_true", help="also write masks/NNNNN.png (training labels)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run)

@@ -29,6 +29,7 @@ import numpy as np
 from .noise import level_lines, smooth_curve, smooth_noise
 
 VIEWS = ("trochlea", "condyle", "suprapatellar")
+VIEW_P = (0.45, 0.2, 0.35)
 
 
 @dataclass
@@ -120,6 +121,19 @@ def _bone_profile(rng: np.random.Generator, view: str, w: int, h: int, s: float)
     return y
 
 
+def _fragments(rng, shape, px, corr_x_mm, corr_y_mm, width):
+    """Broken, mostly horizontal bright strands (fat septa, fascia fragments), 0-1."""
+    lines = level_lines(smooth_noise(rng, shape, corr_x_mm * px, corr_y_mm * px), width)
+    keep = smooth_noise(rng, shape, 2 * corr_x_mm * px, 2 * corr_y_mm * px) > rng.uniform(-0.3, 0.5)
+    return lines * keep
+
+
+def _broken(rng, w, px):
+    """Amplitude along an interface: patchy, with gaps where it fades out."""
+    on = np.clip(smooth_curve(rng, w, rng.uniform(2, 6) * px) + rng.uniform(0.0, 1.0), 0.0, 1.0)
+    return (np.exp(0.6 * smooth_curve(rng, w, 1.5 * px)) * on).astype(np.float32)
+
+
 def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: float,
                   view: str | None = None, fluid: bool | None = None) -> Anatomy:
     """Draw a random knee scene.
@@ -140,7 +154,7 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     h, w = shape
     s = float(spacing_mm)
     px = 1.0 / s
-    view = view or str(rng.choice(VIEWS))
+    view = view or str(rng.choice(VIEWS, p=VIEW_P))
     fluid = bool(rng.random() < 0.35) if fluid is None else fluid
     xs = np.arange(w, dtype=np.float64)
     ys = np.arange(h, dtype=np.float64)[:, None]
@@ -157,7 +171,7 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     if view == "condyle":  # thins toward the sides of the dome
         thick_mm = thick_mm * (0.6 + 0.4 * cos_slope)
     thick_mm = np.clip(thick_mm, 1.2, 3.4)
-    cart_top = bone_y - thick_mm * px / cos_slope
+    cart_top = bone_y - thick_mm * px / np.maximum(cos_slope, 0.4)
     cart_top[~valid] = np.nan
     bone_y[~valid] = np.nan
     cart_fill = np.interp(xs, xs[valid], cart_top[valid]) if valid.any() else np.full(w, h * 0.8)
@@ -179,12 +193,11 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
              + (ys >= np.nan_to_num(cart_top, nan=np.inf)) + (ys >= np.nan_to_num(bone_y, nan=np.inf)))
 
     # --- textures ---------------------------------------------------------------
-    het = np.exp(0.25 * smooth_noise(rng, shape, 3 * px, 3 * px))
+    # Regional brightness: tissue is patchy on a scale of millimetres (lobules, fascicles).
+    het = np.exp(rng.uniform(0.25, 0.5) * smooth_noise(rng, shape, rng.uniform(2.5, 5) * px, rng.uniform(1, 2.5) * px))
     echo = np.empty(shape, np.float32)
     dermis = 0.9 * np.exp(0.3 * smooth_noise(rng, shape, 1.5 * px, 0.5 * px))
-    septa = level_lines(smooth_noise(rng, shape, rng.uniform(2, 5) * px, rng.uniform(0.4, 1.0) * px),
-                        rng.uniform(0.12, 0.25))
-    fat = 0.25 + 1.1 * septa
+    fat = 0.3 + 1.2 * _fragments(rng, shape, px, rng.uniform(3, 8), rng.uniform(0.6, 1.5), rng.uniform(0.06, 0.12))
     if view != "condyle" and rng.random() < 0.7:  # quadriceps tendon: parallel fibrils
         fib = smooth_noise(rng, shape, rng.uniform(3, 8) * px, max(rng.uniform(0.1, 0.25) * px, 1.0))
         mid = 0.55 * np.exp(0.9 * fib)
@@ -193,13 +206,14 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
         shear = math.tan(math.radians(rng.uniform(-20, 20)))
         m = np.float32([[1, 0, 0], [shear, 1, -shear * w / 2]])
         streak = cv2.warpAffine(streak, m, (w, h), borderMode=cv2.BORDER_REFLECT)
-        mid = 0.22 + 0.9 * level_lines(streak, 0.22)
-    septa2 = level_lines(smooth_noise(rng, shape, rng.uniform(1.5, 4) * px, rng.uniform(0.5, 1.5) * px), 0.2)
-    deep = rng.uniform(0.3, 0.5) + 0.7 * septa2
-    bone_inner = 0.5 * np.exp(0.5 * smooth_noise(rng, shape, 1 * px, 1 * px))
+        mid = 0.3 + 0.8 * level_lines(streak, 0.1) * (smooth_noise(rng, shape, 3 * px, 3 * px) > -0.2)
+    deep = rng.uniform(0.3, 0.6) + 0.9 * _fragments(rng, shape, px, rng.uniform(2, 6), rng.uniform(0.6, 2.0), 0.1)
+    bone_inner = np.float32(rng.uniform(0.3, 0.7))  # cancellous bone: plain speckle, shadowed
+    level = rng.uniform(0.6, 1.5, 6)  # each layer's own echogenicity
+    cart_echo = rng.uniform(0.04, 0.12)  # hyaline cartilage: nearly anechoic, a faint grain
     for k, tex in enumerate((dermis, fat, mid, deep, None, bone_inner)):
         sel = label == k
-        echo[sel] = 0.035 if tex is None else tex[sel]
+        echo[sel] = cart_echo if tex is None else (tex[sel] if np.ndim(tex) else tex) * level[k]
     echo *= het
 
     # --- joint fluid: an anechoic lens over the cartilage -------------------------
@@ -216,18 +230,19 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     # --- coherent reflectors --------------------------------------------------------
     specular = np.zeros(shape, np.float32)
     deposit_curve(specular, np.full(w, 0.5), np.float32(1.5))                     # gel / skin
-    deposit_curve(specular, y_dermis, 0.5 * np.exp(0.3 * smooth_curve(rng, w, 2 * px)))
-    deposit_curve(specular, y_fat, rng.uniform(0.6, 1.2) * np.exp(0.5 * smooth_curve(rng, w, 2 * px)))
-    deposit_curve(specular, y_mid, rng.uniform(0.5, 1.0) * np.exp(0.5 * smooth_curve(rng, w, 2 * px)))
+    # Fascia between layers: broken, uneven echoes rather than drawn lines.
+    deposit_curve(specular, y_dermis, 0.4 * _broken(rng, w, px))
+    deposit_curve(specular, y_fat, rng.uniform(0.3, 1.0) * _broken(rng, w, px))
+    deposit_curve(specular, y_mid, rng.uniform(0.2, 0.8) * _broken(rng, w, px))
     aniso = cos_slope ** rng.uniform(1.5, 4.0)  # specular echoes fade as the surface tilts
     deposit_curve(specular, cart_top, rng.uniform(0.8, 1.8) * aniso * np.exp(0.3 * smooth_curve(rng, w, 1.5 * px)))
-    bone_amp = rng.uniform(5.0, 10.0) * aniso * np.exp(0.35 * smooth_curve(rng, w, max(0.5 * px, 1.0)))
-    for depth_mm, k in ((0.0, 1.0), (0.12, 0.55), (0.25, 0.3), (0.4, 0.12)):  # cortex thickness
+    bone_amp = rng.uniform(3.0, 6.0) * aniso * np.exp(0.4 * smooth_curve(rng, w, max(0.5 * px, 1.0)))
+    for depth_mm, k in ((0.0, 1.0), (0.12, 0.4), (0.25, 0.12)):  # cortex thickness
         deposit_curve(specular, bone_y + depth_mm * px, bone_amp * k)
 
     # --- transmission: bone shadow, enhancement under fluid and cartilage -------
     below = ys - np.nan_to_num(bone_y, nan=np.inf)
-    shadow = 10 ** (-rng.uniform(18, 32) / 20)
+    shadow = 10 ** (-rng.uniform(14, 32) / 20)  # from grey (some transmission) to black
     fall = rng.uniform(0.3, 0.8) * px
     transmission = np.where(below > 0, shadow + (1 - shadow) * np.exp(-np.clip(below, 0, None) / fall), 1.0)
     low_atten_mm = np.cumsum(fluid_mask * 1.2 + (label == 4) * 0.4, axis=0) * s  # dB of gain per mm crossed

@@ -122,15 +122,15 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
         angle = rng.uniform(lo, hi)
         tan_a = math.tan(math.radians(angle))
         run = cartilage_top_y_px / tan_a  # horizontal distance from entry to target, px
-        # The entry lies beyond the probe's end (1 mm past the frame edge) and
-        # the target at least 2 mm inside the frame.
-        if side > 0:
-            from_edge = run - (cols - frame_x0_px) - 1.0 * px
-            room = frame_x0_px + frame_width_px - cols - 2.0 * px
-        else:
-            from_edge = run - (frame_x0_px + frame_width_px - 1 - cols) - 1.0 * px
-            room = cols - frame_x0_px - 2.0 * px
-        ok = np.isfinite(cartilage_top_y_px) & (from_edge >= 0) & (room >= 0)
+        # The entry lies beyond the probe's end (1 mm past the frame edge), the
+        # target far enough inside the frame for a length of shaft to show, and
+        # at least 2 mm from the far edge.
+        left = cols - frame_x0_px
+        right = frame_x0_px + frame_width_px - 1 - cols
+        near, far = (left, right) if side > 0 else (right, left)
+        from_edge = run - near - 1.0 * px
+        shown = near - max(3.0 * px, 0.15 * frame_width_px)
+        ok = np.isfinite(cartilage_top_y_px) & (from_edge >= 0) & (shown >= 0) & (far >= 2.0 * px)
         if ok.any():
             break
         lo, hi = max(lo - 5.0, 8.0), max(hi - 5.0, 10.0)
@@ -179,7 +179,7 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
     tip_final = entry + final_mm * px * np.array([side * math.cos(rad), math.sin(rad)])
     return NeedlePlan(entry_px=entry, side=side, keys=keys, spacing_mm=s, gauge=gauge,
                       elevation_width_mm=rng.uniform(0.5, 0.9), bolus_centre_px=tip_final,
-                      bolus_radius_mm=rng.uniform(2.5, 5.0), texture=texture, tremor=tremor)
+                      bolus_radius_mm=rng.uniform(1.5, 3.5), texture=texture, tremor=tremor)
 
 
 @dataclass
@@ -220,16 +220,16 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     theta = math.radians(pose.angle_from_horizontal_deg)
     specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.07)
     tex = np.interp(u * s, np.arange(len(plan.texture)) * 0.1, plan.texture)
-    base = brightness * 7.0 * specular * vis * tex * step
+    base = brightness * 16.0 * specular * vis * tex * step
     bevel_len = 1.2 * px
-    bevel = np.where(u < bevel_len, brightness * 6.0 * max(specular, 0.35) * vis * step
+    bevel = np.where(u < bevel_len, brightness * 10.0 * max(specular, 0.35) * vis * step
                      * (1.0 - u / bevel_len * 0.5), 0.0)
 
     # Walls and ringing inside the shaft, spaced by the vertical chord of the tube.
     chord = diameter_px / max(math.cos(theta), 0.2)
-    reverb_decay = 0.45 + 0.25 * specular
-    offsets = [-chord / 2, chord / 2] + [chord / 2 + k * chord for k in range(1, 6)]
-    gains = [1.0, 0.55] + [0.55 * reverb_decay ** k * specular ** 0.5 for k in range(1, 6)]
+    reverb_decay = 0.3 + 0.3 * specular
+    offsets = [-chord / 2, chord / 2] + [chord / 2 + 0.5 * k * chord for k in range(1, 9)]
+    gains = [1.0, 0.35] + [0.22 * reverb_decay ** (0.6 * k) * specular ** 0.5 for k in range(1, 9)]
     all_pts = [pts + np.array([0.0, off]) for off in offsets]
     all_amp = [base * g for g in gains]
     all_pts.append(pts[u < bevel_len])

@@ -146,6 +146,8 @@ class Simulator:
         self.noise_re = rng.standard_normal((H, W + pad), dtype=np.float32) * ng
         self.noise_im = rng.standard_normal((H, W + pad), dtype=np.float32) * ng
         self.lut = grey_map(rng if strong or cfg.seed else None, strong)
+        sr = rng.uniform(0.0, 1.6) if strong else rng.uniform(0.5, 1.0)  # speckle-reduction strength
+        self.smooth_px = (max(sr * 0.09 / s, 0.3), max(sr * 0.05 / s, 0.3)) if sr > 0.15 else None
         self.blur_sigma_px = rng.uniform(0.0, 1.2) if strong and rng.random() < 0.5 else 0.0
         self.extra_noise = rng.uniform(0.0, 10.0) if strong and rng.random() < 0.5 else 0.0
 
@@ -215,6 +217,8 @@ class Simulator:
         re += self.noise_re[:, off:off + W]
         im += self.noise_im[:, off:off + W]
         amp = cv2.magnitude(re, im)
+        if self.smooth_px is not None:  # scanner speckle reduction: local averaging of intensity
+            amp = cv2.sqrt(cv2.GaussianBlur(cv2.multiply(amp, amp), (0, 0), *self.smooth_px))
         gain_n = float(self.gain_db[i]) / DB_PER_NEPER
         cv2.max(amp, math.exp(self.ln_floor - gain_n), dst=amp)
         logamp = cv2.log(amp)
@@ -231,7 +235,7 @@ class Simulator:
         truth = frame_truth(i, t_s, self.spacing_mm, needle=needle_truth,
                             bone_y_px=a.bone_y_px[cols], cartilage_top_y_px=a.cartilage_top_y_px[cols],
                             cartilage_thickness_mm=a.cartilage_thickness_mm[cols],
-                            step_px=max(1, W // 160), extra=sim_extra)
+                            step_px=max(2, W // 80), extra=sim_extra)
         masks = {"needle": needle_mask, "bone": a.bone_mask[:, cols].copy(),
                  "cartilage": a.cartilage_mask[:, cols].copy()}
         tip = tuple(truth["needle"]["tip_px"]) if truth["needle"] else None
@@ -272,13 +276,13 @@ class Simulator:
         if bolus_box is not None:
             yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
             q = ((xx - c[0]) / rx) ** 2 + ((yy - cy) / ry) ** 2
-            m = np.clip((1.0 - q) * 3.0, 0.0, 1.0) * self.anatomy.soft_tissue[y0:y1, x0:x1]
+            m = 0.92 * np.clip((1.0 - q) * 1.5, 0.0, 1.0) * self.anatomy.soft_tissue[y0:y1, x0:x1]
             dre -= m * self.src_re[y0:y1, x0:x1]
             dim -= m * self.src_im[y0:y1, x0:x1]
             # Microbubbles in the injectate: sparse bright moving scatterers.
-            bub = (frng.random(shape) < 0.01) & (m > 0.6)
-            dre += bub * frng.normal(0, 1.5, shape).astype(np.float32)
-            dim += bub * frng.normal(0, 1.5, shape).astype(np.float32)
+            bub = (frng.random(shape) < 0.003) & (m > 0.6)
+            dre += bub * frng.normal(0, 0.7, shape).astype(np.float32)
+            dim += bub * frng.normal(0, 0.7, shape).astype(np.float32)
             enh = 10 ** (np.minimum(np.cumsum(m, axis=0) * s * 1.2, 6.0) / 20)
             g[y0:y1, x0 - ox:x1 - ox] *= enh
             g[y1:, x0 - ox:x1 - ox] *= enh[-1]

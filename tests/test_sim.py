@@ -1,0 +1,203 @@
+"""The simulator's ground truth agrees with its pixels, is deterministic and follows the contract."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from guidance.cli import main as cli_main
+from guidance.contract import read_jsonl
+from guidance.geometry import polyline_y_at
+from guidance.sim import SCENARIOS, SimConfig, Simulator
+from guidance.sim.training import make_sample
+from guidance.sources import open_source
+
+SIZE = dict(width_px=320, height_px=256, fps=15.0)
+
+
+def _sim(scenario="insertion", seed=4, n=48, **kw):
+    return Simulator(SimConfig(scenario=scenario, seed=seed, n_frames=n, **{**SIZE, **kw}))
+
+
+def _line_profile(img, a, b, n=40):
+    """Mean brightness along the segment a->b (bilinear)."""
+    t = np.linspace(0, 1, n)
+    pts = (np.asarray(a)[None] * (1 - t)[:, None] + np.asarray(b)[None] * t[:, None]).astype(np.float32)
+    vals = cv2.remap(img.astype(np.float32), pts[:, 0].reshape(1, -1), pts[:, 1].reshape(1, -1), cv2.INTER_LINEAR)
+    return float(vals.mean())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_true_tip_lies_at_the_bright_end_of_the_needle(seed):
+    sim = _sim(seed=seed)
+    frames = [f for f in (sim.render(i) for i in range(10, len(sim), 6))
+              if f.truth["needle"] and f.truth["needle"]["tip_visible"]]
+    assert frames, "an in-plane insertion must show its tip"
+    for f in frames:
+        img = cv2.GaussianBlur(f.image, (0, 0), 1.0)
+        n = f.truth["needle"]
+        tip = np.array(n["tip_px"])
+        tail = np.array(n["shaft_px"][0])
+        d = (tip - tail) / np.hypot(*(tip - tail))
+        mm = 1.0 / f.spacing_mm[0]
+        inside = _line_profile(img, tip - 1.5 * mm * d, tip)       # last 1.5 mm of shaft
+        beyond = _line_profile(img, tip + 1.0 * mm * d, tip + 2.5 * mm * d)  # tissue ahead of the tip
+        assert inside > beyond + 25, (f.index, inside, beyond)
+        assert f.masks["needle"][int(round(tip[1])), int(round(tip[0]))] == 1
+
+
+def test_bone_surface_is_the_bright_line_above_the_shadow_and_cartilage_is_dark():
+    for seed, view in ((1, "trochlea"), (2, "condyle"), (3, "suprapatellar")):
+        f = _sim("no_needle", seed=seed, view=view).render(5)
+        img = f.image.astype(np.float32)
+        mm = 1.0 / f.spacing_mm[0]
+        bone = np.array(f.truth["target"]["bone_px"])
+        surf = np.array(f.truth["target"]["surface_px"])
+        xs = bone[:, 0].astype(int)
+        ys = bone[:, 1]
+        ok = ys + 4 * mm < img.shape[0]
+        xs, ys = xs[ok], ys[ok]
+        line = np.array([img[int(round(y)):int(round(y + 0.35 * mm)) + 1, x].max() for x, y in zip(xs, ys)])
+        shadow = np.array([img[int(y + 2 * mm):int(y + 4 * mm), x].mean() for x, y in zip(xs, ys)])
+        assert np.median(line) > np.median(shadow) + 60, view
+        # Cartilage band darker than the 2 mm of tissue above its top. Its edges
+        # glow with the blooming of the bright interfaces (as on real scans), so
+        # compare the band's core (0.4 mm in from either edge).
+        k = int(round(0.4 * mm))
+        core = cv2.erode(f.masks["cartilage"], np.ones((2 * k + 1, 1), np.uint8))
+        cart = img[core == 1]
+        assert cart.size > 200
+        above = np.concatenate([img[max(0, int(y - 2.5 * mm)):max(0, int(y - 0.5 * mm)), int(x)]
+                                for x, y in surf])
+        assert cart.mean() < above.mean() - 25, view
+        thick = f.truth["target"]["cartilage_thickness_mm"]
+        assert 1.0 <= thick <= 3.5
+
+
+def test_same_seed_same_frames_other_seed_other_frames():
+    a = _sim(seed=7).render(20)
+    b = _sim(seed=7).render(20)
+    c = _sim(seed=8).render(20)
+    assert np.array_equal(a.image, b.image) and a.truth == b.truth
+    assert all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
+    assert not np.array_equal(a.image, c.image)
+    # Rendering order does not matter.
+    sim = _sim(seed=7)
+    sim.render(40)
+    assert np.array_equal(sim.render(20).image, a.image)
+    assert np.array_equal(make_sample(5).image, make_sample(5).image)
+
+
+def _check_line(rec, spacing, w, h):
+    for k in ("frame", "t_s", "needle", "target", "trajectory"):
+        assert k in rec
+    json.dumps(rec, allow_nan=False)
+    n, t, tr = rec["needle"], rec["target"], rec["trajectory"]
+    if n:
+        tail, tip = n["shaft_px"]
+        assert tip == n["tip_px"] and n["confidence"] == 1.0
+        assert abs(n["angle_deg"] - math.degrees(math.atan2(tip[1] - tail[1], tip[0] - tail[0]))) < 0.05
+        assert -1 <= tip[0] <= w and -1 <= tip[1] <= h
+    if t:
+        for key in ("surface_px", "bone_px"):
+            xs = [p[0] for p in t[key]]
+            assert xs == sorted(xs) and len(xs) > 10
+        assert t["kind"] in ("cartilage", "bone")
+    if tr:
+        assert n and t
+        tip = np.array(n["tip_px"])
+        d = tip - np.array(n["shaft_px"][0])
+        ip = np.array(tr["intercept_px"])
+        v = ip - tip
+        assert abs(d[0] * v[1] - d[1] * v[0]) / np.hypot(*d) < 0.1   # on the needle's line
+        assert np.dot(v, d) >= -1e-6                                   # ahead of the tip
+        y_on_surface = polyline_y_at(np.array(t["surface_px"]), ip[0])
+        assert y_on_surface is not None and abs(y_on_surface - ip[1]) < 0.6
+        assert abs(tr["distance_mm"] - np.hypot(*(v * spacing))) < 0.05
+        assert 0 <= tr["approach_deg"] <= 90
+    if not n:
+        assert tr is None
+
+
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+def test_truth_lines_follow_the_contract(scenario, tmp_path):
+    out = tmp_path / scenario
+    rc = cli_main(["sim", "--scenario", scenario, "--seed", "3", "--frames", "30", "--size", "256x224",
+                   "--fps", "15", "--out", str(out)])
+    assert rc == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["scenario"] == scenario and meta["seed"] == 3 and meta["fps"] == 15
+    recs = list(read_jsonl(out / "truth.jsonl"))
+    frames = sorted((out / "frames").glob("*.png"))
+    assert len(recs) == len(frames) == 30
+    assert [r["frame"] for r in recs] == list(range(30))
+    img = cv2.imread(str(frames[0]), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (224, 256) and img.dtype == np.uint8
+    spacing = np.array(meta["spacing_mm"])
+    for r in recs:
+        _check_line(r, spacing, 256, 224)
+    seen = [r["needle"] is not None for r in recs]
+    if scenario == "no_needle":
+        assert not any(seen)
+    else:
+        assert sum(seen) > 10
+
+
+def test_out_of_plane_loses_the_tip_and_finds_it_again():
+    sim = _sim("out_of_plane", seed=2, n=60)
+    vis = [bool(f.truth["needle"] and f.truth["needle"]["tip_visible"]) for f in sim.frames()]
+    first_lost = vis.index(False, vis.index(True))
+    assert True in vis[first_lost:], "tip never found again"
+    lost = sim.render(first_lost)
+    # When the tip is out of plane, the true tip has no bright echo in the frame.
+    tip = np.array(lost.truth["sim"]["true_tip_px"])
+    if 0 <= tip[0] < 320 and 0 <= tip[1] < 256 and lost.truth["needle"] is None:
+        assert lost.masks["needle"].sum() == 0
+
+
+def test_synthetic_source_offline_is_finite_and_carries_spacing():
+    src = open_source("sim:3", realtime=False, size_px=(256, 192), fps=15)
+    with src:
+        assert not src.is_live
+        frames = []
+        while (fr := src.read()) is not None:
+            frames.append(fr)
+    assert len(frames) == len(src) == 120  # the scenario's 8 s at 15 fps
+    assert frames[0].image.shape == (192, 256) and frames[0].spacing_mm[1] == pytest.approx(30.0 / 192)
+    assert [f.seq for f in frames] == list(range(len(frames)))
+    assert src.last_truth["frame"] == len(frames) - 1
+    live = open_source("sim:steep:5", size_px=(64, 64))
+    assert live.is_live and live.scenario == "steep" and live.seed == 5
+
+
+def test_bad_sim_specs_and_arguments_are_user_errors(tmp_path, capsys):
+    from guidance.errors import InputError
+    with pytest.raises(InputError):
+        open_source("sim:bogus:3")
+    with pytest.raises(InputError):
+        open_source("sim:1:2:3")
+    assert cli_main(["sim", "--size", "12by4", "--out", str(tmp_path / "x")]) == 2
+    assert "--size" in capsys.readouterr().err
+
+
+def test_make_sample_masks_match_truth():
+    for seed in range(12):
+        f = make_sample(seed, (256, 224))
+        assert f.image.shape == (224, 256) and f.image.dtype == np.uint8
+        for k in ("needle", "bone", "cartilage"):
+            assert f.masks[k].shape == (224, 256) and set(np.unique(f.masks[k])) <= {0, 1}
+        rx, ry, rw, rh = f.truth["region_px"]
+        assert 0 <= rx and 0 <= ry and rx + rw <= 256 and ry + rh <= 224
+        bone = np.array(f.truth["target"]["bone_px"]) if f.truth["target"] else np.zeros((0, 2))
+        for x, y in np.round(bone[::5]).astype(int):
+            if 0 <= y < 224 and 0 <= x < 256:
+                assert f.masks["bone"][max(y - 2, 0):y + 3, max(x - 2, 0):x + 3].any()
+        if f.tip_px is not None:
+            x, y = np.round(f.tip_px).astype(int)
+            assert f.masks["needle"][max(y - 2, 0):y + 3, max(x - 2, 0):x + 3].any()
+        else:
+            assert f.truth["needle"] is None
