@@ -252,3 +252,28 @@ def test_truncated_and_non_dicom_files(tmp_path):
     junk.write_bytes(b"hello, not dicom at all" * 20)
     with pytest.raises(InputError, match="not a DICOM file"):
         DicomSource(str(junk)).open()
+
+
+def test_malformed_phi_values_do_not_leak_through_pydicom_warnings(tmp_path, caplog):
+    import warnings
+
+    import pydicom
+
+    path = write_dicom(tmp_path / "odd.dcm", _frames(2))
+    ds = pydicom.dcmread(path)
+    ds.PatientName = (PATIENT_NAME + "^") * 12  # longer than PN allows: pydicom warns, quoting the value
+    ds.PatientBirthDate = "1958-03-12 " + PATIENT_ID  # not a DA value
+    ds.AccessionNumber = "ACC123987" * 5
+    ds.StudyInstanceUID = f"1.2.{PATIENT_ID}.Quorra"  # a broken UID: pydicom's warning quotes it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(path)
+    caplog.clear()  # pydicom logged the values while this test wrote them; only reading counts
+    with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        src = DicomSource(str(path))
+        frames = _read_all(src)
+    assert len(frames) == 2
+    text = caplog.text + " ".join(str(w.message) for w in caught) + json.dumps(src.metadata)
+    for phi in PHI_STRINGS:
+        assert phi.lower() not in text.lower()

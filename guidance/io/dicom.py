@@ -29,8 +29,10 @@ Spacing comes from the first 2-D tissue region of ``SequenceOfUltrasoundRegions`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,23 @@ PHI_KEYWORDS = {
 }
 KEEP_UIDS = {"SOPClassUID", "TransferSyntaxUID", "MediaStorageSOPClassUID", "ReferencedSOPClassUID"}
 PHI_VRS = {"PN", "DA", "DT", "TM"}
+
+
+@contextlib.contextmanager
+def quiet_pydicom():
+    """Silence pydicom's warnings and log lines while it reads: they quote element values (names!)."""
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name == "pydicom" or name.startswith("pydicom.")] or [logging.getLogger("pydicom")]
+    saved = [lg.disabled for lg in loggers]
+    for lg in loggers:
+        lg.disabled = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, was in zip(loggers, saved):
+            lg.disabled = was
 
 
 def strip_phi(ds) -> None:
@@ -127,7 +146,8 @@ def _read_dataset(path: Path, stop_before_pixels: bool = False):
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
+        with quiet_pydicom():
+            return pydicom.dcmread(str(path), stop_before_pixels=stop_before_pixels)
     except InvalidDicomError:
         raise InputError(f"{path}: not a DICOM file") from None
     except (OSError, EOFError) as exc:
@@ -140,12 +160,23 @@ class _DicomFile:
     """One de-identified DICOM file with image pixels: frames decoded on demand."""
 
     def __init__(self, path: Path) -> None:
+        self.path = path
+        ds = _read_dataset(path)
+        try:
+            with quiet_pydicom():
+                strip_phi(ds)  # also parses every element: malformed ones fail here, not later
+                self._inspect(ds)
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - malformed elements raise many kinds of errors
+            raise InputError(f"{path}: malformed DICOM data ({type(exc).__name__})") from None
+        self._all: np.ndarray | None = None
+
+    def _inspect(self, ds) -> None:
         import pydicom.pixels
 
-        self.path = path
+        path = self.path
         where = str(path)
-        ds = _read_dataset(path)
-        strip_phi(ds)
         self.ds = ds
         modality = str(ds.get("Modality", "") or "").strip().upper()
         self.modality = modality
@@ -175,29 +206,36 @@ class _DicomFile:
                 raise InputError(f"{where}: cannot decode transfer syntax {tsyntax.name} here "
                                  f"(needs one of: {'; '.join(decoder.missing_dependencies) or 'a decoder plugin'})")
         self.regions = ultrasound_regions(ds, where)
-        self._all: np.ndarray | None = None
 
     def decode(self, index: int) -> np.ndarray:
         """Frame ``index`` as stored: (H, W) grey or (H, W, 3) RGB."""
-        import pydicom.pixels
-
         try:
-            if not self.ds.file_meta.TransferSyntaxUID.is_compressed:
-                if self._all is None:  # native data: one view of the whole buffer, frames sliced from it
-                    self._all = self.ds.pixel_array
-                    if self.frames == 1:
-                        self._all = self._all[np.newaxis]
-                img = self._all[index]
-            else:
-                img = pydicom.pixels.pixel_array(self.ds, index=index)
+            with quiet_pydicom():
+                img = self._decode(index)
         except InputError:
             raise
-        except Exception as exc:  # truncated or corrupt pixel data
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
             raise InputError(f"{self.path}: cannot decode frame {index} ({type(exc).__name__})") from None
+        if img.ndim not in (2, 3) or img.shape[:2] != (self.rows, self.cols):
+            raise InputError(f"{self.path}: frame {index} decodes to shape {img.shape}, "
+                             f"expected {self.rows}x{self.cols}")
+        return img
+
+    def _decode(self, index: int) -> np.ndarray:
+        import pydicom.pixels
+
+        if self.ds.file_meta.TransferSyntaxUID.is_compressed:
+            img = pydicom.pixels.pixel_array(self.ds, index=index)
+        else:
+            if self._all is None:  # native data: one array over the whole buffer, frames sliced from it
+                self._all = self.ds.pixel_array
+                if self.frames == 1:
+                    self._all = self._all[np.newaxis]
+            img = self._all[index]
         if self.photometric == "PALETTE COLOR":
             img = pydicom.pixels.apply_color_lut(img, self.ds)
-        elif self.photometric == "MONOCHROME1":
-            img = img.max() - img if img.dtype.kind != "u" else np.iinfo(img.dtype).max - img
+        elif self.photometric == "MONOCHROME1":  # 0 is white: invert
+            img = (np.iinfo(img.dtype).max - img) if img.dtype.kind in "ui" else img.max() - img
         return img
 
 
@@ -286,6 +324,17 @@ class DicomSource(SourceBase):
     def open(self) -> None:
         if self._files is not None:
             return
+        try:
+            with quiet_pydicom():
+                self._open()
+        except InputError:
+            self._files = None
+            raise
+        except Exception as exc:  # noqa: BLE001 - malformed values surface as many exception types
+            self._files = None
+            raise InputError(f"{self.name}: malformed DICOM data ({type(exc).__name__})") from None
+
+    def _open(self) -> None:
         paths = _list_series(self.path) if self.path.is_dir() else [self.path]
         files = [_DicomFile(p) for p in paths]
         first = files[0]
