@@ -277,3 +277,15 @@ def test_malformed_phi_values_do_not_leak_through_pydicom_warnings(tmp_path, cap
     text = caplog.text + " ".join(str(w.message) for w in caught) + json.dumps(src.metadata)
     for phi in PHI_STRINGS:
         assert phi.lower() not in text.lower()
+
+
+def test_dicom_info_command_prints_no_phi(tmp_path, capsys):
+    from guidance.cli import main
+
+    path = write_dicom(tmp_path / "info.dcm", _frames(2))
+    assert main(["dicom-info", str(path)]) == 0
+    out = capsys.readouterr().out
+    info = json.loads(out)
+    assert info["frames"] == 2 and info["model"] == "Probe9000" and info["deidentified"] is True
+    for phi in PHI_STRINGS:
+        assert phi.lower() not in out.lower()

@@ -244,3 +244,39 @@ def test_dead_peer_is_dropped_and_port_in_use_is_clear():
         assert sender.clients == 0
         with pytest.raises(InputError, match="cannot listen"):
             IgtlResultSender(port=sender.port)
+
+
+def test_our_image_server_speaks_to_pyigtl_and_to_our_source(restore_signals):
+    from guidance.io.igtl import IgtlImageServer
+
+    image = pattern(9)
+    frame = Frame(image, 0.0, 0, 0, (0.085, 0.09), "test")
+    with IgtlImageServer(port=0) as server:
+        client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=server.port)
+        try:
+            assert server.wait_for_client(5)
+            msg = None
+            deadline = time.monotonic() + 5
+            while msg is None and time.monotonic() < deadline:
+                server.send_frame(frame)
+                msg = client.wait_for_message("Image_Reference", timeout=0.1)
+        finally:
+            client.stop()
+        assert msg is not None and np.array_equal(msg.image[0], image)
+        assert np.linalg.norm(msg.ijk_to_world_matrix[:3, 0]) == pytest.approx(0.085, abs=1e-6)
+        with IgtlSource(f"igtl://127.0.0.1:{server.port}", timeout_s=0.2) as src:
+            stop = threading.Event()
+
+            def pump():
+                while not stop.is_set():
+                    server.send_frame(frame)
+                    time.sleep(0.02)
+
+            t = threading.Thread(target=pump, daemon=True)
+            t.start()
+            try:
+                got, _ = read_until(src, lambda f: True)
+            finally:
+                stop.set()
+                t.join(2)
+    assert np.array_equal(got.image, image) and got.spacing_mm == (0.085, 0.09)

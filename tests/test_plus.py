@@ -217,3 +217,17 @@ def test_bad_inputs_to_writer(tmp_path):
         write_sequence(tmp_path / "a.mha", _gradient_frames(3), {"X": [np.eye(3)] * 3})
     with pytest.raises(InputError):
         write_sequence(tmp_path / "a.avi", _gradient_frames(3))
+
+
+def test_plus_info_command(shared_data, capsys):
+    import json
+
+    from guidance.cli import main
+
+    assert main(["plus-info", str(shared_data / BONE)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["frames"] == 21 and info["size_px"] == [820, 616]
+    assert set(info["transforms"]) == {"ProbeToTracker", "ReferenceToTracker", "StylusToTracker"}
+    assert main(["plus-info", str(shared_data / "plus" / "LICENSE_PlusLibData.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "LICENSE_PlusLibData.txt" in err[0]

@@ -150,7 +150,7 @@ def image_to_frame_parts(message) -> tuple[np.ndarray, tuple[float, float] | Non
     sx, sy = float(np.linalg.norm(m[:3, col_x])), float(np.linalg.norm(m[:3, col_y]))
     spacing = None
     if all(math.isfinite(v) and v > 0 for v in (sx, sy)) and not (abs(sx - 1) < 1e-9 and abs(sy - 1) < 1e-9):
-        spacing = (sx, sy)  # exactly 1 x 1 is a sender's placeholder, as in PLUS files
+        spacing = (float(f"{sx:.6g}"), float(f"{sy:.6g}"))  # float32 on the wire; 1 x 1 is a placeholder
     return img, spacing
 
 
@@ -323,6 +323,134 @@ def _status_text(result: FrameResult) -> str:
     return " | ".join(parts)
 
 
+class IgtlServer:
+    """A TCP server that sends OpenIGTLink bytes to every connected peer.
+
+    Binds ``host:port`` (127.0.0.1 by default; port 0 picks a free one, see
+    ``port``). Accepts any number of peers, discards what they send (Slicer's
+    STATUS, ...), and drops a peer that closed or stopped reading.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_RESULT_PORT, *, send_timeout_s: float = 0.5,
+                 what: str = "OpenIGTLink server") -> None:
+        self.send_timeout_s = float(send_timeout_s)
+        try:
+            self._server = socket.create_server((host, int(port)))
+        except OSError as exc:
+            raise InputError(f"{what}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+        self._server.settimeout(0.2)
+        self.address = self._server.getsockname()[:2]
+        self.host, self.port = self.address
+        self._clients: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._accept_thread = threading.Thread(target=self._accept_loop, name="igtl-accept", daemon=True)
+        self._accept_thread.start()
+        log.info("%s on %s:%d", what, self.host, self.port)
+
+    @property
+    def clients(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def wait_for_client(self, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while not self.clients and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.01)
+        return self.clients > 0
+
+    def broadcast(self, payload: bytes) -> int:
+        """Send ``payload`` to every peer; returns how many got it."""
+        self._drain()
+        with self._lock:
+            clients = list(self._clients)
+        sent = 0
+        for conn in clients:
+            try:
+                conn.sendall(payload)
+                sent += 1
+            except (socket.timeout, OSError) as exc:
+                self._drop(conn, f"not reading ({type(exc).__name__})")
+        return sent
+
+    def close(self) -> None:
+        self._stop.set()
+        self._accept_thread.join(timeout=2.0)
+        self._server.close()
+        with self._lock:
+            for c in self._clients:
+                c.close()
+            self._clients.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, peer = self._server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.settimeout(self.send_timeout_s)
+            with self._lock:
+                self._clients.append(conn)
+            log.info("OpenIGTLink peer connected from %s:%d", *peer[:2])
+
+    def _drop(self, conn: socket.socket, why: str) -> None:
+        with self._lock:
+            if conn in self._clients:
+                self._clients.remove(conn)
+        conn.close()
+        log.info("OpenIGTLink peer dropped: %s", why)
+
+    def _drain(self) -> None:
+        """Read and discard what peers send; notice the ones that left."""
+        with self._lock:
+            clients = list(self._clients)
+        if not clients:
+            return
+        try:
+            readable, _, _ = select.select(clients, [], [], 0)
+        except (OSError, ValueError):
+            readable = clients
+        for conn in readable:
+            try:
+                if not conn.recv(1 << 16):
+                    self._drop(conn, "closed the connection")
+            except socket.timeout:
+                pass
+            except OSError as exc:
+                self._drop(conn, str(exc))
+
+
+class IgtlImageServer(IgtlServer):
+    """Serves frames as OpenIGTLink IMAGE messages, as a PLUS server does (port 18944 by default).
+
+    ``send_frame(frame)`` packs the grey frame with its spacing in the IMAGE
+    matrix (identity when unknown) and the current time as timestamp.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_IMAGE_PORT, *, device_name: str = "Image_Reference",
+                 **kw) -> None:
+        super().__init__(host, port, what="OpenIGTLink image server", **kw)
+        self.device_name = device_name
+
+    def send_frame(self, frame, timestamp: float | None = None) -> int:
+        from pyigtl import ImageMessage
+
+        sx, sy = frame.spacing_mm or (1.0, 1.0)
+        matrix = np.diag([sx, sy, 1.0, 1.0])
+        msg = ImageMessage(frame.image[np.newaxis], ijk_to_world_matrix=matrix, device_name=self.device_name,
+                           timestamp=time.time() if timestamp is None else timestamp)
+        return self.broadcast(msg.pack())
+
+
 class IgtlResultSender:
     """Publishes guidance results over OpenIGTLink for 3D Slicer (OpenIGTLinkIF, as client).
 
@@ -348,31 +476,18 @@ class IgtlResultSender:
         if units not in ("px", "mm"):
             raise InputError(f"units {units!r}: expected 'px' or 'mm'")
         self.units = units
-        self.send_timeout_s = float(send_timeout_s)
-        try:
-            self._server = socket.create_server((host, int(port)), reuse_port=False)
-        except OSError as exc:
-            raise InputError(f"OpenIGTLink result server: cannot listen on {host}:{port} "
-                             f"({exc.strerror or exc})") from None
-        self._server.settimeout(0.2)
-        self.address = self._server.getsockname()[:2]
-        self.host, self.port = self.address
-        self._clients: list[socket.socket] = []
-        self._lock = threading.Lock()
+        self.server = IgtlServer(host, port, send_timeout_s=send_timeout_s, what="OpenIGTLink results")
+        self.address, self.host, self.port = self.server.address, self.server.host, self.server.port
         self._cond = threading.Condition()
         self._pending: FrameResult | None = None
         self._stop = threading.Event()
         self.sent = 0
-        self._threads = [threading.Thread(target=self._accept_loop, name="igtl-accept", daemon=True),
-                         threading.Thread(target=self._send_loop, name="igtl-send", daemon=True)]
-        for t in self._threads:
-            t.start()
-        log.info("OpenIGTLink results on %s:%d", self.host, self.port)
+        self._thread = threading.Thread(target=self._send_loop, name="igtl-send", daemon=True)
+        self._thread.start()
 
     @property
     def clients(self) -> int:
-        with self._lock:
-            return len(self._clients)
+        return self.server.clients
 
     def send(self, result: FrameResult) -> None:
         """Queue ``result`` for sending (replaces one not yet sent). Safe to call from any thread."""
@@ -386,13 +501,8 @@ class IgtlResultSender:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        for t in self._threads:
-            t.join(timeout=2.0)
-        self._server.close()
-        with self._lock:
-            for c in self._clients:
-                c.close()
-            self._clients.clear()
+        self._thread.join(timeout=2.0)
+        self.server.close()
 
     def __enter__(self) -> "IgtlResultSender":
         return self
@@ -445,66 +555,19 @@ class IgtlResultSender:
             out.append(StringMessage(text, timestamp=now, device_name="GuidanceRecord"))
         return out
 
-    # --- threads ------------------------------------------------------------------------------
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, peer = self._server.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.settimeout(self.send_timeout_s)
-            with self._lock:
-                self._clients.append(conn)
-            log.info("OpenIGTLink peer connected from %s:%d", *peer[:2])
-
-    def _drop(self, conn: socket.socket, why: str) -> None:
-        with self._lock:
-            if conn in self._clients:
-                self._clients.remove(conn)
-        conn.close()
-        log.info("OpenIGTLink peer dropped: %s", why)
-
-    def _drain(self) -> None:
-        """Read and discard what peers send (Slicer's STATUS, ...); notice the ones that left."""
-        with self._lock:
-            clients = list(self._clients)
-        if not clients:
-            return
-        try:
-            readable, _, _ = select.select(clients, [], [], 0)
-        except (OSError, ValueError):
-            readable = clients
-        for conn in readable:
-            try:
-                if not conn.recv(1 << 16):
-                    self._drop(conn, "closed the connection")
-            except socket.timeout:
-                pass
-            except OSError as exc:
-                self._drop(conn, str(exc))
-
     def _send_loop(self) -> None:
         while not self._stop.is_set():
             with self._cond:
                 if self._pending is None:
                     self._cond.wait(0.2)
                 result, self._pending = self._pending, None
-            self._drain()
             if result is None:
+                self.server.broadcast(b"")  # notices peers that left
                 continue
             try:
                 payload = b"".join(m.pack() for m in self.messages_for(result))
             except Exception:  # noqa: BLE001 - a result we cannot encode must not stop the sender
                 log.exception("cannot encode result of frame %d for OpenIGTLink", result.frame.index)
                 continue
-            with self._lock:
-                clients = list(self._clients)
-            for conn in clients:
-                try:
-                    conn.sendall(payload)
-                except (socket.timeout, OSError) as exc:
-                    self._drop(conn, f"not reading ({type(exc).__name__})")
+            self.server.broadcast(payload)
             self.sent += 1

@@ -1,0 +1,93 @@
+"""Interoperability commands: inspect PLUS and DICOM files, serve frames over OpenIGTLink.
+
+- ``guidance plus-info FILE``: frames, size, orientation, spacing, timing,
+  transforms and custom fields of a PLUS sequence (JSON).
+- ``guidance dicom-info FILE|FOLDER``: the de-identified metadata of an
+  ultrasound DICOM file or series (JSON); nothing identifying is printed.
+- ``guidance igtl-send INPUT``: serve the frames of any input as OpenIGTLink
+  IMAGE messages, as a PLUS server would (for trying ``guidance live --source
+  igtl://...`` or 3D Slicer without a scanner).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ._args import positive_float, spacing_arg
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("plus-info", help="describe a PLUS sequence file (.mha .mhd .nrrd) as JSON")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(func=_plus_info)
+
+    p = subparsers.add_parser("dicom-info", help="de-identified metadata of an ultrasound DICOM file or series")
+    p.add_argument("path", metavar="FILE|FOLDER")
+    p.set_defaults(func=_dicom_info)
+
+    p = subparsers.add_parser(
+        "igtl-send", help="serve the frames of INPUT as OpenIGTLink IMAGE messages (like a PLUS server)",
+        description="Serve the frames of INPUT (any input 'guidance detect' reads, or 'sim') as OpenIGTLink "
+                    "IMAGE messages to every peer that connects, at the input's frame rate.")
+    p.add_argument("input", metavar="INPUT")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=18944, help="TCP port (default 18944, PLUS's)")
+    p.add_argument("--device", default="Image_Reference", help="device name of the IMAGE messages")
+    p.add_argument("--fps", type=positive_float, default=None, help="frame rate (default: the input's, else 30)")
+    p.add_argument("--spacing", type=spacing_arg, default=None, metavar="MM|SX,SY", help="pixel spacing to send")
+    p.add_argument("--loop", action="store_true", help="start again at the end of a file")
+    p.add_argument("--count", type=int, default=None, help="stop after this many frames")
+    p.set_defaults(func=_igtl_send)
+
+
+def _plus_info(args: argparse.Namespace) -> int:
+    from ..io.plus import describe, read_sequence
+
+    with read_sequence(args.file) as seq:
+        print(json.dumps(describe(seq), indent=2))
+    return 0
+
+
+def _dicom_info(args: argparse.Namespace) -> int:
+    from ..io.dicom import DicomSource
+
+    src = DicomSource(args.path)
+    src.open()
+    try:
+        print(json.dumps(src.metadata, indent=2))
+    finally:
+        src.close()
+    return 0
+
+
+def _igtl_send(args: argparse.Namespace) -> int:
+    from ..io.igtl import IgtlImageServer
+    from ..sources import open_source
+
+    options = {"realtime": False, "loop": args.loop}
+    if args.spacing is not None:
+        options["spacing_mm"] = args.spacing
+    source = open_source(args.input, **options)
+    with source, IgtlImageServer(args.host, args.port, device_name=args.device) as server:
+        fps = args.fps or source.nominal_fps or 30.0
+        print(f"serving {source.name} on igtl://{server.host}:{server.port} at {fps:.1f} fps "
+              f"(device {args.device}); Ctrl-C stops", file=sys.stderr)
+        period = 1.0 / fps
+        due = time.monotonic()
+        sent = 0
+        while args.count is None or sent < args.count:
+            frame = source.read()
+            if frame is None:
+                break
+            due += period
+            wait = due - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            else:
+                due = time.monotonic()
+            server.send_frame(frame)
+            sent += 1
+    return 0
