@@ -30,8 +30,9 @@ def _background_level(image_u8: np.ndarray) -> int:
 
 
 def _content_mask(image_u8: np.ndarray) -> np.ndarray:
-    level = min(_background_level(image_u8) + _NOISE_LEVELS, 254)
-    return cv2.threshold(image_u8, level, 255, cv2.THRESH_BINARY)[1]
+    """255 where a pixel differs from the flat background (darker or brighter), else 0."""
+    away = cv2.absdiff(image_u8, np.full_like(image_u8, _background_level(image_u8)))
+    return cv2.threshold(away, _NOISE_LEVELS, 255, cv2.THRESH_BINARY)[1]
 
 
 def _largest_piece(mask_u8: np.ndarray, min_side: int) -> tuple[int, int, int, int] | None:
@@ -61,14 +62,20 @@ def _refine(mask_u8: np.ndarray, box_px: tuple[int, int, int, int], margin_px: i
     x0, y0, x1, y1 = x, y, min(width, x + w), min(height, y + h)
     if x1 - x0 < 2 * margin_px + 2 or y1 - y0 < 2 * margin_px + 2:
         return ImagingRegion(x0, y0, max(1, x1 - x0), max(1, y1 - y0))
-    inner = mask_u8[y0 + margin_px:y1 - margin_px, :]
-    cols = inner.any(axis=0)
-    inner = mask_u8[:, x0 + margin_px:x1 - margin_px]
-    rows = inner.any(axis=1)
+    # Share of content pixels in each column (row) across the box: text and labels beside the
+    # image fill a small share, image columns a large one. Deep tissue at the bottom may be
+    # nearly black, so the bottom edge only asks for a little content.
+    col_share = mask_u8[y0 + margin_px:y1 - margin_px, :].mean(axis=0) / 255.0
+    row_share = mask_u8[:, x0 + margin_px:x1 - margin_px].mean(axis=1) / 255.0
+    col_ref = float(np.median(col_share[x0 + margin_px:x1 - margin_px]))
+    row_ref = float(np.median(row_share[y0 + margin_px:y1 - margin_px]))
+    cols = col_share >= max(0.3 * col_ref, 1e-6)
+    rows_strict = row_share >= max(0.3 * row_ref, 1e-6)
+    rows_faint = row_share >= min(0.02, 0.3 * row_ref) + 1e-6
     left = _walk(cols, x0 + margin_px, -1, max(0, x0 - reach_px), max_gap_px)
     right = _walk(cols, x1 - 1 - margin_px, +1, min(width - 1, x1 - 1 + reach_px), max_gap_px)
-    top = _walk(rows, y0 + margin_px, -1, max(0, y0 - reach_px), max_gap_px)
-    bottom = _walk(rows, y1 - 1 - margin_px, +1, min(height - 1, y1 - 1 + reach_px), max_gap_px)
+    top = _walk(rows_strict, y0 + margin_px, -1, max(0, y0 - reach_px), max_gap_px)
+    bottom = _walk(rows_faint, y1 - 1 - margin_px, +1, min(height - 1, y1 - 1 + reach_px), max_gap_px)
     return ImagingRegion(left, top, right - left + 1, bottom - top + 1)
 
 
