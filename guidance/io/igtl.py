@@ -183,7 +183,7 @@ class IgtlSource(SourceBase):
 
     is_live = True
 
-    def __init__(self, spec, *, device_name: str | None = None, timeout_s: float = 2.0, spacing_mm=None,
+    def __init__(self, spec, *, device_name: str | None = None, timeout_s: float = 1.0, spacing_mm=None,
                  max_backoff_s: float = 2.0, **_ignored) -> None:
         super().__init__()
         from ..sources.opencv import as_spacing

@@ -186,7 +186,7 @@ class MetaPixels:
             raise IndexError(index)
         shape = (h.height_px, h.width_px) + ((h.channels,) if h.channels > 1 else ())
         if self._mmap is not None:
-            return np.asarray(self._mmap[index])
+            return np.array(self._mmap[index])  # a copy in memory: frames outlive the file mapping
         if index < self._buf_frame:  # going back: inflate again from the start
             self._restart()
         fb = h.frame_bytes
