@@ -168,6 +168,7 @@ class LivePipeline:
         self._generation = 0
         self._processor: threading.Thread | None = None
         self._capture_done = False
+        self._fatal_message: str | None = None  # the source cannot be used: stays in "error"
 
         self._state = "starting"
         self._message = ""
@@ -372,12 +373,15 @@ class LivePipeline:
                     self._cond.notify_all()
 
     def _fatal(self, exc: Exception, source) -> bool:
-        """A file that cannot be used will not get better by retrying: report it and end.
+        """A bad file or setting will not get better by retrying: report it and end.
 
-        Live sources (devices, streams) are retried whatever went wrong.
+        A lost device or stream (:class:`SourceDisconnected`) and anything
+        unexpected are retried with backoff instead.
         """
-        if isinstance(exc, GuidanceError) and not isinstance(exc, SourceDisconnected) \
-                and not getattr(source, "is_live", False):
+        if isinstance(exc, GuidanceError) and not isinstance(exc, SourceDisconnected):
+            log.error("%s: %s", getattr(source, "name", "source"), exc)
+            with self._cond:
+                self._fatal_message = str(exc)
             self._set_state("error", str(exc))
             return True
         return False
@@ -410,7 +414,9 @@ class LivePipeline:
                 if self._stop.is_set():
                     return
                 if self._slot is None:  # capture finished and everything is processed
-                    if self._state != "error":
+                    if self._fatal_message is not None:
+                        self._state, self._message = "error", self._fatal_message
+                    else:
                         self._state, self._message = "ended", f"{self._source_name}: end of input"
                     return
                 frame, received_s = self._slot
@@ -431,7 +437,7 @@ class LivePipeline:
                 if failed is not None:
                     self._stage_errors += 1
                     self._state, self._message = "error", f"processing failed: {_reason(failed)}"
-                elif self._state != "running" and self._state != "stopped":
+                elif self._state not in ("running", "stopped") and self._fatal_message is None:
                     self._state, self._message = "running", ""
             if failed is not None:
                 log.error("stage failed on frame %d", frame.seq, exc_info=failed)
@@ -444,7 +450,7 @@ class LivePipeline:
 
     def _check_stall(self, now: float) -> None:
         """Called with the lock held while no frame is waiting."""
-        if self._stop.is_set() or not self._running.is_set() or self._state == "error":
+        if self._stop.is_set() or not self._running.is_set() or self._fatal_message is not None:
             return
         waited = now - self._stall_ref_s
         if waited < self.stall_timeout_s:

@@ -327,3 +327,22 @@ def test_garbage_frame_object_is_refused_with_a_reason():
     source = CountingSource(1)
     with pytest.raises(FrameFormatError, match="test source"):
         source.make_frame(np.zeros((2, 2), np.uint8), 0.0, 0)
+
+
+def test_paced_folder_with_a_corrupt_file_stops_with_its_name(tmp_path):
+    import cv2
+
+    from guidance.sources import open_source
+
+    for i in range(4):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((32, 32), 40 * i, np.uint8))
+    (tmp_path / "f2.png").write_bytes(b"corrupt")
+    record = Record()
+    pipeline = LivePipeline(lambda: open_source(str(tmp_path), realtime=True, fps=100), [],
+                            initial_backoff_s=0.01)
+    pipeline.add_consumer(record)
+    with pipeline:
+        wait_until(lambda: pipeline.status().state == "error", what="error state")
+    assert "f2.png" in pipeline.status().message
+    assert [r.frame.index for r in record.results][-1] == 1  # the frames before it were shown
+    assert pipeline_threads() == []
