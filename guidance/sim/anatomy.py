@@ -197,7 +197,7 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     het = np.exp(rng.uniform(0.25, 0.5) * smooth_noise(rng, shape, rng.uniform(2.5, 5) * px, rng.uniform(1, 2.5) * px))
     echo = np.empty(shape, np.float32)
     dermis = 0.9 * np.exp(0.3 * smooth_noise(rng, shape, 1.5 * px, 0.5 * px))
-    fat = 0.3 + 1.2 * _fragments(rng, shape, px, rng.uniform(3, 8), rng.uniform(0.6, 1.5), rng.uniform(0.06, 0.12))
+    fat = 0.35 + 0.8 * _fragments(rng, shape, px, rng.uniform(3, 8), rng.uniform(0.6, 1.5), rng.uniform(0.06, 0.12))
     if view != "condyle" and rng.random() < 0.7:  # quadriceps tendon: parallel fibrils
         fib = smooth_noise(rng, shape, rng.uniform(3, 8) * px, max(rng.uniform(0.1, 0.25) * px, 1.0))
         mid = 0.55 * np.exp(0.9 * fib)
@@ -207,7 +207,7 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
         m = np.float32([[1, 0, 0], [shear, 1, -shear * w / 2]])
         streak = cv2.warpAffine(streak, m, (w, h), borderMode=cv2.BORDER_REFLECT)
         mid = 0.3 + 0.8 * level_lines(streak, 0.1) * (smooth_noise(rng, shape, 3 * px, 3 * px) > -0.2)
-    deep = rng.uniform(0.3, 0.6) + 0.9 * _fragments(rng, shape, px, rng.uniform(2, 6), rng.uniform(0.6, 2.0), 0.1)
+    deep = rng.uniform(0.3, 0.6) + 0.6 * _fragments(rng, shape, px, rng.uniform(2, 6), rng.uniform(0.6, 2.0), 0.1)
     bone_inner = np.float32(rng.uniform(0.3, 0.7))  # cancellous bone: plain speckle, shadowed
     level = rng.uniform(0.6, 1.5, 6)  # each layer's own echogenicity
     cart_echo = rng.uniform(0.04, 0.12)  # hyaline cartilage: nearly anechoic, a faint grain
@@ -235,9 +235,12 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     deposit_curve(specular, y_fat, rng.uniform(0.3, 1.0) * _broken(rng, w, px))
     deposit_curve(specular, y_mid, rng.uniform(0.2, 0.8) * _broken(rng, w, px))
     aniso = cos_slope ** rng.uniform(1.5, 4.0)  # specular echoes fade as the surface tilts
-    deposit_curve(specular, cart_top, rng.uniform(0.8, 1.8) * aniso * np.exp(0.3 * smooth_curve(rng, w, 1.5 * px)))
-    bone_amp = rng.uniform(3.0, 6.0) * aniso * np.exp(0.4 * smooth_curve(rng, w, max(0.5 * px, 1.0)))
-    for depth_mm, k in ((0.0, 1.0), (0.12, 0.4), (0.25, 0.12)):  # cortex thickness
+    # Bone reflects far more than the soft tissue / cartilage interface above it.
+    bone_base = rng.uniform(1.5, 3.5)
+    cart_amp = bone_base * rng.uniform(0.2, 0.45) * aniso * np.exp(0.3 * smooth_curve(rng, w, 1.5 * px))
+    deposit_curve(specular, cart_top, cart_amp)
+    bone_amp = bone_base * aniso * np.exp(0.4 * smooth_curve(rng, w, max(0.5 * px, 1.0)))
+    for depth_mm, k in ((0.0, 1.0), (0.1, 0.35)):  # cortex thickness
         deposit_curve(specular, bone_y + depth_mm * px, bone_amp * k)
 
     # --- transmission: bone shadow, enhancement under fluid and cartilage -------

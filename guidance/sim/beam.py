@@ -66,9 +66,9 @@ class Probe:
             frequency_mhz=f,
             focus_mm=depth_mm * rng.uniform(0.3, 0.7),
             # Scanners resolve worse than the textbook limit (apodisation, display filters):
-            # the real knee frames show speckle about 0.25 mm deep and 0.5 mm wide.
-            axial_fwhm_mm=wl * rng.uniform(1.6 - 0.4 * (spread - 1), 2.6 + 0.8 * (spread - 1)),
-            lateral_fwhm_focus_mm=wl * rng.uniform(3.0 - 0.6 * (spread - 1), 4.5 + 2.0 * (spread - 1)),
+            # the real knee frames show speckle about 0.2 mm deep and 0.6-1 mm wide.
+            axial_fwhm_mm=wl * rng.uniform(1.2 - 0.2 * (spread - 1), 1.8 + 0.8 * (spread - 1)),
+            lateral_fwhm_focus_mm=wl * rng.uniform(4.0 - 1.5 * (spread - 1), 6.5 + 2.0 * (spread - 1)),
             rayleigh_mm=rng.uniform(5.0, 12.0),
             ringing=rng.uniform(0.0, 0.5 if strong else 0.25),
             focal_gain_db=rng.uniform(1.0, 5.0),

@@ -195,6 +195,8 @@ class NeedleEcho:
     tip_visible: bool
     diameter_px: float
     shadow_segment_px: tuple[np.ndarray, np.ndarray] | None
+    shaft_echo: float = 0.0
+    """In-plane shaft echo amplitude per px of length (tissue scatterers are ~0.3-1)."""
 
 
 def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int],
@@ -218,7 +220,7 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     elev = pose.tip_elevation_mm * (1 - u / max(pose.length_px, 1e-6))
     vis = np.exp(-(elev / plan.elevation_width_mm) ** 2)
     theta = math.radians(pose.angle_from_horizontal_deg)
-    specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.07)
+    specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.12)
     tex = np.interp(u * s, np.arange(len(plan.texture)) * 0.1, plan.texture)
     base = brightness * 16.0 * specular * vis * tex * step
     bevel_len = 1.2 * px
@@ -228,8 +230,8 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     # Walls and ringing inside the shaft, spaced by the vertical chord of the tube.
     chord = diameter_px / max(math.cos(theta), 0.2)
     reverb_decay = 0.3 + 0.3 * specular
-    offsets = [-chord / 2, chord / 2] + [chord / 2 + 0.5 * k * chord for k in range(1, 9)]
-    gains = [1.0, 0.35] + [0.22 * reverb_decay ** (0.6 * k) * specular ** 0.5 for k in range(1, 9)]
+    offsets = [-chord / 2, chord / 2] + [chord / 2 + 0.5 * k * chord for k in range(1, 6)]
+    gains = [1.0, 0.3] + [0.1 * reverb_decay ** k * specular for k in range(1, 6)]
     all_pts = [pts + np.array([0.0, off]) for off in offsets]
     all_amp = [base * g for g in gains]
     all_pts.append(pts[u < bevel_len])
@@ -250,7 +252,8 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     segments.sort(key=lambda seg: -np.hypot(*(seg[1] - tip)))  # far pieces first
     tip_visible = bool(seen[0]) and u[0] < step * 2
     shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
-    return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow)
+    return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
+                      shaft_echo=float(brightness * 16.0 * specular))
 
 
 def splat(points_px: np.ndarray, amplitude: np.ndarray, origin_px: tuple[int, int],

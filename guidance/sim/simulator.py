@@ -78,6 +78,16 @@ class SimFrame:
     extra: dict = field(default_factory=dict)
 
 
+@dataclass
+class _Look:
+    """One compounded look: its scatterers and their beamformed IQ field on the canvas."""
+
+    src_re: np.ndarray
+    src_im: np.ndarray
+    f_re: np.ndarray
+    f_im: np.ndarray
+
+
 def grey_map(rng: np.random.Generator | None, strong: bool = False) -> np.ndarray:
     """A scanner-style 256-entry grey map (post-processing curve), uint8."""
     x = np.linspace(0, 1, 256)
@@ -121,18 +131,26 @@ class Simulator:
         self.probe = Probe.random(rng, H * s, strong=strong)
         self.beam = Beam(self.probe, H, s, rng)
 
-        # Static scatterers: complex Gaussian (diffuse) + a few strong points + coherent interfaces.
+        # Static scatterers: complex Gaussian (diffuse) + a few strong points + coherent
+        # interfaces. Scanners compound several looks (steering angles, frequency
+        # bands) whose speckle differs while the anatomy does not: each look gets
+        # its own diffuse scatterers, the interfaces are shared.
+        self.n_looks = int(rng.integers(1, 4)) if strong else 2
         echo = self.anatomy.echo * np.float32(1 / math.sqrt(2))
-        self.src_re = rng.standard_normal((H, Wc), dtype=np.float32) * echo
-        self.src_im = rng.standard_normal((H, Wc), dtype=np.float32) * echo
-        sparse = rng.random((H, Wc), dtype=np.float32) < (0.004 if not strong else rng.uniform(0.0, 0.01))
-        self.src_re += sparse * self.anatomy.echo * 2.5
-        self.src_re += self.anatomy.specular
-        self.f_re, self.f_im = self.beam.form([self.src_re, self.src_im])
+        density = 0.004 if not strong else rng.uniform(0.0, 0.01)
+        self.looks: list[_Look] = []
+        for _ in range(self.n_looks):
+            src_re = rng.standard_normal((H, Wc), dtype=np.float32) * echo
+            src_im = rng.standard_normal((H, Wc), dtype=np.float32) * echo
+            src_re += (rng.random((H, Wc), dtype=np.float32) < density) * self.anatomy.echo * 2.5
+            src_re += self.anatomy.specular
+            f_re, f_im = self.beam.form([src_re, src_im])
+            self.looks.append(_Look(src_re, src_im, f_re, f_im))
+        self.tissue_echo = float(np.median(self.anatomy.echo[self.anatomy.soft_tissue]))
         self.gmap = (self.beam.gain[:, None] * self.anatomy.transmission).astype(np.float32)
 
         # Grey-level calibration: median soft tissue lands at probe.tissue_level.
-        amp = cv2.magnitude(self.f_re * self.gmap, self.f_im * self.gmap)
+        amp = np.sqrt(sum(cv2.magnitude(lk.f_re, lk.f_im) ** 2 for lk in self.looks) / self.n_looks) * self.gmap
         sel = self.anatomy.soft_tissue.copy()
         sel[: max(1, int(1.0 / s))] = False
         ref = float(np.median(amp[sel])) if sel.any() else float(np.median(amp))
@@ -146,14 +164,21 @@ class Simulator:
         self.noise_re = rng.standard_normal((H, W + pad), dtype=np.float32) * ng
         self.noise_im = rng.standard_normal((H, W + pad), dtype=np.float32) * ng
         self.lut = grey_map(rng if strong or cfg.seed else None, strong)
-        sr = rng.uniform(0.0, 1.6) if strong else rng.uniform(0.5, 1.0)  # speckle-reduction strength
+        sr = rng.uniform(0.0, 1.6) if strong else rng.uniform(0.3, 0.7)  # speckle-reduction strength
         self.smooth_px = (max(sr * 0.09 / s, 0.3), max(sr * 0.05 / s, 0.3)) if sr > 0.15 else None
         self.blur_sigma_px = rng.uniform(0.0, 1.2) if strong and rng.random() < 0.5 else 0.0
         self.extra_noise = rng.uniform(0.0, 10.0) if strong and rng.random() < 0.5 else 0.0
+        # Poor probe contact at one end of the array: a dark band (probe-fixed).
+        self.contact = None
+        if strong and rng.random() < 0.25:
+            width = rng.uniform(0.04, 0.25) * W
+            ramp = np.clip((np.arange(W) - width) / (0.3 * width + 1), 0, 1)
+            ramp = rng.uniform(0.02, 0.3) + (1 - rng.uniform(0.02, 0.3)) * ramp
+            self.contact = (ramp if rng.random() < 0.5 else ramp[::-1]).astype(np.float32)
 
         sc = self.scenario
         self.plan: NeedlePlan | None = None
-        self.brightness = rng.uniform(*sc.brightness)
+        self.brightness = rng.uniform(*sc.brightness) * (rng.uniform(0.5, 1.5) if strong else 1.0)
         if sc.needle:
             self.plan = plan_needle(rng, cartilage_top_y_px=self.anatomy.cartilage_top_y_px,
                                     frame_x0_px=self.margin_px, frame_width_px=W, spacing_mm=s,
@@ -193,32 +218,38 @@ class Simulator:
         cols = slice(ox, ox + W)
         frng = np.random.default_rng([self.seed & 0xFFFFFFFF, i, 1])
 
-        re = self.f_re[:, cols].copy()
-        im = self.f_im[:, cols].copy()
         g = self.gmap[:, cols].copy()
+        if self.contact is not None:
+            g *= self.contact
+        fields = [[lk.f_re[:, cols].copy(), lk.f_im[:, cols].copy()] for lk in self.looks]
         needle_mask = np.zeros((H, W), np.uint8)
         needle_truth = None
         sim_extra: dict = {"scenario": self.scenario.name, "view": self.anatomy.view}
 
         if self.plan is not None:
             pose = self.plan.pose(t_s)
-            echo = needle_echo(self.plan, pose, (H, self.f_re.shape[1]), self.brightness)
-            self._add_dynamic(re, im, g, echo, pose, ox, frng)
+            echo = needle_echo(self.plan, pose, (H, self.looks[0].f_re.shape[1]), self.brightness)
+            self._add_dynamic(fields, g, echo, pose, ox, frng)
             needle_truth = self._needle_truth(echo, pose, ox, needle_mask)
             tip = pose.tip_px
             sim_extra.update(phase=pose.phase, gauge=self.plan.gauge,
                              true_tip_px=[round(float(tip[0] - ox), 2), round(float(tip[1]), 2)],
                              tip_elevation_mm=round(float(pose.tip_elevation_mm), 3),
-                             bolus=round(float(pose.bolus), 3))
+                             bolus=round(float(pose.bolus), 3),
+                             needle_echo=round(echo.shaft_echo / self.tissue_echo, 2))
 
-        np.multiply(re, g, out=re)
-        np.multiply(im, g, out=im)
-        off = int(frng.integers(0, self.noise_re.shape[1] - W + 1))
-        re += self.noise_re[:, off:off + W]
-        im += self.noise_im[:, off:off + W]
-        amp = cv2.magnitude(re, im)
+        power = np.zeros((H, W), np.float32)
+        span = self.noise_re.shape[1] - W + 1
+        for re, im in fields:
+            np.multiply(re, g, out=re)
+            np.multiply(im, g, out=im)
+            off = int(frng.integers(0, span))
+            re += self.noise_re[:, off:off + W]
+            im += self.noise_im[:, off:off + W]
+            power += cv2.multiply(re, re) + cv2.multiply(im, im)
         if self.smooth_px is not None:  # scanner speckle reduction: local averaging of intensity
-            amp = cv2.sqrt(cv2.GaussianBlur(cv2.multiply(amp, amp), (0, 0), *self.smooth_px))
+            power = cv2.GaussianBlur(power, (0, 0), *self.smooth_px)
+        amp = cv2.sqrt(power * np.float32(1.0 / self.n_looks))
         gain_n = float(self.gain_db[i]) / DB_PER_NEPER
         cv2.max(amp, math.exp(self.ln_floor - gain_n), dst=amp)
         logamp = cv2.log(amp)
@@ -243,52 +274,56 @@ class Simulator:
                         spacing_mm=self.spacing_mm)
 
     # ------------------------------------------------------------ internals
-    def _add_dynamic(self, re, im, g, echo: NeedleEcho, pose, ox: int, frng) -> None:
-        """Add the needle echo, bolus and their shadow/enhancement to the frame's IQ and gain (in place)."""
-        H, W = re.shape
+    def _box(self, x0f, y0f, x1f, y1f, ox, W, H):
+        """Integer canvas box around a float box, padded by the PSF, clipped to the frame; None if empty."""
+        half = self.beam.half_px
+        x0 = int(max(math.floor(x0f) - half, ox))
+        x1 = int(min(math.ceil(x1f) + half + 2, ox + W))
+        y0 = int(max(math.floor(y0f) - half, 0))
+        y1 = int(min(math.ceil(y1f) + half + 2, H))
+        return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+    def _add_dynamic(self, fields, g, echo: NeedleEcho, pose, ox: int, frng) -> None:
+        """Add the needle echo, bolus and their shadow/enhancement to each look's IQ and the gain (in place)."""
+        H, W = g.shape
         s = self.spacing_mm[0]
         px = 1.0 / s
-        half = self.beam.half_px
-        boxes = []
-        if len(echo.points_px):
+        if len(echo.points_px):  # coherent: the same in every look
             p = echo.points_px
-            boxes.append((p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()))
-        bolus_box = None
+            box = self._box(p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max(), ox, W, H)
+            if box is not None:
+                x0, y0, x1, y1 = box
+                shape = (y1 - y0, x1 - x0)
+                dre = splat(p, echo.amplitude, (x0, y0), shape)
+                fre, fim = self.beam.form([dre, np.zeros(shape, np.float32)], y0)
+                for re, im in fields:
+                    re[y0:y1, x0 - ox:x1 - ox] += fre
+                    im[y0:y1, x0 - ox:x1 - ox] += fim
         if pose.bolus > 0:
             c = self.plan.bolus_centre_px
             rx = self.plan.bolus_radius_mm * math.sqrt(pose.bolus) * px
             ry = 0.5 * rx
             cy = c[1] - 0.6 * ry
-            bolus_box = (c[0] - rx, cy - ry, c[0] + rx, cy + ry)
-            boxes.append(bolus_box)
-        if not boxes:
-            return
-        b = np.array(boxes)
-        x0 = int(max(math.floor(b[:, 0].min()) - half, ox))
-        x1 = int(min(math.ceil(b[:, 2].max()) + half + 2, ox + W))
-        y0 = int(max(math.floor(b[:, 1].min()) - half, 0))
-        y1 = int(min(math.ceil(b[:, 3].max()) + half + 2, H))
-        if x1 <= x0 or y1 <= y0:
-            return
-        shape = (y1 - y0, x1 - x0)
-        dre = splat(echo.points_px, echo.amplitude, (x0, y0), shape)
-        dim = np.zeros(shape, np.float32)
-        if bolus_box is not None:
-            yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
-            q = ((xx - c[0]) / rx) ** 2 + ((yy - cy) / ry) ** 2
-            m = 0.92 * np.clip((1.0 - q) * 1.5, 0.0, 1.0) * self.anatomy.soft_tissue[y0:y1, x0:x1]
-            dre -= m * self.src_re[y0:y1, x0:x1]
-            dim -= m * self.src_im[y0:y1, x0:x1]
-            # Microbubbles in the injectate: sparse bright moving scatterers.
-            bub = (frng.random(shape) < 0.003) & (m > 0.6)
-            dre += bub * frng.normal(0, 0.7, shape).astype(np.float32)
-            dim += bub * frng.normal(0, 0.7, shape).astype(np.float32)
-            enh = 10 ** (np.minimum(np.cumsum(m, axis=0) * s * 1.2, 6.0) / 20)
-            g[y0:y1, x0 - ox:x1 - ox] *= enh
-            g[y1:, x0 - ox:x1 - ox] *= enh[-1]
-        fre, fim = self.beam.form([dre, dim], y0)
-        re[y0:y1, x0 - ox:x1 - ox] += fre
-        im[y0:y1, x0 - ox:x1 - ox] += fim
+            box = self._box(c[0] - rx, cy - ry, c[0] + rx, cy + ry, ox, W, H)
+            if box is not None:
+                x0, y0, x1, y1 = box
+                shape = (y1 - y0, x1 - x0)
+                fx = slice(x0 - ox, x1 - ox)
+                yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+                q = ((xx - c[0]) / rx) ** 2 + ((yy - cy) / ry) ** 2
+                m = 0.92 * np.clip((1.0 - q) * 1.5, 0.0, 1.0) * self.anatomy.soft_tissue[y0:y1, x0:x1]
+                # Microbubbles in the injectate: sparse moving scatterers, the same in every look.
+                bub = (frng.random(shape) < 0.003) & (m > 0.6)
+                bre = bub * frng.normal(0, 0.7, shape).astype(np.float32)
+                bim = bub * frng.normal(0, 0.7, shape).astype(np.float32)
+                for (re, im), lk in zip(fields, self.looks):  # the injectate displaces tissue scatterers
+                    fre, fim = self.beam.form([bre - m * lk.src_re[y0:y1, x0:x1],
+                                               bim - m * lk.src_im[y0:y1, x0:x1]], y0)
+                    re[y0:y1, fx] += fre
+                    im[y0:y1, fx] += fim
+                enh = 10 ** (np.minimum(np.cumsum(m, axis=0) * s * 1.2, 6.0) / 20)  # posterior enhancement
+                g[y0:y1, fx] *= enh
+                g[y1:, fx] *= enh[-1]
         # Metal shadows the tissue below the in-plane part of the shaft.
         for far, near in echo.visible_segments_px:
             xa, xb = sorted((far[0], near[0]))
