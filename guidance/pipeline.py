@@ -319,8 +319,7 @@ class LivePipeline:
                         self._close(worker)
                         if self._fatal(exc, failed_source):
                             return
-                        backoff = self._wait_backoff(worker, f"cannot open {self._source_name or 'source'}: "
-                                                     f"{_reason(exc)}", backoff)
+                        backoff = self._wait_backoff(worker, self._named(exc, "cannot open"), backoff)
                         continue
                 worker.reading_since = time.monotonic()
                 try:
@@ -343,7 +342,7 @@ class LivePipeline:
                     self._close(worker)
                     if self._fatal(exc, failed_source):
                         return
-                    backoff = self._wait_backoff(worker, _reason(exc), backoff)
+                    backoff = self._wait_backoff(worker, self._named(exc, "read failed"), backoff)
                     continue
                 worker.reading_since = None
                 if not self._current(worker):
@@ -385,6 +384,11 @@ class LivePipeline:
             self._set_state("error", str(exc))
             return True
         return False
+
+    def _named(self, exc: Exception, what: str) -> str:
+        """The error's one line, naming the source (our errors already do; others get it added)."""
+        reason, name = _reason(exc), self._source_name or "source"
+        return reason if name in reason else f"{name}: {what} ({reason})"
 
     def _wait_backoff(self, worker: _Worker, why: str, backoff: float) -> float:
         with self._cond:

@@ -26,8 +26,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import cv2
+
     from ..pipeline import LivePipeline
     from ..sources import open_source
+
+    # OpenCV's own warnings on every failed reconnect would bury the status lines; its errors still show.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
     options = {"realtime": True, "loop": args.loop}
     if args.spacing is not None:

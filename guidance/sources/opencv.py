@@ -115,13 +115,16 @@ class CaptureSource(SourceBase):
 
     def open(self) -> None:
         self.close()
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeout_ms]
-        try:
-            cap = cv2.VideoCapture(self._target, cv2.CAP_ANY, params)
-        except cv2.error as exc:
-            raise SourceDisconnected(f"{self.name}: cannot open ({_cv_reason(exc)})") from None
-        if not cap.isOpened():
-            cap.release()
+        cap = None
+        if isinstance(self._target, str):
+            # Streams: FFmpeg with bounded open/read times, so a dead server cannot hang a read for long.
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, self._timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, self._timeout_ms]
+            cap = self._try_open(cv2.CAP_FFMPEG, params)
+        if cap is None:
+            # Devices (or a stream FFmpeg cannot take): whatever backend fits, without parameters,
+            # because OpenCV refuses to open when a backend does not support one of them.
+            cap = self._try_open(cv2.CAP_ANY, [])
+        if cap is None:
             raise SourceDisconnected(f"{self.name}: cannot open (no such device, in use, or stream unreachable)")
         width, height, fps = self._request
         if width:
@@ -133,6 +136,16 @@ class CaptureSource(SourceBase):
         got_fps = cap.get(cv2.CAP_PROP_FPS)
         self._fps = float(got_fps) if got_fps and 0 < got_fps < 1000 else None
         self._cap, self._t0, self._index = cap, time.monotonic(), 0
+
+    def _try_open(self, backend: int, params: list[int]) -> cv2.VideoCapture | None:
+        try:
+            cap = cv2.VideoCapture(self._target, backend, params)
+        except cv2.error:
+            return None
+        if cap.isOpened():
+            return cap
+        cap.release()
+        return None
 
     def read(self) -> Frame | None:
         if self._cap is None:
