@@ -346,3 +346,48 @@ def test_paced_folder_with_a_corrupt_file_stops_with_its_name(tmp_path):
     assert "f2.png" in pipeline.status().message
     assert [r.frame.index for r in record.results][-1] == 1  # the frames before it were shown
     assert pipeline_threads() == []
+
+
+def test_real_http_stream_that_goes_away_and_comes_back(tmp_path):
+    """A stream URL through cv2.VideoCapture: each connection ends, the server goes down, then up again."""
+    import functools
+    import http.server
+
+    import cv2
+
+    from guidance.sources.opencv import CaptureSource
+
+    writer = cv2.VideoWriter(str(tmp_path / "feed.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    port = server.server_address[1]
+    url = f"http://127.0.0.1:{port}/feed.avi"
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    pipeline = LivePipeline(lambda: CaptureSource(url, timeout_s=2.0), [], stall_timeout_s=0.5,
+                            initial_backoff_s=0.02, max_backoff_s=0.1)
+    try:
+        with pipeline:
+            wait_until(lambda: pipeline.status().frames_received >= 15, what="frames across a reconnect")
+            assert pipeline.status().reconnects >= 1
+            server.shutdown()  # the server goes away: nothing to reconnect to
+            server.server_close()
+            wait_until(lambda: pipeline.status().state == "no_signal", what="no_signal")
+            assert "feed.avi" in pipeline.status().message
+            received = pipeline.status().frames_received
+            server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+            serving = threading.Thread(target=server.serve_forever, daemon=True)
+            serving.start()
+            wait_until(lambda: pipeline.status().frames_received >= received + 5, what="frames after the server returns")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert pipeline_threads() == []
