@@ -86,6 +86,7 @@ def test_seq_nrrd_header_follows_slicer_volume_sequence_layout(tmp_path):
     assert header["DataNodeClassName"] == "vtkMRMLScalarVolumeNode"
     assert header["Seq_Frame0002_Timestamp"] == "0.200000"
     assert header["Seq_Frame0002_ImageStatus"] == "OK"
+    assert header["Seq_Frame0002_Status"] == "OK"  # the name PLUS's own NRRD reader looks for
 
 
 @pytest.mark.parametrize("orientation, flip", [("MF", lambda a: a), ("UF", lambda a: a[:, ::-1]),

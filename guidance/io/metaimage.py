@@ -23,6 +23,7 @@ import numpy as np
 
 from ..errors import InputError
 
+MAX_FRAMES = 1_000_000
 MAX_HEADER_BYTES = 256 * 1024 * 1024
 """A header larger than this is not a header (PLUS writes about 700 bytes per frame)."""
 
@@ -145,6 +146,14 @@ def validate_header(fields: dict[str, str], path: Path, data_offset: int) -> Met
     csize = None
     if compressed and "CompressedDataSize" in fields:
         csize = _ints(fields, "CompressedDataSize", where)[0]
+    if n > MAX_FRAMES:
+        raise InputError(f"{where}: {n} frames is not plausible (at most {MAX_FRAMES})")
+    if compressed:  # zlib cannot shrink data more than about 1030:1
+        have = max(os.path.getsize(data_path) - data_offset, 0)
+        need = w * h * n * channels * dtype.itemsize
+        if need > have * 1100 + (1 << 16):
+            raise InputError(f"{where}: truncated or corrupt: the header promises {need >> 20} MB of pixels, "
+                             f"the file holds {have} compressed bytes")
     return MetaHeader(fields, w, h, n, channels, dtype, compressed, data_path, data_offset, csize)
 
 

@@ -345,8 +345,10 @@ def write_sequence(path: str | Path, frames, transforms: Mapping[str, Any] | Non
             rec.transforms[name] = np.eye(4) if seq[i] is None else seq[i]
             rec.transform_ok[name] = seq[i] is not None
         records.append(rec)
-    items = [kv for i, rec in enumerate(records) for kv in format_frame_fields(i, rec)]
     low = path.name.lower()
+    # PLUS's NRRD reader looks for "Status", its MetaImage reader for "ImageStatus": NRRD gets both
+    status_names = ("ImageStatus", "Status") if low.endswith(".nrrd") else ("ImageStatus",)
+    items = [kv for i, rec in enumerate(records) for kv in format_frame_fields(i, rec, status_names)]
     if low.endswith(".nrrd"):
         _write_nrrd(path, arr, ts, spacing_mm, items, compress)
     elif low.endswith((".mha", ".mhd")):

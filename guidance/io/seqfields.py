@@ -83,7 +83,7 @@ def parse_frame_fields(fields: dict[str, str], where: str) -> FrameFields:
                 raise InputError(f"{where}: timestamp {value[:40]!r} is not finite")
             out.timestamp_s = t
         elif name in ("ImageStatus", "Status"):  # PLUS's NRRD writer has used both names
-            out.image_ok = value.strip().upper() == "OK"
+            out.image_ok = out.image_ok and value.strip().upper() == "OK"
         elif name.endswith("TransformStatus"):
             out.transform_ok[name[: -len("TransformStatus")]] = value.strip().upper() == "OK"
         elif name.endswith("Transform") and len(name) > len("Transform"):
@@ -104,8 +104,13 @@ def _num(v: float) -> str:
     return f"{float(v):.10g}"
 
 
-def format_frame_fields(index: int, frame: FrameFields) -> list[tuple[str, str]]:
-    """The ``(key, value)`` header entries of one frame, in PLUS's order."""
+def format_frame_fields(index: int, frame: FrameFields,
+                        status_names: tuple[str, ...] = ("ImageStatus",)) -> list[tuple[str, str]]:
+    """The ``(key, value)`` header entries of one frame, in PLUS's order.
+
+    PLUS's MetaImage files name the image status ``ImageStatus``, its NRRD
+    files ``Status``: ``status_names`` says which to write.
+    """
     prefix = f"Seq_Frame{index:04d}_"
     items: list[tuple[str, str]] = []
     for name, matrix in frame.transforms.items():
@@ -119,7 +124,8 @@ def format_frame_fields(index: int, frame: FrameFields) -> list[tuple[str, str]]
         items.append((f"{prefix}{name}", text))
     if frame.timestamp_s is not None:
         items.append((f"{prefix}Timestamp", f"{float(frame.timestamp_s):.6f}"))
-    items.append((f"{prefix}ImageStatus", "OK" if frame.image_ok else "INVALID"))
+    for name in status_names:
+        items.append((f"{prefix}{name}", "OK" if frame.image_ok else "INVALID"))
     return items
 
 
