@@ -158,7 +158,13 @@ class RegionEstimator:
         self.region: ImagingRegion | None = None
         self.updates = 0
 
+    @property
+    def frame_shape(self) -> tuple[int, int] | None:
+        """(rows, cols) of the frames seen so far; a new shape starts afresh."""
+        return self._shape
+
     def update(self, image_u8: np.ndarray) -> ImagingRegion:
+        """Take one more frame into account and return the current region estimate."""
         if self._shape != image_u8.shape:
             self.reset()
             self._shape = image_u8.shape
@@ -226,7 +232,7 @@ class RegionStage:
         if self.override is not None:
             region = self.override.clip_to(height, width)
         elif (self._count % self.every_n_frames == 0 or self.estimator.region is None
-              or self.estimator._shape != frame.image.shape):
+              or self.estimator.frame_shape != frame.image.shape):
             region = self.estimator.update(frame.image)
         else:
             region = self.estimator.region

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import FrameFormatError, InputError, SourceDisconnected
 from ..types import Frame, Spacing
-from .base import SourceBase
+from .base import SourceBase, to_gray_u8
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 # FFmpeg writes its own complaints ("moov atom not found") to stderr; our InputError says it in one line.
@@ -410,7 +410,6 @@ class ImageFileSource(SourceBase):
     def open(self) -> None:
         if not self.path.is_file():
             raise InputError(f"{self.name}: no such image file")
-        from .base import to_gray_u8
         try:
             self._image = to_gray_u8(read_image(self.path), self.name)
         except FrameFormatError as exc:
