@@ -58,6 +58,11 @@ class Anatomy:
     """True above the cartilage: where the needle travels and the gain is set."""
 
     @property
+    def surface_y_px(self) -> np.ndarray:
+        """The surface a needle aims at, per column: cartilage top, else bone."""
+        return np.where(np.isfinite(self.cartilage_top_y_px), self.cartilage_top_y_px, self.bone_y_px)
+
+    @property
     def shape(self) -> tuple[int, int]:
         return self.echo.shape
 
@@ -135,7 +140,7 @@ def _broken(rng, w, px):
 
 
 def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: float,
-                  view: str | None = None, fluid: bool | None = None) -> Anatomy:
+                  view: str | None = None, fluid: bool | None = None, cartilage: bool = True) -> Anatomy:
     """Draw a random knee scene.
 
     Parameters
@@ -146,6 +151,7 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
         Isotropic pixel size in mm.
     view : one of :data:`VIEWS`, or None for a random one.
     fluid : whether joint fluid lies over the cartilage (None: random).
+    cartilage : False for bone without a cartilage band (the target is then the bone).
 
     Returns
     -------
@@ -172,6 +178,8 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
         thick_mm = thick_mm * (0.6 + 0.4 * cos_slope)
     thick_mm = np.clip(thick_mm, 1.2, 3.4)
     cart_top = bone_y - thick_mm * px / np.maximum(cos_slope, 0.4)
+    if not cartilage:  # worn or out-of-view cartilage: the needle aims at the bone itself
+        cart_top = bone_y.copy()
     cart_top[~valid] = np.nan
     bone_y[~valid] = np.nan
     cart_fill = np.interp(xs, xs[valid], cart_top[valid]) if valid.any() else np.full(w, h * 0.8)
@@ -238,7 +246,8 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     # Bone reflects far more than the soft tissue / cartilage interface above it.
     bone_base = rng.uniform(1.5, 3.5)
     cart_amp = bone_base * rng.uniform(0.2, 0.45) * aniso * np.exp(0.3 * smooth_curve(rng, w, 1.5 * px))
-    deposit_curve(specular, cart_top, cart_amp)
+    if cartilage:
+        deposit_curve(specular, cart_top, cart_amp)
     bone_amp = bone_base * aniso * np.exp(0.4 * smooth_curve(rng, w, max(0.5 * px, 1.0)))
     for depth_mm, k in ((0.0, 1.0), (0.1, 0.35)):  # cortex thickness
         deposit_curve(specular, bone_y + depth_mm * px, bone_amp * k)
@@ -257,8 +266,13 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     runs = [np.round(r).astype(np.int32) for r in curve_runs(bone_y)]
     cv2.polylines(bone_mask, runs, False, 1, thickness=thick_px)
 
+    if not cartilage:
+        cart_top = np.full(w, np.nan)
+        valid_cart = np.zeros(w, bool)
+    else:
+        valid_cart = valid
     return Anatomy(view=view, spacing_mm=s, bone_y_px=bone_y, cartilage_top_y_px=cart_top,
-                   cartilage_thickness_mm=np.where(valid, thick_mm, np.nan),
+                   cartilage_thickness_mm=np.where(valid_cart, thick_mm, np.nan),
                    echo=echo.astype(np.float32), specular=specular,
                    transmission=transmission.astype(np.float32), fluid=fluid_mask,
                    bone_mask=bone_mask, cartilage_mask=cart_mask, soft_tissue=label < 4)

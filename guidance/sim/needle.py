@@ -105,7 +105,7 @@ class NeedlePlan:
 def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, frame_x0_px: int,
                 frame_width_px: int, spacing_mm: float, duration_s: float, angle_range_deg: tuple[float, float],
                 gauges: tuple[int, ...], out_of_plane: bool, inject: bool, redirect: bool = True,
-                side: int | None = None) -> NeedlePlan | None:
+                side: int | None = None, echogenic: bool = False) -> NeedlePlan | None:
     """Choose an approach to a point on the cartilage and the motions that reach it.
 
     The target is a point of the cartilage top inside the frame; the entry
@@ -176,6 +176,12 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
         np.column_stack([rng.uniform(0.02, 0.08, 4), rng.uniform(0.3, 6.0, 4), rng.uniform(0, 2 * math.pi, 4)]),
     ])
     texture = np.exp(0.3 * smooth_curve(rng, 1200, 8.0)).astype(np.float32)
+    if echogenic:  # echogenic needle: a band of dimples near the tip scatters back even when steep
+        u_mm = np.arange(len(texture)) * 0.1
+        band = u_mm < rng.uniform(10.0, 20.0)
+        period = rng.uniform(0.8, 2.0)
+        texture = texture * np.where(band & (np.sin(2 * math.pi * u_mm / period) > 0.2), rng.uniform(1.8, 3.0), 1.0)
+        texture = texture.astype(np.float32)
     tip_final = entry + final_mm * px * np.array([side * math.cos(rad), math.sin(rad)])
     return NeedlePlan(entry_px=entry, side=side, keys=keys, spacing_mm=s, gauge=gauge,
                       elevation_width_mm=rng.uniform(0.5, 0.9), bolus_centre_px=tip_final,

@@ -20,8 +20,9 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from .anatomy import Anatomy, build_anatomy
+from .anatomy import Anatomy, build_anatomy, deposit_curve
 from .beam import Beam, Probe
+from .noise import smooth_curve
 from .needle import NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
 from .scenarios import Scenario, get_scenario
 from .truth import frame_truth
@@ -52,6 +53,7 @@ class SimConfig:
     view: str | None = None
     fluid: bool | None = None
     drift_mm: float = 1.5
+    cartilage: bool = True
 
     @property
     def spacing(self) -> float:
@@ -101,6 +103,9 @@ def grey_map(rng: np.random.Generator | None, strong: bool = False) -> np.ndarra
             c = rng.uniform(0.35, 0.6)
             sig = 1 / (1 + np.exp(-k * (y - c)))
             y = (sig - sig[0]) / (sig[-1] - sig[0])
+        if strong and rng.random() < 0.12:  # as if the envelope were shown without log compression
+            k = rng.uniform(2.0, 5.0)
+            y = (np.exp(k * x) - 1) / (np.exp(k) - 1)
         if strong:
             y = rng.uniform(0.0, 0.06) + y * rng.uniform(0.85, 1.0)  # lifted black, dimmed white
     return np.clip(np.round(y * 255), 0, 255).astype(np.uint8)
@@ -127,7 +132,7 @@ class Simulator:
         Wc = W + 2 * self.margin_px
         strong = cfg.randomize
 
-        self.anatomy: Anatomy = build_anatomy(rng, (H, Wc), s, cfg.view, cfg.fluid)
+        self.anatomy: Anatomy = build_anatomy(rng, (H, Wc), s, cfg.view, cfg.fluid, cfg.cartilage)
         self.probe = Probe.random(rng, H * s, strong=strong)
         self.beam = Beam(self.probe, H, s, rng)
 
@@ -136,6 +141,11 @@ class Simulator:
         # bands) whose speckle differs while the anatomy does not: each look gets
         # its own diffuse scatterers, the interfaces are shared.
         self.n_looks = int(rng.integers(1, 4)) if strong else 2
+        if strong and rng.random() < 0.3:  # reverberation between probe face and skin: echo copies
+            gap_mm = rng.uniform(1.0, 3.0)
+            wav = rng.uniform(0.0, 0.3) / s * smooth_curve(rng, Wc, 6.0 / s)
+            for k in range(1, 5):
+                deposit_curve(self.anatomy.specular, k * gap_mm / s + wav, np.float32(0.3 * 0.6 ** k))
         echo = self.anatomy.echo * np.float32(1 / math.sqrt(2))
         density = 0.004 if not strong else rng.uniform(0.0, 0.01)
         self.looks: list[_Look] = []
@@ -180,10 +190,11 @@ class Simulator:
         self.plan: NeedlePlan | None = None
         self.brightness = rng.uniform(*sc.brightness) * (rng.uniform(0.5, 1.5) if strong else 1.0)
         if sc.needle:
-            self.plan = plan_needle(rng, cartilage_top_y_px=self.anatomy.cartilage_top_y_px,
+            self.plan = plan_needle(rng, cartilage_top_y_px=self.anatomy.surface_y_px,
                                     frame_x0_px=self.margin_px, frame_width_px=W, spacing_mm=s,
                                     duration_s=duration, angle_range_deg=sc.angle_deg, gauges=sc.gauges,
-                                    out_of_plane=sc.out_of_plane, inject=sc.inject, redirect=sc.redirect)
+                                    out_of_plane=sc.out_of_plane, inject=sc.inject, redirect=sc.redirect,
+                                    echogenic=bool(strong and rng.random() < 0.25))
 
         # Probe drift (lateral, whole pixels) and operator gain changes, per frame.
         t = np.arange(self.n_frames) / cfg.fps

@@ -57,7 +57,7 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256)) -> SimFrame:
     fps = 15.0
     cfg = SimConfig(width_px=sw, height_px=sh, fps=fps, seed=int(rng.integers(0, 2**31)), scenario=scenario,
                     depth_mm=depth_mm, n_frames=int(rng.integers(30, 90)), randomize=True,
-                    drift_mm=rng.uniform(0.2, 2.0))
+                    drift_mm=rng.uniform(0.2, 2.0), cartilage=bool(rng.random() > 0.15))
     sim = Simulator(cfg)
     frame = sim.render(int(rng.integers(0, len(sim))))
     if (sw, sh) == (rw, rh) and not screen:
