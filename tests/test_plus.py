@@ -232,3 +232,19 @@ def test_plus_info_command(shared_data, capsys):
     assert main(["plus-info", str(shared_data / "plus" / "LICENSE_PlusLibData.txt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "LICENSE_PlusLibData.txt" in err[0]
+
+
+def test_big_endian_16_bit_metaimage(tmp_path):
+    frames = (_gradient_frames(2).astype(np.uint16) * 16)  # 12-bit data
+    path = write_sequence(tmp_path / "be.mha", frames, compress=False)
+    raw = path.read_bytes()
+    head, data = raw[: raw.index(b"ElementDataFile = LOCAL\n") + 24], raw[raw.index(b"ElementDataFile = LOCAL\n") + 24:]
+    swapped = np.frombuffer(data, "<u2").astype(">u2").tobytes()
+    path.write_bytes(head.replace(b"BinaryDataByteOrderMSB = False", b"BinaryDataByteOrderMSB = True") + swapped)
+    seq = read_sequence(path)
+    assert np.array_equal(seq.frame(1), frames[1]) and seq.frame(1).dtype.isnative
+    with PlusSequenceSource(str(path)) as src:
+        frame = src.read()
+    from guidance.sources import to_gray_u8
+
+    assert np.array_equal(frame.image, to_gray_u8(frames[0]))  # 12-bit scaled to 8 bits as any 16-bit source

@@ -145,6 +145,8 @@ def image_to_frame_parts(message) -> tuple[np.ndarray, tuple[float, float] | Non
         col_x, col_y = 1, 2
     else:
         raise IgtlProtocolError(f"IMAGE of {img.shape[0]} slices is a volume, not an ultrasound frame")
+    if not img.dtype.isnative:  # big-endian pixels (OpenIGTLink allows both)
+        img = img.astype(img.dtype.newbyteorder("="))
     if img.ndim == 3 and img.shape[2] in (3, 4):
         img = np.ascontiguousarray(img[..., 2::-1])  # RGB(A) -> BGR
     sx, sy = float(np.linalg.norm(m[:3, col_x])), float(np.linalg.norm(m[:3, col_y]))

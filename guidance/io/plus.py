@@ -87,6 +87,8 @@ class PlusSequence:
 
     def frame(self, index: int, *, reorient: bool = True) -> np.ndarray:
         img = self._pixels(index)
+        if not img.dtype.isnative:  # big-endian files: native order for everything downstream
+            img = img.astype(img.dtype.newbyteorder("="))
         if reorient:
             flip_lr, flip_ud = ORIENTATION_FLIPS[self.orientation]
             if flip_lr:
