@@ -280,3 +280,40 @@ def test_our_image_server_speaks_to_pyigtl_and_to_our_source(restore_signals):
                 stop.set()
                 t.join(2)
     assert np.array_equal(got.image, image) and got.spacing_mm == (0.085, 0.09)
+
+
+def test_live_pipeline_to_slicer_end_to_end(shared_data):
+    """Real PLUS frames served over OpenIGTLink -> IgtlSource -> LivePipeline -> IgtlResultSender -> pyigtl client."""
+    from guidance.io.igtl import IgtlImageServer
+    from guidance.io.plus import read_sequence
+    from guidance.pipeline import LivePipeline
+
+    seq = read_sequence(shared_data / "plus" / "BoneUltrasound_L14.igs.mha")
+    frames = [Frame(seq.frame(i), 0.0, i, i, (0.085, 0.085), "plus") for i in range(3)]
+    with IgtlImageServer(port=0) as images, IgtlResultSender(port=0) as results:
+        stop = threading.Event()
+
+        def pump():
+            i = 0
+            while not stop.is_set():
+                images.send_frame(frames[i % 3])
+                i += 1
+                time.sleep(1 / 30)
+
+        t = threading.Thread(target=pump, daemon=True)
+        t.start()
+        client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=results.port)
+        pipeline = LivePipeline(lambda: IgtlSource(f"igtl://127.0.0.1:{images.port}"), [])
+        pipeline.add_consumer(results.send)
+        try:
+            with pipeline:
+                record = client.wait_for_message("GuidanceRecord", timeout=10)
+        finally:
+            stop.set()
+            t.join(2)
+            client.stop()
+    assert record is not None
+    import json
+
+    line = json.loads(record.string)
+    assert line["spacing_mm"] == pytest.approx([0.085, 0.085]) and line["needle"] is None

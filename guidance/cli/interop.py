@@ -7,6 +7,9 @@
 - ``guidance igtl-send INPUT``: serve the frames of any input as OpenIGTLink
   IMAGE messages, as a PLUS server would (for trying ``guidance live --source
   igtl://...`` or 3D Slicer without a scanner).
+- ``guidance igtl-results --source SPEC``: the live pipeline, publishing each
+  result to 3D Slicer over OpenIGTLink (needle TRANSFORM, POINTs, STRING
+  status; see :class:`guidance.io.igtl.IgtlResultSender`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import sys
 import time
 
-from ._args import positive_float, spacing_arg
+from ._args import add_stage_options, positive_float, spacing_arg, stages_from_args
 
 
 def register(subparsers) -> None:
@@ -41,6 +44,22 @@ def register(subparsers) -> None:
     p.add_argument("--loop", action="store_true", help="start again at the end of a file")
     p.add_argument("--count", type=int, default=None, help="stop after this many frames")
     p.set_defaults(func=_igtl_send)
+
+    p = subparsers.add_parser(
+        "igtl-results", help="run the live pipeline and publish results to 3D Slicer over OpenIGTLink",
+        description="Grab frames from SPEC (e.g. igtl://127.0.0.1:18944 from a PLUS server), run the pipeline "
+                    "and serve each result on HOST:PORT for 3D Slicer's OpenIGTLinkIF (connect as client): "
+                    "TRANSFORM NeedleTipToImage, POINT Intercept/Target/TargetSurface, STRING GuidanceStatus "
+                    "and GuidanceRecord. Prints one status line a second.")
+    p.add_argument("--source", required=True, metavar="SPEC", help="any live source or file (see 'guidance live')")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=18945, help="TCP port for Slicer (default 18945)")
+    p.add_argument("--units", choices=("px", "mm"), default="px",
+                   help="coordinates sent: image pixels (PLUS's Image frame, default) or mm")
+    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds (default: until Ctrl-C)")
+    p.add_argument("--loop", action="store_true", help="loop a file source")
+    add_stage_options(p)
+    p.set_defaults(func=_igtl_results)
 
 
 def _plus_info(args: argparse.Namespace) -> int:
@@ -90,4 +109,42 @@ def _igtl_send(args: argparse.Namespace) -> int:
                 due = time.monotonic()
             server.send_frame(frame)
             sent += 1
+    return 0
+
+
+def _igtl_results(args: argparse.Namespace) -> int:
+    from ..io.igtl import IgtlResultSender
+    from ..pipeline import LivePipeline
+    from ..sources import open_source
+    from .live import format_status
+
+    options = {"realtime": True, "loop": args.loop}
+    if args.spacing is not None:
+        options["spacing_mm"] = args.spacing
+    first = [open_source(args.source, **options)]  # a bad spec fails here, with one line
+
+    def factory():
+        return first.pop() if first else open_source(args.source, **options)
+
+    with IgtlResultSender(args.host, args.port, units=args.units) as sender:
+        print(f"results for 3D Slicer on igtl://{sender.host}:{sender.port}", file=sys.stderr)
+        pipeline = LivePipeline(factory, stages_from_args(args), region=args.region)
+        pipeline.add_consumer(sender.send)
+        t0 = time.monotonic()
+        end_s = t0 + args.duration if args.duration else float("inf")
+        with pipeline:
+            try:
+                while True:
+                    time.sleep(max(0.0, min(1.0, end_s - time.monotonic())))
+                    status = pipeline.status()
+                    now = time.monotonic()
+                    print(f"{format_status(status, now - t0)} peers={sender.clients}", flush=True)
+                    if now >= end_s or status.state in ("ended", "error"):
+                        break
+            except KeyboardInterrupt:
+                pass
+        status = pipeline.status()
+    if status.state == "error":
+        print(f"guidance igtl-results: {status.message}", file=sys.stderr)
+        return 2
     return 0
