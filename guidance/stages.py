@@ -35,14 +35,16 @@ def build_stages(*, detector="auto", track: bool = True, target_point_px=None, r
         A user-chosen target point in frame pixels.
     region : ImagingRegion, optional
         User override of the imaging region (else found automatically).
-    spacing_mm : float or (sx, sy), optional
-        Pixel spacing that overrides whatever the source says.
+    spacing_mm : float or (sx, sy) or "ruler", optional
+        Pixel spacing that overrides whatever the source says; ``"ruler"``
+        reads it from the scanner's depth ruler when the frame has none.
     """
     import importlib.util
 
     from .region import RegionStage
 
-    stages: list[Stage] = [RegionStage(override=region, spacing_mm=spacing_mm)]
+    ruler = isinstance(spacing_mm, str) and spacing_mm == "ruler"
+    stages: list[Stage] = [RegionStage(override=region, spacing_mm=None if ruler else spacing_mm, read_scale=ruler)]
     # TEMPORARY until guidance.detect lands: skip detection when the package is absent.
     if importlib.util.find_spec("guidance.detect") is not None:
         from .detect import DetectStage, load_detector

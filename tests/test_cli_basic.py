@@ -140,3 +140,12 @@ def test_bench_on_an_input_file(clip):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["frames"] == 10 and "detect" in report["stages_ms"] and report["size_px"] == [128, 96]
+
+
+def test_detect_reads_the_spacing_from_the_depth_ruler(shared_data, tmp_path):
+    out = tmp_path / "lumify.jsonl"
+    assert main(["detect", str(shared_data / "knee" / "lumify.png"), "--spacing", "ruler",
+                 "--model", "classical", "--out", str(out)]) == 0
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["region_px"] == [392, 146, 488, 428]
+    assert record["spacing_mm"] == pytest.approx([30 / 427, 30 / 427], rel=0.01)

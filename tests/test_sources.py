@@ -175,3 +175,9 @@ def test_capture_source_reads_a_stream_url_and_raises_when_it_ends(tmp_path):
         assert all(f.image.shape == (64, 96) for f in frames)
         with pytest.raises(SourceDisconnected):
             source.read()
+
+
+def test_realtime_file_playback_counts_as_live(tmp_path):
+    path = _write_video(tmp_path / "clip.avi", 2)
+    assert open_source(str(path), realtime=True).is_live
+    assert not open_source(str(path)).is_live

@@ -8,8 +8,13 @@ import math
 from ..types import ImagingRegion
 
 
-def spacing_arg(text: str) -> tuple[float, float]:
-    """``MM`` or ``SX_MM,SY_MM`` -> (sx, sy) millimetres per pixel."""
+RULER = "ruler"
+
+
+def spacing_arg(text: str) -> tuple[float, float] | str:
+    """``MM`` or ``SX_MM,SY_MM`` -> (sx, sy) millimetres per pixel; ``ruler``: read the screen's depth ruler."""
+    if text.strip().lower() == RULER:
+        return RULER
     parts = text.split(",")
     try:
         values = [float(p) for p in parts]
@@ -18,7 +23,8 @@ def spacing_arg(text: str) -> tuple[float, float]:
     if len(values) == 1:
         values = values * 2
     if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values):
-        raise argparse.ArgumentTypeError(f"spacing {text!r}: expected MM or SX_MM,SY_MM, positive millimetres per pixel")
+        raise argparse.ArgumentTypeError(f"spacing {text!r}: expected MM or SX_MM,SY_MM (positive millimetres "
+                                         "per pixel) or 'ruler'")
     return (values[0], values[1])
 
 
@@ -79,8 +85,9 @@ def model_arg(text: str) -> str:
 
 def add_stage_options(parser: argparse.ArgumentParser) -> None:
     """The options that choose and tune the processing stages (shared by detect, live, bench)."""
-    parser.add_argument("--spacing", type=spacing_arg, metavar="MM|SX,SY",
-                        help="pixel spacing in mm per pixel (overrides the input's own)")
+    parser.add_argument("--spacing", type=spacing_arg, metavar="MM|SX,SY|ruler",
+                        help="pixel spacing in mm per pixel (overrides the input's own); 'ruler': read it from "
+                             "the scanner's depth ruler on a grabbed screen, when the input has none")
     parser.add_argument("--region", type=region_arg, metavar="X,Y,W,H",
                         help="imaging region in frame pixels (default: found automatically)")
     parser.add_argument("--model", type=model_arg, default="auto", metavar="PATH|classical|auto",
@@ -89,6 +96,13 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
                         help="treat every frame on its own (no tracking or smoothing)")
     parser.add_argument("--target", type=point_arg, metavar="X,Y",
                         help="target point in frame pixels (adds miss distances and an off-target alert)")
+
+
+def source_options(args: argparse.Namespace, **options) -> dict:
+    """Options for ``open_source``: the spacing when given as numbers."""
+    if isinstance(args.spacing, tuple):
+        options["spacing_mm"] = args.spacing
+    return options
 
 
 def stages_from_args(args: argparse.Namespace):

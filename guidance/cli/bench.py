@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         images, spacing = input_images(args.input, min(args.frames + args.warmup, 256), args.size)
     else:
         images, spacing = generated_images(args.size or (640, 480)), None
-    if args.spacing is not None:
+    if isinstance(args.spacing, tuple):
         spacing = args.spacing
     stages = noop_stages() if args.noop else stages_from_args(args)
     report = measure(stages, images, frames=args.frames, warmup=max(0, args.warmup), spacing_mm=spacing)

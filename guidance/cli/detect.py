@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
-from ._args import add_stage_options, stages_from_args
+from ._args import add_stage_options, source_options, stages_from_args
 
 
 def register(subparsers) -> None:
@@ -32,10 +32,7 @@ def run(args: argparse.Namespace) -> int:
     kind = classify_spec(args.input)
     if kind in ("device", "igtl", "sim"):
         raise InputError(f"{args.input}: detect reads files; use 'guidance live --source {args.input}' for a live source")
-    options = {"realtime": False, "loop": False}
-    if args.spacing is not None:
-        options["spacing_mm"] = args.spacing
-    source = open_source(args.input, **options)
+    source = open_source(args.input, **source_options(args, realtime=False, loop=False))
     stages = stages_from_args(args)
     if args.out is None:
         _write(run_offline(source, stages), sys.stdout, dumps, result_to_record)

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from ._args import add_stage_options, positive_float, stages_from_args
+from ._args import add_stage_options, positive_float, source_options, stages_from_args
 
 
 def register(subparsers) -> None:
@@ -34,9 +34,7 @@ def run(args: argparse.Namespace) -> int:
     # OpenCV's own warnings on every failed reconnect would bury the status lines; its errors still show.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
-    options = {"realtime": True, "loop": args.loop}
-    if args.spacing is not None:
-        options["spacing_mm"] = args.spacing
+    options = source_options(args, realtime=True, loop=args.loop)
     first = [open_source(args.source, **options)]  # a bad spec fails here, with one line
 
     def factory():
