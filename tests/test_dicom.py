@@ -289,3 +289,19 @@ def test_dicom_info_command_prints_no_phi(tmp_path, capsys):
     assert info["frames"] == 2 and info["model"] == "Probe9000" and info["deidentified"] is True
     for phi in PHI_STRINGS:
         assert phi.lower() not in out.lower()
+
+
+def test_rgb_dicom_becomes_grey_by_luminance(tmp_path):
+    import pydicom
+
+    path = write_dicom(tmp_path / "rgb.dcm", _frames(1), regions=False)
+    ds = pydicom.dcmread(path)
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[:, : W // 2, 0] = 200  # red left half (colour Doppler red)
+    rgb[:, W // 2:, 2] = 200  # blue right half
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "RGB", 0
+    ds.PixelData = rgb.tobytes()
+    ds.save_as(path)
+    (frame,) = _read_all(DicomSource(str(path)))
+    assert frame.image[5, 5] == pytest.approx(0.299 * 200, abs=2)  # red weighs more than blue in luminance
+    assert frame.image[5, W - 5] == pytest.approx(0.114 * 200, abs=2)
