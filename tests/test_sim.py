@@ -23,20 +23,21 @@ def _sim(scenario="insertion", seed=4, n=48, **kw):
     return Simulator(SimConfig(scenario=scenario, seed=seed, n_frames=n, **{**SIZE, **kw}))
 
 
-def _line_profile(img, a, b, n=40):
-    """Mean brightness along the segment a->b (bilinear)."""
+def _profile(img, a, b, n):
+    """Brightness sampled at n points along the segment a->b (bilinear)."""
     t = np.linspace(0, 1, n)
     pts = (np.asarray(a)[None] * (1 - t)[:, None] + np.asarray(b)[None] * t[:, None]).astype(np.float32)
-    vals = cv2.remap(img.astype(np.float32), pts[:, 0].reshape(1, -1), pts[:, 1].reshape(1, -1), cv2.INTER_LINEAR)
-    return float(vals.mean())
+    return cv2.remap(img.astype(np.float32), pts[:, 0].reshape(1, -1), pts[:, 1].reshape(1, -1),
+                     cv2.INTER_LINEAR)[0]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_true_tip_lies_at_the_bright_end_of_the_needle(seed):
     sim = _sim(seed=seed)
     frames = [f for f in (sim.render(i) for i in range(10, len(sim), 6))
               if f.truth["needle"] and f.truth["needle"]["tip_visible"]]
     assert frames, "an in-plane insertion must show its tip"
+    crossings = []
     for f in frames:
         img = cv2.GaussianBlur(f.image, (0, 0), 1.0)
         n = f.truth["needle"]
@@ -44,10 +45,21 @@ def test_true_tip_lies_at_the_bright_end_of_the_needle(seed):
         tail = np.array(n["shaft_px"][0])
         d = (tip - tail) / np.hypot(*(tip - tail))
         mm = 1.0 / f.spacing_mm[0]
-        inside = _line_profile(img, tip - 1.5 * mm * d, tip)       # last 1.5 mm of shaft
-        beyond = _line_profile(img, tip + 1.0 * mm * d, tip + 2.5 * mm * d)  # tissue ahead of the tip
-        assert inside > beyond + 25, (f.index, inside, beyond)
+        # Along the needle's line the brightness falls from the shaft's level to the
+        # tissue's at the true tip. Log compression makes a bright end bloom a
+        # little beyond it (~1 PSF width, as on real scans): allow -0.3..+1.5 mm.
+        s_mm = np.linspace(-2.0, 3.0, 101)
+        prof = _profile(img, tip - 2.0 * mm * d, tip + 3.0 * mm * d, 101)
+        shaft = prof[(s_mm > -1.5) & (s_mm < -0.3)].mean()
+        ahead = np.median(prof[s_mm > 1.5])
+        assert shaft > ahead + 20, (f.index, shaft, ahead)  # the shaft's end is bright
+        half = (shaft + ahead) / 2
+        j = np.flatnonzero((prof[:-1] >= half) & (prof[1:] < half) & (s_mm[:-1] > -1.0))
+        assert len(j), f.index
+        crossings.append(s_mm[j[0]])
+        assert -0.3 <= s_mm[j[0]] <= 1.5, (f.index, s_mm[j[0]])
         assert f.masks["needle"][int(round(tip[1])), int(round(tip[0]))] == 1
+    assert 0.0 <= np.median(crossings) <= 0.8
 
 
 def test_bone_surface_is_the_bright_line_above_the_shadow_and_cartilage_is_dark():
@@ -201,3 +213,15 @@ def test_make_sample_masks_match_truth():
             assert f.masks["needle"][max(y - 2, 0):y + 3, max(x - 2, 0):x + 3].any()
         else:
             assert f.truth["needle"] is None
+
+
+def test_scene_without_cartilage_targets_the_bone():
+    sim = _sim("insertion", seed=6, cartilage=False)
+    recs = [sim.render(i) for i in range(0, len(sim), 8)]
+    for f in recs:
+        t = f.truth["target"]
+        assert t["kind"] == "bone" and t["surface_px"] == t["bone_px"]
+        assert t["cartilage_thickness_mm"] is None
+        assert f.masks["cartilage"].sum() == 0
+        _check_line(f.truth, np.array(f.spacing_mm), 320, 256)
+    assert any(f.truth["trajectory"] for f in recs)

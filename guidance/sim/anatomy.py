@@ -139,6 +139,33 @@ def _broken(rng, w, px):
     return (np.exp(0.6 * smooth_curve(rng, w, 1.5 * px)) * on).astype(np.float32)
 
 
+def _add_streaks(rng, specular, label, fluid_mask, px) -> None:
+    """Short bright strands in the soft tissue (collagen bundles, fascia fragments), in place.
+
+    Each is a 1-7 mm segment, nearly horizontal, tapered at both ends, with
+    its own brightness: the "busy" look of real soft tissue.
+    """
+    from .needle import splat  # the same bilinear deposit as the needle's
+
+    h, w = specular.shape
+    n = int(rng.integers(4, 20) * w * h * 1e-2 / (px * px)) + 3  # about 4-20 per cm2
+    cx = rng.uniform(0, w, n)
+    cy = rng.uniform(0.3 * px, h, n)
+    ok = (label[cy.astype(int).clip(0, h - 1), cx.astype(int).clip(0, w - 1)] < 4) & \
+        ~fluid_mask[cy.astype(int).clip(0, h - 1), cx.astype(int).clip(0, w - 1)]
+    cx, cy = cx[ok], cy[ok]
+    if len(cx) == 0:
+        return
+    length = rng.uniform(1.0, 7.0, len(cx)) * px
+    tilt = np.tan(np.radians(rng.normal(0, 7, len(cx))))
+    amp = rng.uniform(0.1, 0.6, len(cx)) * 0.5
+    t = np.linspace(-0.5, 0.5, 64)
+    xs = cx[:, None] + t[None, :] * length[:, None]
+    ys = cy[:, None] + t[None, :] * length[:, None] * tilt[:, None]
+    a = amp[:, None] * np.sin(np.pi * (t[None, :] + 0.5)) * (length[:, None] / 64)
+    specular += splat(np.column_stack([xs.ravel(), ys.ravel()]), a.ravel(), (0, 0), (h, w))
+
+
 def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: float,
                   view: str | None = None, fluid: bool | None = None, cartilage: bool = True) -> Anatomy:
     """Draw a random knee scene.
@@ -252,9 +279,11 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     for depth_mm, k in ((0.0, 1.0), (0.1, 0.35)):  # cortex thickness
         deposit_curve(specular, bone_y + depth_mm * px, bone_amp * k)
 
+    _add_streaks(rng, specular, label, fluid_mask, px)
+
     # --- transmission: bone shadow, enhancement under fluid and cartilage -------
     below = ys - np.nan_to_num(bone_y, nan=np.inf)
-    shadow = 10 ** (-rng.uniform(14, 32) / 20)  # from grey (some transmission) to black
+    shadow = 10 ** (-rng.uniform(18, 34) / 20)  # from grey (some transmission) to black
     fall = rng.uniform(0.3, 0.8) * px
     transmission = np.where(below > 0, shadow + (1 - shadow) * np.exp(-np.clip(below, 0, None) / fall), 1.0)
     low_atten_mm = np.cumsum(fluid_mask * 1.2 + (label == 4) * 0.4, axis=0) * s  # dB of gain per mm crossed

@@ -76,8 +76,8 @@ class Probe:
             tissue_level=rng.uniform(0.28, 0.55) if strong else rng.uniform(0.36, 0.46),
             tgc_residual_db=rng.uniform(0.5, 4.0 * spread),
             deep_falloff_db=rng.uniform(0.0, 8.0 * spread),
-            noise_level=rng.uniform(0.01, 0.04 * spread),
-            noise_rise_db=rng.uniform(8.0, 22.0),
+            noise_level=rng.uniform(0.005, 0.02 * spread),
+            noise_rise_db=rng.uniform(6.0, 16.0 + 6.0 * (spread - 1)),
         )
 
 

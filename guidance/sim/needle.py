@@ -228,9 +228,9 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     theta = math.radians(pose.angle_from_horizontal_deg)
     specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.12)
     tex = np.interp(u * s, np.arange(len(plan.texture)) * 0.1, plan.texture)
-    base = brightness * 16.0 * specular * vis * tex * step
+    base = brightness * 12.0 * specular * vis * tex * step
     bevel_len = 1.2 * px
-    bevel = np.where(u < bevel_len, brightness * 10.0 * max(specular, 0.35) * vis * step
+    bevel = np.where(u < bevel_len, brightness * 7.0 * max(specular, 0.35) * vis * step
                      * (1.0 - u / bevel_len * 0.5), 0.0)
 
     # Walls and ringing inside the shaft, spaced by the vertical chord of the tube.
@@ -259,7 +259,7 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     tip_visible = bool(seen[0]) and u[0] < step * 2
     shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
     return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
-                      shaft_echo=float(brightness * 16.0 * specular))
+                      shaft_echo=float(brightness * 12.0 * specular))
 
 
 def splat(points_px: np.ndarray, amplitude: np.ndarray, origin_px: tuple[int, int],

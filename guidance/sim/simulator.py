@@ -345,7 +345,7 @@ class Simulator:
             yl = np.interp(xsf, [far[0], near[0]] if far[0] < near[0] else [near[0], far[0]],
                            [far[1], near[1]] if far[0] < near[0] else [near[1], far[1]])
             below = np.arange(H)[:, None] > (yl + echo.diameter_px)[None, :]
-            g[:, ca - ox:cb - ox] *= np.where(below, np.float32(0.7), np.float32(1.0))
+            g[:, ca - ox:cb - ox] *= np.where(below, np.float32(0.85), np.float32(1.0))
 
     def _needle_truth(self, echo: NeedleEcho, pose, ox: int, mask: np.ndarray):
         """(tail, tip, tip_visible) in frame px from the visible pieces inside the frame; draws the mask."""
