@@ -17,8 +17,10 @@ from guidance.io.igtl import HEADER, decode_body, parse_header
 from guidance.io.plus import read_sequence, write_sequence
 from guidance.io.seqfields import parse_frame_fields, split_frame_fields
 
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                derandomize=True)
+# Bounded and repeatable in CI; FUZZ_EXAMPLES=2000 for a longer, random run by hand.
+_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
+FUZZ = settings(max_examples=_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+                derandomize=_EXAMPLES <= 100, database=None)
 
 _TMP = Path(tempfile.mkdtemp(prefix="fuzz-parsers-"))
 text = st.text(alphabet=st.characters(blacklist_categories=("Cs",), max_codepoint=0x2FF), max_size=40)

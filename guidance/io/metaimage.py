@@ -104,6 +104,13 @@ def _ints(fields: dict[str, str], key: str, where: str) -> list[int]:
         raise InputError(f"{where}: {key} {fields[key][:40]!r} is not whole numbers") from None
 
 
+def _one_int(fields: dict[str, str], key: str, where: str) -> int:
+    values = _ints(fields, key, where)
+    if len(values) != 1:
+        raise InputError(f"{where}: {key} {fields[key][:40]!r} is not one whole number")
+    return values[0]
+
+
 def _flag(fields: dict[str, str], key: str) -> bool:
     return fields.get(key, "False").strip().lower() in ("true", "1", "yes")
 
@@ -125,7 +132,7 @@ def validate_header(fields: dict[str, str], path: Path, data_offset: int) -> Met
     etype = fields.get("ElementType", "").strip().upper()
     if etype not in ELEMENT_TYPES:
         raise InputError(f"{where}: unsupported ElementType {etype or '(missing)'!r}")
-    channels = _ints(fields, "ElementNumberOfChannels", where)[0] if "ElementNumberOfChannels" in fields else 1
+    channels = _one_int(fields, "ElementNumberOfChannels", where) if "ElementNumberOfChannels" in fields else 1
     if channels not in (1, 3, 4):
         raise InputError(f"{where}: {channels} channels per pixel; expected 1 (grey), 3 or 4 (colour)")
     big_endian = _flag(fields, "BinaryDataByteOrderMSB") or _flag(fields, "ElementByteOrderMSB")
@@ -145,7 +152,7 @@ def validate_header(fields: dict[str, str], path: Path, data_offset: int) -> Met
     compressed = _flag(fields, "CompressedData")
     csize = None
     if compressed and "CompressedDataSize" in fields:
-        csize = _ints(fields, "CompressedDataSize", where)[0]
+        csize = _one_int(fields, "CompressedDataSize", where)
     if n > MAX_FRAMES:
         raise InputError(f"{where}: {n} frames is not plausible (at most {MAX_FRAMES})")
     if compressed:  # zlib cannot shrink data more than about 1030:1

@@ -189,10 +189,8 @@ def _read_nrrd(path: Path) -> PlusSequence:
         data, header = nrrd.read(str(path), index_order="F")
     except (nrrd.NRRDError, ValueError, OSError, EOFError, IndexError, KeyError, TypeError) as exc:
         raise InputError(f"{where}: not a readable NRRD file ({_short(exc)})") from None
-    except Exception as exc:  # zlib/gzip errors from a truncated file
-        if type(exc).__module__ in ("zlib", "gzip", "bz2") or isinstance(exc, (MemoryError,)):
-            raise InputError(f"{where}: pixel data is truncated or corrupt ({_short(exc)})") from None
-        raise
+    except Exception as exc:  # noqa: BLE001 - zlib/gzip/bz2 errors, overflows: the file is bad
+        raise InputError(f"{where}: NRRD pixel data is truncated or corrupt ({type(exc).__name__})") from None
     text = {str(k): v if isinstance(v, str) else str(v) for k, v in header.items()}
     plain, per_frame = split_frame_fields(text)
     kinds = [str(k).lower() for k in header.get("kinds", [])] or ["domain"] * data.ndim
