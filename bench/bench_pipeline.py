@@ -11,6 +11,9 @@
   guidance): sustained throughput when every frame is processed.
 - ``free_running_noop`` / ``paced_30fps_full``: a source delivering as fast as
   it can (or at 30 fps) for ``--seconds``: processed fps, drops, latency.
+- ``region_ms``: finding the imaging region on a real 1280x720 scanner screen
+  (one frame, and one estimator update); the region stage does this on every
+  5th frame, so its median in ``stages_ms`` is the cached case.
 - ``rss_mb_peak``: peak resident memory of the whole run.
 """
 
@@ -29,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from guidance.cli.bench import generated_images, measure, noop_stages, peak_rss_mb  # noqa: E402
 from guidance.pipeline import LivePipeline, process  # noqa: E402
+from guidance.region import RegionEstimator, find_imaging_region  # noqa: E402
 from guidance.sources.base import SourceBase  # noqa: E402
 from guidance.stages import build_stages  # noqa: E402
 
@@ -71,6 +75,31 @@ def process_overhead_us(image, n: int = 20000) -> dict:
     return {"p50": round(float(np.median(samples)) * 1e6, 2), "p99": round(float(np.percentile(samples, 99)) * 1e6, 2)}
 
 
+def region_ms(n: int = 50) -> dict | None:
+    import cv2
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "knee", "lumify.png")
+    screen = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+    if screen is None:
+        return None
+    rng = np.random.default_rng(0)
+    frames = [np.clip(screen.astype(np.int16) + rng.integers(-3, 4, screen.shape), 0, 255).astype(np.uint8)
+              for _ in range(4)]
+    find_imaging_region(screen)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        find_imaging_region(screen)
+    one = (time.perf_counter() - t0) / n * 1000
+    estimator = RegionEstimator()
+    estimator.update(frames[0])
+    t0 = time.perf_counter()
+    for k in range(n):
+        estimator.update(frames[k % 4])
+    update = (time.perf_counter() - t0) / n * 1000
+    return {"size_px": [screen.shape[1], screen.shape[0]], "find_imaging_region": round(one, 3),
+            "estimator_update": round(update, 3), "per_frame_amortized": round(update / 5, 3)}
+
+
 def timed_run(images, stages, seconds: float, fps: float | None) -> dict:
     latencies = []
     pipeline = LivePipeline(CycleSource(images, fps), stages, stall_timeout_s=5.0)
@@ -108,6 +137,7 @@ def main() -> None:
     report["full_640x480"]["stages"] = [s.name for s in full]
     report["free_running_noop"] = timed_run(images, noop_stages(), args.seconds, None)
     report["paced_30fps_full"] = timed_run(images, build_stages(), args.seconds, 30.0)
+    report["region_ms"] = region_ms()
     report["rss_mb_now"] = round(psutil.Process().memory_info().rss / 2**20, 1)
     report["rss_mb_peak"] = round(peak_rss_mb(), 1)
     report["machine"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)

@@ -31,8 +31,9 @@ def _background_level(image_u8: np.ndarray) -> int:
 
 def _content_mask(image_u8: np.ndarray) -> np.ndarray:
     """255 where a pixel differs from the flat background (darker or brighter), else 0."""
-    away = cv2.absdiff(image_u8, np.full_like(image_u8, _background_level(image_u8)))
-    return cv2.threshold(away, _NOISE_LEVELS, 255, cv2.THRESH_BINARY)[1]
+    level = _background_level(image_u8)
+    flat = cv2.inRange(image_u8, max(0, level - _NOISE_LEVELS), min(255, level + _NOISE_LEVELS))
+    return cv2.bitwise_not(flat)
 
 
 def _largest_piece(mask_u8: np.ndarray, min_side: int) -> tuple[int, int, int, int] | None:
