@@ -208,6 +208,13 @@ class Simulator:
             t0 = rng.uniform(0.1, 0.9) * duration
             gain += rng.uniform(-5.0, 5.0) * np.clip((t - t0) / 0.4, 0.0, 1.0)
         self.gain_db = gain + (rng.uniform(-4, 4) if strong else 0.0)
+        # Tissue motion (pulse, breathing, pressure) slowly changes the speckle: the
+        # looks' weights in the compound drift over time.
+        wob = 0.25 * np.sin(2 * math.pi * t / rng.uniform(1.5, 5.0) + rng.uniform(0, 2 * math.pi))
+        self.look_weights = np.ones((self.n_frames, self.n_looks), np.float32)
+        if self.n_looks > 1:
+            self.look_weights[:, 0] += wob
+            self.look_weights[:, 1] -= wob
 
     # ------------------------------------------------------------------ frames
     def __len__(self) -> int:
@@ -251,13 +258,13 @@ class Simulator:
 
         power = np.zeros((H, W), np.float32)
         span = self.noise_re.shape[1] - W + 1
-        for re, im in fields:
+        for (re, im), wgt in zip(fields, self.look_weights[i]):
             np.multiply(re, g, out=re)
             np.multiply(im, g, out=im)
             off = int(frng.integers(0, span))
             re += self.noise_re[:, off:off + W]
             im += self.noise_im[:, off:off + W]
-            power += cv2.multiply(re, re) + cv2.multiply(im, im)
+            power += (cv2.multiply(re, re) + cv2.multiply(im, im)) * wgt
         if self.smooth_px is not None:  # scanner speckle reduction: local averaging of intensity
             power = cv2.GaussianBlur(power, (0, 0), *self.smooth_px)
         amp = cv2.sqrt(power * np.float32(1.0 / self.n_looks))
