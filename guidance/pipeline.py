@@ -93,7 +93,13 @@ class PipelineStatus:
     """
 
     state: str
-    """One of "starting", "running", "no_signal", "ended", "stopped", "error"."""
+    """One of "starting", "running", "no_signal", "ended", "stopped", "error".
+
+    "no_signal": no frame for ``stall_timeout_s`` or the source failed; it is
+    being retried. "error": the source cannot be used (a bad file): reading
+    has stopped, ``message`` says why. A failing stage does not change the
+    state: it is counted in ``stage_errors`` and said in ``message``.
+    """
     message: str = ""
     frames_received: int = 0
     frames_processed: int = 0
@@ -440,9 +446,12 @@ class LivePipeline:
                 self._history.append((done, (done - received_s) * 1000.0, result.stages_ms))
                 if failed is not None:
                     self._stage_errors += 1
-                    self._state, self._message = "error", f"processing failed: {_reason(failed)}"
-                elif self._state not in ("running", "stopped") and self._fatal_message is None:
-                    self._state, self._message = "running", ""
+                if self._fatal_message is None and self._state != "stopped":
+                    if failed is not None:  # frames still flow: shown without guidance, said in the message
+                        self._state = "running"
+                        self._message = f"processing failed: {_reason(failed)}; frame shown without guidance"
+                    elif self._state != "running" or self._message:
+                        self._state, self._message = "running", ""
             if failed is not None:
                 log.error("stage failed on frame %d", frame.seq, exc_info=failed)
             self._latest = result

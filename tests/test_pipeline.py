@@ -235,8 +235,9 @@ def test_failing_stage_keeps_the_frames_coming():
     pipeline.add_consumer(record)  # before start: no result is missed
     with pipeline:
         wait_until(lambda: len(record.results) > 8, what="results")
-        assert pipeline.status().state == "running"
-        assert pipeline.status().stage_errors == 3
+        status = pipeline.status()
+        assert status.state == "running" and status.message == ""  # cleared once frames process again
+        assert status.stage_errors == 3
     assert PROCESSING_ERROR_ALERT in record.results[0].alerts
     assert PROCESSING_ERROR_ALERT not in record.results[-1].alerts
 
@@ -391,3 +392,21 @@ def test_real_http_stream_that_goes_away_and_comes_back(tmp_path):
         server.shutdown()
         server.server_close()
     assert pipeline_threads() == []
+
+
+def test_a_stage_that_always_fails_is_reported_while_frames_keep_coming():
+    class Broken:
+        name = "detect"
+
+        def __call__(self, result):
+            raise RuntimeError("model file vanished")
+
+    record = Record()
+    pipeline = LivePipeline(CountingSource(interval_s=0.003), [Broken()])
+    pipeline.add_consumer(record)
+    with pipeline:
+        wait_until(lambda: len(record.results) > 5, what="results")
+        status = pipeline.status()
+    assert status.state == "running"
+    assert "processing failed" in status.message and "model file vanished" in status.message
+    assert all(PROCESSING_ERROR_ALERT in r.alerts and r.detection is None for r in record.results)
