@@ -77,3 +77,41 @@ def draw_screen(rng: np.random.Generator, size_px: tuple[int, int], region: tupl
         screen[y0:y1, bx:bx + 5] = bar[: y1 - y0]
     screen[y:y + h, x:x + w] = 0
     return screen
+
+
+_ANNOTATIONS = ("R KNEE", "L KNEE", "LAT", "MED", "SUP", "TRANS", "LONG", "Trochlea", "Suprapat", "Inj", "Knee")
+
+
+def draw_overlays(rng: np.random.Generator, image: np.ndarray, region: tuple[int, int, int, int]) -> None:
+    """Draw what scanners burn into the image itself (in place): focus marker, labels, calipers.
+
+    These are bright, sharp and often linear: distractors a needle detector must not take for a needle.
+    """
+    x, y, w, h = region
+    H, W = image.shape
+    scale = max(0.25, min(w, h) / 700.0) * rng.uniform(0.8, 1.3)
+    if rng.random() < 0.6:  # focal-zone marker: a small triangle at the region's side
+        fy = int(y + rng.uniform(0.2, 0.8) * h)
+        side = x + w - 2 if rng.random() < 0.6 else x + 1
+        s = max(3, int(h / 60))
+        d = -1 if side > x + w / 2 else 1
+        pts = np.array([[side, fy], [side + d * s * 1.5, fy - s], [side + d * s * 1.5, fy + s]], np.int32)
+        cv2.fillConvexPoly(image, pts, int(rng.integers(150, 256)), cv2.LINE_AA)
+    for _ in range(int(rng.integers(0, 3))):  # annotation text inside the image
+        tx = int(x + rng.uniform(0.02, 0.7) * w)
+        ty = int(y + rng.uniform(0.08, 0.98) * h)
+        _text(image, rng, str(rng.choice(_ANNOTATIONS)), (tx, ty), scale * 1.2, int(rng.integers(170, 256)))
+    if rng.random() < 0.4:  # a distance caliper: two crosses and a dotted line
+        p = np.array([x + rng.uniform(0.1, 0.9) * w, y + rng.uniform(0.1, 0.9) * h])
+        q = np.array([x + rng.uniform(0.1, 0.9) * w, y + rng.uniform(0.1, 0.9) * h])
+        grey = int(rng.integers(180, 256))
+        arm = max(2, int(min(w, h) / 60))
+        for c in (p, q):
+            cx, cy = int(c[0]), int(c[1])
+            cv2.line(image, (cx - arm, cy), (cx + arm, cy), grey, 1)
+            cv2.line(image, (cx, cy - arm), (cx, cy + arm), grey, 1)
+        n = int(np.hypot(*(q - p)) / 4)
+        for t in np.linspace(0, 1, max(n, 2))[1:-1:2]:
+            cx, cy = (p + t * (q - p)).astype(int)
+            if 0 <= cx < W and 0 <= cy < H:
+                image[cy, cx] = grey

@@ -141,6 +141,11 @@ class Simulator:
         # bands) whose speckle differs while the anatomy does not: each look gets
         # its own diffuse scatterers, the interfaces are shared.
         self.n_looks = int(rng.integers(1, 4)) if strong else 2
+        if strong and rng.random() < 0.12:  # plain phantom-like tissue, as simple simulators make
+            soft = self.anatomy.soft_tissue & ~self.anatomy.fluid
+            flat = float(np.median(self.anatomy.echo[soft]))
+            a = rng.uniform(0.7, 1.0)
+            self.anatomy.echo[soft] = (1 - a) * self.anatomy.echo[soft] + a * flat
         if strong and rng.random() < 0.3:  # reverberation between probe face and skin: echo copies
             gap_mm = rng.uniform(1.0, 3.0)
             wav = rng.uniform(0.0, 0.3) / s * smooth_curve(rng, Wc, 6.0 / s)

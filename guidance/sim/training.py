@@ -16,7 +16,7 @@ import math
 import cv2
 import numpy as np
 
-from .screen import draw_screen
+from .screen import draw_overlays, draw_screen
 from .simulator import SimConfig, SimFrame, Simulator
 
 TRAINING_SCENARIOS = ("insertion", "steep", "out_of_plane", "no_needle")
@@ -58,10 +58,13 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256)) -> SimFrame:
     cfg = SimConfig(width_px=sw, height_px=sh, fps=fps, seed=int(rng.integers(0, 2**31)), scenario=scenario,
                     depth_mm=depth_mm, n_frames=int(rng.integers(30, 90)), randomize=True,
                     drift_mm=rng.uniform(0.2, 2.0), cartilage=bool(rng.random() > 0.15))
+    overlays = rng.random() < 0.3
+    jpeg_quality = int(rng.integers(25, 90)) if rng.random() < 0.3 else None
     sim = Simulator(cfg)
     frame = sim.render(int(rng.integers(0, len(sim))))
     if (sw, sh) == (rw, rh) and not screen:
         frame.truth["region_px"] = [0, 0, W, H]
+        frame.image = _degrade(rng, frame.image, (0, 0, W, H), overlays, jpeg_quality)
         return frame
 
     sx, sy = rw / sw, rh / sh
@@ -77,12 +80,25 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256)) -> SimFrame:
             z[ry:ry + rh, rx:rx + rw] = m
             full[k] = z
         masks = full
+    img = _degrade(rng, img, (rx, ry, rw, rh), overlays, jpeg_quality)
     spacing = (frame.spacing_mm[0] / sx, frame.spacing_mm[1] / sy)
     truth = transform_truth(frame.truth, (sx, sy), (rx, ry), spacing)
     truth["region_px"] = [rx, ry, rw, rh]
     tip = tuple(truth["needle"]["tip_px"]) if truth["needle"] else None
     return SimFrame(image=img, truth=truth, masks=masks, tip_px=tip, index=frame.index, t_s=frame.t_s,
                     spacing_mm=spacing)
+
+
+def _degrade(rng, image: np.ndarray, region, overlays: bool, jpeg_quality: int | None) -> np.ndarray:
+    """Burnt-in overlays and lossy compression, as on frames grabbed from a scanner's video output."""
+    if overlays:
+        image = image.copy()
+        draw_overlays(rng, image, region)
+    if jpeg_quality is not None:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+        if ok:
+            image = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return image
 
 
 def _map(p, scale, offset):
