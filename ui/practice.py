@@ -262,3 +262,52 @@ class ProgressPanel(QtWidgets.QWidget):
                                  f"first {rows[0].score:.0f}")
         else:
             self.summary.setText(f"Trainee {self.trainee}: no sessions yet")
+
+
+def main(argv=None) -> int:
+    """``python -m ui.practice REC [--truth truth.jsonl] [--trainee ID --db PATH]``: practise on a recording."""
+    import argparse
+    import sys
+
+    from guidance.contract import read_jsonl
+    from guidance.errors import GuidanceError
+    from guidance.training.progress_db import DEFAULT_DB, ProgressDB, check_id
+    from guidance.training.session import load_session
+
+    ap = argparse.ArgumentParser(prog="python -m ui.practice", description="Practice mode on a recorded session.")
+    ap.add_argument("recording", help="a recording with frames (.usrec)")
+    ap.add_argument("--truth", help="truth.jsonl to score against (else the recorded detections)")
+    ap.add_argument("--trainee", help="trainee ID: store the practice score")
+    ap.add_argument("--db", help="progress database")
+    ap.add_argument("--speed", type=float, default=1.0, help="playback speed between checkpoints")
+    args = ap.parse_args(argv)
+    try:
+        if args.trainee:
+            check_id(args.trainee, "trainee")
+        session = load_session(args.recording)
+        if session.image_of is None:
+            raise GuidanceError(f"{args.recording}: has no frames to practise on (a recording is needed)")
+        truth = list(read_jsonl(args.truth)) if args.truth else None
+        run = PracticeRun(session.records, session.events, truth=truth)
+    except (GuidanceError, ValueError) as exc:
+        print(f"practice: {exc}", file=sys.stderr)
+        return 2
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    fps = float(session.metadata.get("fps") or 20.0)
+    panel = PracticePanel(run, session.image, fps=fps, speed=args.speed)
+    panel.setWindowTitle("Practice mode (not a cleared medical device)")
+
+    def store(result: PracticeResult) -> None:
+        if args.trainee:
+            with ProgressDB(args.db or DEFAULT_DB) as db:
+                db.add_session(args.trainee, result.score, metrics=result.summary_metrics(), kind="practice",
+                               source_name=f"session {session.session_id}")
+
+    panel.finished.connect(store)
+    panel.resize(900, 900)
+    panel.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -231,10 +231,11 @@ def build_report(session: Session, *, analysis: SessionAnalysis | None = None, t
         parts.append("<h2>Withdrawals</h2><table><tr><th>deepest (s)</th><th>withdrawn to (s)</th>"
                      f"<th>re-advanced (s)</th><th>withdrawn</th><th>angle change</th><th>kind</th></tr>{rr}</table>")
 
-    parts.append("<h2>Plots</h2>" + distance_chart(a) + visibility_chart(a.series))
-    parts.append(f"<div class='grid'><div class='card'><div class='muted'>Tip path over the image "
+    parts.append("<h2>Plots</h2><div class='grid'><div class='card'>" + distance_chart(a) + "<br>"
+                 + visibility_chart(a.series) + "</div>"
+                 f"<div class='card'><div class='muted'>Tip path over the image<br>"
                  f"(dark: early, yellow: late; orange rings: redirections)</div>"
-                 f"<img alt='tip path' src='{_png_b64(path_image(session, a))}'></div></div>")
+                 f"<img alt='tip path' src='{_png_b64(path_image(session, a), 380)}'></div></div>")
 
     labels = {"first_sight": "First sight of the tip", "closest_approach": "Closest approach",
               "injection": "Injection"}
@@ -248,9 +249,9 @@ def build_report(session: Session, *, analysis: SessionAnalysis | None = None, t
         t = a.series.t_s[row]
         dist = a.target_dist_mm[row]
         cap = f"t = {t:.2f} s, tip to target {dist:.1f} {u}" if math.isfinite(dist) else f"t = {t:.2f} s"
-        body = (f"<img alt='{label}' src='{_png_b64(img, 360)}'>" if img is not None
+        body = (f"<img alt='{label}' src='{_png_b64(img, 340)}'>" if img is not None
                 else "<div class='muted'>no frames in this session file</div>")
-        cards.append(f"<div class='card'><b>{label}</b> <span class='muted'>{cap}</span>{body}</div>")
+        cards.append(f"<div class='card'><b>{label}</b><br><span class='muted'>{cap}</span>{body}</div>")
     parts.append("<h2>Key frames (recorded guidance shown)</h2><div class='grid'>" + "".join(cards) + "</div>")
 
     if trend:

@@ -125,6 +125,7 @@ def scripted_insertion(script: Script = Script()) -> ScriptedSession:
     bone_l, surf_l = np.round(bone, 2).tolist(), np.round(surface, 2).tolist()
     sp = [sc.spacing_mm, sc.spacing_mm]
     records = []
+    traj_of = _trajectory_fn(surface, bone, sc.spacing_mm)
     for i in range(n):
         needle = None
         if not lost[i]:
@@ -134,7 +135,7 @@ def scripted_insertion(script: Script = Script()) -> ScriptedSession:
         records.append({"frame": i, "t_s": round(sc.t0_s + t[i], 6), "needle": needle,
                         "target": {"kind": "cartilage", "surface_px": surf_l, "bone_px": bone_l,
                                    "cartilage_thickness_mm": CARTILAGE_PX * sc.spacing_mm},
-                        "trajectory": None, "ms": {"total": 5.0},
+                        "trajectory": traj_of(needle), "ms": {"total": 5.0},
                         "tracking": "lost" if lost[i] else "tracking", "spacing_mm": sp})
     inj_t = sc.t0_s + kt[-1] - 0.75
     events = [{"kind": "injection", "t_s": inj_t, "data": {}}]
@@ -151,6 +152,24 @@ def scripted_insertion(script: Script = Script()) -> ScriptedSession:
     meta = {"source": "scripted", "spacing_mm": sp, "fps": sc.fps, "frames": n,
             "size_px": list(sc.size_px)}
     return ScriptedSession(records, events, sc, truth, meta)
+
+
+def _trajectory_fn(surface: np.ndarray, bone: np.ndarray, spacing_mm: float):
+    """Record the guidance's path to the target too, when guidance.trajectory is present."""
+    try:
+        from ..contract import trajectory_to_dict
+        from ..trajectory import compute_trajectory
+        from ..types import NeedleDetection, TargetDetection
+    except ImportError:
+        return lambda needle: None
+    target = TargetDetection("cartilage", surface, bone)
+
+    def traj(needle: dict | None) -> dict | None:
+        if needle is None:
+            return None
+        nd = NeedleDetection(tuple(needle["tip_px"]), tuple(needle["shaft_px"][0]), needle["confidence"])
+        return trajectory_to_dict(compute_trajectory(nd, target, (spacing_mm, spacing_mm)))
+    return traj
 
 
 def render_image(sc: Script, record: dict) -> np.ndarray:

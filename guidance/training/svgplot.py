@@ -30,7 +30,7 @@ def _fmt(v: float) -> str:
 class Chart:
     """An x-y chart frame: add series, bands and markers, then :meth:`svg`."""
 
-    def __init__(self, x_range, y_range, *, width=760, height=240, x_label="", y_label="", title=""):
+    def __init__(self, x_range, y_range, *, width=700, height=240, x_label="", y_label="", title=""):
         self.w, self.h = width, height
         self.ml, self.mr, self.mt, self.mb = 56, 16, 28 if title else 12, 40
         self.x0, self.x1 = map(float, x_range)
