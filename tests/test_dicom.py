@@ -305,3 +305,15 @@ def test_rgb_dicom_becomes_grey_by_luminance(tmp_path):
     (frame,) = _read_all(DicomSource(str(path)))
     assert frame.image[5, 5] == pytest.approx(0.299 * 200, abs=2)  # red weighs more than blue in luminance
     assert frame.image[5, W - 5] == pytest.approx(0.114 * 200, abs=2)
+
+
+def test_frame_time_vector_gives_uneven_timestamps(tmp_path):
+    import pydicom
+
+    path = write_dicom(tmp_path / "ftv.dcm", _frames(4))
+    ds = pydicom.dcmread(path)
+    del ds.FrameTime
+    ds.FrameTimeVector = [0, 40, 60, 40]
+    ds.save_as(path)
+    got = _read_all(DicomSource(str(path)))
+    assert [f.timestamp_s for f in got] == pytest.approx([0.0, 0.04, 0.1, 0.14])

@@ -245,9 +245,10 @@ def _frame_interval_s(ds) -> tuple[float | None, list[float] | None]:
         ft = float(ds.get("FrameTime", 0) or 0)
         if ft > 0 and math.isfinite(ft):
             return ft / 1000.0, None
-        vec = ds.get("FrameTimeVector", None)
-        if vec:
-            vals = [float(v) / 1000.0 for v in (vec if isinstance(vec, (list, tuple)) or hasattr(vec, "__iter__") else [vec])]
+        vec = ds.get("FrameTimeVector", None)  # ms since the previous frame, 0 first
+        if vec is not None and vec != "":
+            values = list(vec) if hasattr(vec, "__len__") and not isinstance(vec, str) else [vec]
+            vals = [float(v) / 1000.0 for v in values]
             if all(math.isfinite(v) and v >= 0 for v in vals):
                 return None, vals
         for kw in ("CineRate", "RecommendedDisplayFrameRate"):
