@@ -125,9 +125,8 @@ def test_measure_errors_are_one_line(tmp_path, capsys):
     assert main(["measure", "0", "--spacing", "0.1"]) == 2  # a live device is not a follow-up image
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 4
-    assert "knee.png" in err[0] and "--spacing" in err[0]
+    assert "knee.png" in err[0] and "--spacing" in err[0] and "spacing unknown" in err[0]
     assert "YYYY-MM-DD" in err[1]
-    assert not (tmp_path / "p.sqlite").exists() or True
 
 
 def test_measure_real_knee_screenshots(shared_data):
@@ -140,3 +139,11 @@ def test_measure_real_knee_screenshots(shared_data):
             assert 1.0 < m.median_mm < 4.5, (name, m.median_mm)
             found.append(name)
     assert found, "the target detector found cartilage on neither real knee screenshot"
+
+
+def test_measure_reads_the_depth_ruler_when_asked(shared_data, capsys):
+    # ../shared/README.md: Lumify 0 and 3 cm ticks 427 px apart (0.070 mm/px)
+    assert main(["measure", str(shared_data / "knee" / "lumify.png"), "--spacing", "ruler", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["spacing_mm"][0] == pytest.approx(30.0 / 427, rel=0.03)
+    assert out["source"] == "lumify.png"

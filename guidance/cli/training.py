@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ._args import RULER, spacing_arg
 
 
 def _default_db() -> Path:
@@ -20,16 +21,10 @@ def _default_db() -> Path:
     return Path(os.environ.get("GUIDANCE_PROGRESS_DB") or DEFAULT_DB)
 
 
-def _spacing(text: str | None):
-    if not text:
-        return None
-    try:
-        vals = [float(v) for v in text.split(",")]
-    except ValueError:
-        raise InputError(f"--spacing {text!r}: expected MM or SX_MM,SY_MM") from None
-    if len(vals) not in (1, 2) or min(vals) <= 0:
-        raise InputError(f"--spacing {text!r}: expected one or two positive numbers (mm per pixel)")
-    return (vals[0], vals[-1])
+def _no_ruler(value):
+    if value == RULER:
+        raise InputError("--spacing ruler: only `guidance measure` reads a depth ruler; give MM or SX_MM,SY_MM")
+    return value
 
 
 def register(sub) -> None:
@@ -38,7 +33,8 @@ def register(sub) -> None:
                                    "write one HTML file with metrics, plots and key frames. No patient data.")
     p.add_argument("recording", help="a recording (.usrec) or contract JSON Lines (.jsonl)")
     p.add_argument("--out", required=True, help="HTML file to write")
-    p.add_argument("--spacing", help="pixel spacing MM or SX_MM,SY_MM when the recording has none")
+    p.add_argument("--spacing", type=spacing_arg, metavar="MM|SX,SY",
+                   help="pixel spacing (mm per pixel) when the recording has none")
     p.add_argument("--trainee", help="trainee ID: also store the score in the progress database")
     p.add_argument("--knee", help="knee ID: show its cartilage thickness trend from the database")
     p.add_argument("--db", type=Path, help="progress database (default $GUIDANCE_PROGRESS_DB or ~/.local/share/...)")
@@ -58,7 +54,9 @@ def register(sub) -> None:
     p.add_argument("--knee", help="pseudonymous knee ID: store the result in the database")
     p.add_argument("--date", help="measurement date YYYY-MM-DD (default today)")
     p.add_argument("--db", type=Path, help="progress database")
-    p.add_argument("--spacing", help="pixel spacing MM or SX_MM,SY_MM (else from the input or its depth ruler)")
+    p.add_argument("--spacing", type=spacing_arg, metavar="MM|SX,SY|ruler",
+                   help="pixel spacing in mm per pixel (overrides the input's own); 'ruler': read it from the "
+                        "scanner's depth ruler on a grabbed screen when the input has none")
     p.add_argument("--detector", default="auto", help="'auto', 'classical' or a model path")
     p.add_argument("--max-frames", type=int, default=30, help="frames sampled from a sequence (default 30)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -76,7 +74,7 @@ def _report(args) -> int:
     if args.knee:
         check_id(args.knee, "knee")
     session = load_session(args.recording)
-    a = analyse(session.records, session.events, spacing_mm=_spacing(args.spacing), metadata=session.metadata)
+    a = analyse(session.records, session.events, spacing_mm=_no_ruler(args.spacing), metadata=session.metadata)
     trend = []
     db = None
     if args.trainee or args.knee:
@@ -143,7 +141,7 @@ def _measure(args) -> int:
     if args.knee:
         check_id(args.knee, "knee")
     day = check_date(args.date) if args.knee or args.date else None
-    res = measure_input(args.input, spacing_mm=_spacing(args.spacing), detector=args.detector,
+    res = measure_input(args.input, spacing_mm=args.spacing, detector=args.detector,
                         max_frames=args.max_frames)
     if args.knee:
         with ProgressDB(args.db or _default_db()) as db:

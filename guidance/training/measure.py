@@ -146,35 +146,37 @@ def _frames(spec: str, spacing_mm, max_frames: int):
     return frames
 
 
-def _region_and_scale(image: np.ndarray):
-    """Imaging region and depth-ruler spacing when guidance.region can find them."""
+def _region_and_scale(image: np.ndarray, want_ruler: bool):
+    """Imaging region (when guidance.region can find it) and, if asked, the depth ruler's mm/px."""
     try:
         from ..region import find_imaging_region, read_depth_scale
     except ImportError:
         return None, None
     region = find_imaging_region(image)
-    try:
-        mm = read_depth_scale(image, region)
-    except Exception:  # a ruler that cannot be read is not an error: ask for --spacing instead
-        mm = None
-    return region, mm
+    return region, (read_depth_scale(image, region) if want_ruler else None)
 
 
-def measure_input(spec: str | Path, *, spacing_mm: Spacing | None = None, detector: str = "auto",
+def measure_input(spec: str | Path, *, spacing_mm: Spacing | str | None = None, detector: str = "auto",
                   max_frames: int = 30) -> CartilageMeasurement:
     """Measure cartilage thickness on a file with the project's target detector.
 
-    Spacing: ``spacing_mm`` if given, else the input's own, else the scanner's
-    depth ruler (when found); without any, an :class:`InputError` asks for it.
+    Spacing: ``spacing_mm`` if given as numbers, else the input's own; with
+    ``spacing_mm="ruler"`` the scanner's depth ruler on a grabbed screen when
+    the input has none (off unless asked: a misread ruler is worse than none).
+    Without any, an :class:`InputError` asks for it.
     """
     from ..detect import load_detector
 
     spec = str(spec)
-    frames = _frames(spec, spacing_mm, max_frames)
+    want_ruler = spacing_mm == "ruler"
+    fixed = None if want_ruler else spacing_mm
+    frames = _frames(spec, fixed, max_frames)
     det = load_detector(detector)
-    region, ruler_mm = _region_and_scale(frames[0].image)
-    spacing = spacing_mm or frames[0].spacing_mm or ((ruler_mm, ruler_mm) if ruler_mm else None)
+    region, ruler_mm = _region_and_scale(frames[0].image, want_ruler and frames[0].spacing_mm is None)
+    spacing = fixed or frames[0].spacing_mm or ((ruler_mm, ruler_mm) if ruler_mm else None)
     if spacing is None:
-        raise InputError(f"{spec}: pixel spacing unknown (no metadata, no depth ruler found): give --spacing MM")
+        why = "no depth ruler found on the screen" if want_ruler else "none in the input"
+        raise InputError(f"{spec}: pixel spacing unknown ({why}): give --spacing MM (or --spacing ruler "
+                         "for a grabbed scanner screen)")
     targets = [det.detect(f.image, spacing_mm=spacing, region=region).target for f in frames]
     return measure_targets(targets, spacing, source_name=Path(spec).name, detector=det.name)
