@@ -16,12 +16,28 @@ def check_display() -> None:
                             "run on a desktop, or set QT_QPA_PLATFORM=offscreen for a headless run")
 
 
+def check_qt() -> None:
+    """Refuse a Qt binding known to crash here, with the fix, rather than crash mid-procedure.
+
+    PySide6 6.12.0 on CPython < 3.12 drops a reference to None on every call
+    of a method returning nothing (measured: ``sys.getrefcount(None)`` falls by
+    one per ``QLabel.setText``); None's count reaches zero within minutes and
+    the interpreter aborts. 6.11.3 is fine.
+    """
+    import PySide6
+
+    if PySide6.__version__.startswith("6.12.0") and sys.version_info < (3, 12):
+        raise GuidanceError(f"PySide6 {PySide6.__version__} crashes on Python {sys.version_info.major}."
+                            f"{sys.version_info.minor} (reference-count bug); install PySide6-Essentials==6.11.3")
+
+
 def ensure_app():
     """The running QApplication, created (with our names and a dark style) if needed."""
     from PySide6 import QtGui, QtWidgets
 
     app = QtWidgets.QApplication.instance()
     if app is None:
+        check_qt()
         check_display()
         app = QtWidgets.QApplication(sys.argv[:1])
         app.setOrganizationName("KneeGuidance")

@@ -111,7 +111,7 @@ class GuidanceOverlay:
 
     def __init__(self, view: pg.ViewBox) -> None:
         self.band = QtWidgets.QGraphicsPathItem()
-        self.band.setBrush(QtGui.QBrush(colour("surface", 70)))
+        self.band.setBrush(QtGui.QBrush(colour("surface", 40)))
         self.band.setPen(QtGui.QPen(QtCore.Qt.PenStyle.NoPen))
         self.band.setZValue(5)
         self.bone = HaloCurve("bone", 2.0, 6)

@@ -2,13 +2,19 @@
 
 The pipeline calls our consumer on its processing thread after every frame.
 The consumer only keeps the newest result and, when the GUI has not yet been
-told, posts one queued signal. However slowly the GUI draws, at most one
-notification waits in its event queue and it always draws the newest frame:
-results coalesce, they never queue up.
+told, wakes it once. However slowly the GUI draws, at most one wake-up waits
+and it always draws the newest frame: results coalesce, they never queue up.
+
+The wake-up is one byte written to a socket pair that a ``QSocketNotifier``
+watches in the GUI thread, not a Qt signal emitted from the pipeline's
+thread: PySide6 6.8+ corrupts reference counts when Python threads emit
+signals (PYSIDE-3124; seen here as "deallocating None" crashes), and a socket
+write touches no Python or Qt object.
 """
 
 from __future__ import annotations
 
+import socket
 import threading
 from typing import Callable, Sequence
 
@@ -45,6 +51,11 @@ class PipelineWorker(QtCore.QObject):
         self._latest: FrameResult | None = None
         self._notified = False
         self.results_seen = 0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._notifier = QtCore.QSocketNotifier(self._wake_r.fileno(), QtCore.QSocketNotifier.Type.Read, self)
+        self._notifier.activated.connect(self._on_wake)
         self.pipeline.add_consumer(self._on_result)
 
     # Called on the pipeline's processing thread: quick, never touches widgets.
@@ -55,7 +66,18 @@ class PipelineWorker(QtCore.QObject):
             if self._notified:
                 return
             self._notified = True
-        self.result_ready.emit()  # queued to the GUI thread (the receiver lives there)
+        try:
+            self._wake_w.send(b"\x01")
+        except OSError:  # closed while stopping, or (never) full: the GUI is told anyway or gone
+            pass
+
+    def _on_wake(self, *_args) -> None:  # GUI thread
+        try:
+            while self._wake_r.recv(64):
+                pass
+        except OSError:  # BlockingIOError: drained
+            pass
+        self.result_ready.emit()
 
     def take_latest(self) -> FrameResult | None:
         """The newest result not yet taken, or None (GUI thread)."""
@@ -76,6 +98,9 @@ class PipelineWorker(QtCore.QObject):
     def stop(self, timeout_s: float = 3.0) -> None:
         self.pipeline.remove_consumer(self._on_result)
         self.pipeline.stop(timeout_s=timeout_s)
+        self._notifier.setEnabled(False)
+        self._wake_w.close()
+        self._wake_r.close()
 
     def status(self):
         return self.pipeline.status()

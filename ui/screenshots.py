@@ -1,0 +1,113 @@
+"""Save screenshots of the live view and the player for the docs.
+
+    QT_QPA_PLATFORM=offscreen python -m ui.screenshots [--out docs]
+
+Runs the live view on the simulator until guidance is on screen, saves
+``screenshot_live.png``; then opens the player on a short recording of the
+same session (or on a video written from the simulator when recordings are
+not available) and saves ``screenshot_player.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _wait(app, cond, timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        app.processEvents()
+        if cond():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def live_screenshot(out: Path, *, spec: str = "sim:insertion:1", size=(640, 480), settle_s: float = 6.0,
+                    record_to: Path | None = None, window_size=(1280, 760)):
+    """Run the live view on ``spec``; save a grab once a trajectory is shown. Returns (window, recording)."""
+    from .app import ensure_app
+    from .live_view import LiveWindow
+    from .settings import Settings, ini_settings
+
+    app = ensure_app()
+    tmp = Path(tempfile.mkdtemp(prefix="guidance-shots-"))
+    settings = Settings(ini_settings(tmp / "settings.ini"))
+    win = LiveWindow(settings, source_options={"fps": 30, "size_px": size})
+    win.resize(*window_size)
+    win.show()
+    win.start(spec)
+    recording = None
+    if record_to is not None:
+        _wait(app, lambda: win.result is not None, 10)
+        recording = win.start_recording(record_to)
+    # Wait for a frame that carries the whole picture: needle, target, path, all fresh.
+    t0 = time.monotonic()
+    _wait(app, lambda: time.monotonic() - t0 > settle_s and win.result is not None
+          and win.result.trajectory is not None and win.view.overlay.shown
+          and win.result.trajectory.distance_mm is not None and win.result.trajectory.distance_mm > 3.0, 40)
+    _wait(app, lambda: False, 0.05)
+    win.grab().save(str(out))
+    if record_to is not None:
+        _wait(app, lambda: False, 1.0)
+        win.stop_recording()
+    return win, recording
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="docs")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from .app import ensure_app
+    from .player import PlayerWindow
+    from .settings import Settings, ini_settings
+
+    app = ensure_app()
+    tmp = Path(tempfile.mkdtemp(prefix="guidance-shots-"))
+    try:
+        import guidance.recording  # noqa: F401
+        record_to = tmp / "session.usrec"
+    except ImportError:
+        record_to = None
+    win, recording = live_screenshot(out / "screenshot_live.png", record_to=record_to)
+    win.close()
+    if recording is None:  # no recorder yet: play a simulated clip as a video file
+        import cv2
+
+        from guidance.sources import open_source
+
+        path = tmp / "clip.avi"
+        src = open_source("sim:insertion:1", realtime=False, size_px=(640, 480), fps=30)
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480), False)
+        with src:
+            for _ in range(120):
+                f = src.read()
+                if f is None:
+                    break
+                writer.write(f.image)
+        writer.release()
+        recording = path
+    player = PlayerWindow(Settings(ini_settings(tmp / "player.ini")))
+    player.resize(1400, 700)
+    player.show()
+    player.open(str(recording))
+    player.set_mode("side" if player.data.has_recorded_guidance else "recomputed")
+    marks = [m.index for m in player.data.marks]
+    player.seek(marks[0] if marks else len(player.data) * 2 // 3)
+    _wait(app, lambda: False, 0.3)
+    player.grab().save(str(out / "screenshot_player.png"))
+    player.close()
+    print(f"saved {out / 'screenshot_live.png'} and {out / 'screenshot_player.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
