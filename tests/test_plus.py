@@ -248,3 +248,20 @@ def test_big_endian_16_bit_metaimage(tmp_path):
     from guidance.sources import to_gray_u8
 
     assert np.array_equal(frame.image, to_gray_u8(frames[0]))  # 12-bit scaled to 8 bits as any 16-bit source
+
+
+def test_detect_command_reads_a_seq_nrrd_with_its_spacing(shared_data, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    seq = read_sequence(shared_data / BONE)
+    path = write_sequence(tmp_path / "three.seq.nrrd", np.stack([seq.frame(i) for i in range(3)]),
+                          timestamps_s=seq.timestamps_s[:3], spacing_mm=(0.085, 0.085))
+    proc = subprocess.run([sys.executable, "-m", "guidance", "detect", str(path), "--model", "classical"],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [line["frame"] for line in lines] == [0, 1, 2]
+    assert lines[1]["t_s"] == pytest.approx(232.628014, abs=1e-6)
+    assert lines[0]["spacing_mm"] == pytest.approx([0.085, 0.085])
