@@ -36,14 +36,24 @@ def _content_mask(image_u8: np.ndarray) -> np.ndarray:
     return cv2.bitwise_not(flat)
 
 
-def _largest_piece(mask_u8: np.ndarray, min_side: int) -> tuple[int, int, int, int] | None:
-    """(x, y, w, h) of the largest connected piece of ``mask_u8`` after removing pieces thinner than ``min_side``."""
+def _largest_piece(mask_u8: np.ndarray, min_side: int,
+                   score: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of the best connected piece of ``mask_u8`` after removing pieces thinner than ``min_side``.
+
+    The best piece is the largest, or, given ``score`` (same shape), the one
+    holding the most of it.
+    """
     k = max(1, int(min_side))
     opened = cv2.morphologyEx(mask_u8, cv2.MORPH_OPEN, np.ones((k, k), np.uint8)) if k > 1 else mask_u8
-    n, _, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=4)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=4)
     if n <= 1:
         return None
-    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    values = stats[1:, cv2.CC_STAT_AREA].astype(np.float64)
+    if score is not None:
+        held = np.bincount(labels.ravel(), weights=score.ravel().astype(np.float64), minlength=n)[1:]
+        if held.max() > 0:
+            values = held
+    best = 1 + int(np.argmax(values))
     x, y, w, h = (int(v) for v in stats[best, :4])
     return x, y, w, h
 
@@ -94,17 +104,34 @@ def _walk(has: np.ndarray, start: int, step: int, limit: int, max_gap: int) -> i
     return last
 
 
-def _coarse_box(mask_u8: np.ndarray, block_px: int) -> tuple[int, int, int, int] | None:
-    """Largest block of content in pixels, judged on ``block_px`` blocks (any content in a block counts)."""
+def _coarse_box(mask_u8: np.ndarray, block_px: int,
+                score: np.ndarray | None = None) -> tuple[int, int, int, int] | None:
+    """Best block of content in pixels, judged on ``block_px`` blocks (any content in a block counts).
+
+    Without ``score`` the largest; with it (a float map of any size, e.g. where
+    pixels change) the one holding the most of it.
+    """
     height, width = mask_u8.shape
     bw, bh = max(1, width // block_px), max(1, height // block_px)
     blocks = (cv2.resize(mask_u8, (bw, bh), interpolation=cv2.INTER_AREA) > 0).astype(np.uint8) * 255
-    piece = _largest_piece(blocks, _MIN_SIDE_PX // block_px)
+    if score is not None:
+        score = cv2.resize(score.astype(np.float32), (bw, bh), interpolation=cv2.INTER_AREA)
+    piece = _largest_piece(blocks, _MIN_SIDE_PX // block_px, score)
     if piece is None:
         return None
     sx, sy = width / bw, height / bh
     x, y, w, h = piece
     return int(x * sx), int(y * sy), int(np.ceil(w * sx)), int(np.ceil(h * sy))
+
+
+def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+    x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def find_imaging_region(image_u8: np.ndarray) -> ImagingRegion:
@@ -178,17 +205,26 @@ class RegionEstimator:
         self._prev = small
         self.updates += 1
         mask = _content_mask(image_u8)
-        box = None
+        live = None
         if self._activity is not None:
             live = (self._activity > 0.5).astype(np.uint8) * 255
-            if live.mean() > 0.01:
-                piece = _largest_piece(live, _MIN_SIDE_PX // self._SCALE)
-                if piece is not None:
-                    x, y, w, h = piece
-                    s = self._SCALE
-                    box = (x * s, y * s, w * s, h * s)
-        if box is None:
+            if np.count_nonzero(live) < 0.01 * live.size:
+                live = None  # a frozen image: nothing to learn from changes
+        if live is None:
             box = _coarse_box(mask, _BLOCK_PX)
+        else:
+            # Of the pieces of content, the one where pixels change (a static panel can be larger);
+            # grown by the changing area, since dark deep tissue changes without standing out.
+            box = _coarse_box(mask, _BLOCK_PX, score=live)
+            changing = _largest_piece(live, _MIN_SIDE_PX // self._SCALE)
+            if changing is not None:
+                changing = tuple(v * self._SCALE for v in changing)
+                box = changing if box is None else _union(box, changing) if _overlap(box, changing) else box
+            # Changing blocks straddle the image's edges: shrink them by a block so that the exact
+            # edges still come from the frame's own content wherever it has some.
+            grown = cv2.resize(live, (width, height), interpolation=cv2.INTER_NEAREST)
+            grown = cv2.erode(grown, np.ones((2 * self._SCALE + 1, 2 * self._SCALE + 1), np.uint8))
+            mask = cv2.bitwise_or(mask, grown)
         self.region = (ImagingRegion.full(image_u8) if box is None
                        else _refine(mask, box, 2 * _BLOCK_PX).clip_to(height, width))
         return self.region

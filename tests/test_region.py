@@ -135,3 +135,23 @@ def test_region_stage_spacing_override_and_ruler(shared_data):
     assert read is not None and read[0] == pytest.approx(30.0 / 427, rel=0.01)
     kept = RegionStage(read_scale=True)(_result(image, spacing=(0.1, 0.1))).frame.spacing_mm
     assert kept == (0.1, 0.1)  # the source's own spacing is not replaced by a ruler reading
+
+
+def test_region_holds_steady_over_a_real_freehand_sweep(shared_data):
+    """Dark phantom frames change only in places: the region must not shrink to those places."""
+    from guidance.sources import open_source
+
+    path = shared_data / "plus" / "SpinePhantomFreehand.igs.mha"
+    try:
+        source = open_source(str(path))
+    except Exception as exc:  # the PLUS reader belongs to another module
+        pytest.skip(f"cannot read {path.name} here: {exc}")
+    stage = RegionStage(every_n_frames=1)
+    regions, size = [], None
+    with source:
+        while (frame := source.read()) is not None:
+            regions.append(stage(FrameResult(frame=frame)).region)
+            size = (frame.width_px, frame.height_px)
+    first = regions[0]
+    assert first.width_px > 0.5 * size[0] and first.height_px > 0.5 * size[1]
+    assert all(_close(r, first, tol_px=6) for r in regions), regions
