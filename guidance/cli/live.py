@@ -74,6 +74,8 @@ def format_status(status, elapsed_s: float) -> str:
             f"dropped={status.frames_dropped}")
     if status.frames_bad:
         line += f" bad={status.frames_bad}"
+    if status.reconnects:
+        line += f" retries={status.reconnects}"
     if status.stages_ms:
         line += " stages_ms=" + ",".join(f"{k}:{v:.1f}" for k, v in status.stages_ms.items())
     if status.message:
