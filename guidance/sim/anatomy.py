@@ -249,7 +249,7 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     for k, tex in enumerate((dermis, fat, mid, deep, None, bone_inner)):
         sel = label == k
         echo[sel] = cart_echo if tex is None else (tex[sel] if np.ndim(tex) else tex) * level[k]
-    echo *= het
+    echo *= np.where(label < 5, het, 1.0)  # the shadowed bone interior stays plain
 
     # --- joint fluid: an anechoic lens over the cartilage -------------------------
     fluid_mask = np.zeros(shape, bool)

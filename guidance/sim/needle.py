@@ -78,6 +78,8 @@ class NeedlePlan:
     texture: np.ndarray
     """Along-shaft brightness modulation, one value per 0.1 mm from the tip."""
     tremor: np.ndarray = field(default_factory=lambda: np.zeros((3, 4, 3)))
+    bend_mm: float = 0.0
+    """Bow of the shaft out of the imaging plane at mid-length (a bent needle shows in pieces)."""
     """(quantity: angle_deg, length_mm, elevation_mm) x (components) x (amplitude, hz, phase)."""
 
     @property
@@ -137,7 +139,9 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
     else:
         return None
     cand = np.flatnonzero(ok)
-    x_t = float(rng.choice(cand))
+    # Prefer targets well inside the frame: a longer stretch of shaft in view.
+    weight = (near[cand] + 1.0) * (far[cand] + 1.0)
+    x_t = float(rng.choice(cand, p=weight / weight.sum()))
     y_t = float(np.interp(x_t, cols, np.nan_to_num(cartilage_top_y_px, nan=0.0)))
     rad = math.radians(angle)
     reach_px = y_t / math.sin(rad)
@@ -183,9 +187,10 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
         texture = texture * np.where(band & (np.sin(2 * math.pi * u_mm / period) > 0.2), rng.uniform(1.8, 3.0), 1.0)
         texture = texture.astype(np.float32)
     tip_final = entry + final_mm * px * np.array([side * math.cos(rad), math.sin(rad)])
+    bend = rng.uniform(0.4, 0.9) * -np.sign(keys[2].elevation_mm) if out_of_plane else rng.uniform(-0.2, 0.2)
     return NeedlePlan(entry_px=entry, side=side, keys=keys, spacing_mm=s, gauge=gauge,
                       elevation_width_mm=rng.uniform(0.5, 0.9), bolus_centre_px=tip_final,
-                      bolus_radius_mm=rng.uniform(1.5, 3.5), texture=texture, tremor=tremor)
+                      bolus_radius_mm=rng.uniform(1.5, 3.5), texture=texture, tremor=tremor, bend_mm=float(bend))
 
 
 @dataclass
@@ -223,7 +228,8 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
         return NeedleEcho(np.zeros((0, 2)), np.zeros(0), [], False, diameter_px, None)
 
     # Out of plane: the tip elevation falls linearly to zero at the skin entry.
-    elev = pose.tip_elevation_mm * (1 - u / max(pose.length_px, 1e-6))
+    frac = u / max(pose.length_px, 1e-6)
+    elev = pose.tip_elevation_mm * (1 - frac) + plan.bend_mm * np.sin(np.pi * frac)
     vis = np.exp(-(elev / plan.elevation_width_mm) ** 2)
     theta = math.radians(pose.angle_from_horizontal_deg)
     specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.12)
