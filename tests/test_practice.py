@@ -154,3 +154,32 @@ def test_panel_without_checkpoints_says_so(qtbot):
     qtbot.addWidget(panel)
     panel.start_button.click()
     assert panel.state == "done" and "No checkpoints" in panel.prompt.text()
+
+
+def test_practice_opens_from_the_player_data_with_truth_beside_the_file(qtbot, tmp_path):
+    """A sample sequence with its truth.jsonl (../shared/CONTRACT.md) can be practised on."""
+    import json
+
+    import cv2
+    from ui.practice import open_practice
+    from ui.replay_data import ReplayData
+
+    s = scripted_insertion(Script(pass_angles_deg=(30.0,)))
+    folder = tmp_path / "sample"
+    folder.mkdir()
+    for i in range(len(s.records)):
+        cv2.imwrite(str(folder / f"f{i:04d}.png"), s.image(i))
+    (folder / "truth.jsonl").write_text("\n".join(json.dumps(r) for r in s.records) + "\n")
+    data = ReplayData(folder)
+    dlg = open_practice(None, data)
+    assert dlg is not None
+    qtbot.addWidget(dlg)
+    run = dlg.panel.run
+    assert run.reference == "truth" and len(run.checkpoints) >= 3
+    dlg.panel.playback = False
+    dlg.panel.start_button.click()
+    assert dlg.panel.state == "ask_tip"
+    cp = run.current
+    dlg.panel.click_at(*cp.tip_px)
+    dlg.panel.click_at(*cp.surface_px[3])
+    assert run.answers[0].tip_error_mm == pytest.approx(0.0)

@@ -264,6 +264,61 @@ class ProgressPanel(QtWidgets.QWidget):
             self.summary.setText(f"Trainee {self.trainee}: no sessions yet")
 
 
+def find_truth(path) -> list[dict] | None:
+    """The ``truth.jsonl`` beside a sample recording (../shared/CONTRACT.md), when there is one."""
+    from pathlib import Path
+
+    from guidance.contract import read_jsonl
+
+    path = Path(path)
+    for p in ((path / "truth.jsonl") if path.is_dir() else None, path.with_name("truth.jsonl")):
+        if p is not None and p.is_file():
+            return list(read_jsonl(p))
+    return None
+
+
+class PracticeDialog(QtWidgets.QDialog):
+    """A practice run in its own window (what the replay player opens)."""
+
+    def __init__(self, run: PracticeRun, image_of, *, fps: float = 20.0, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Practice mode — guidance hidden until you answer")
+        self.panel = PracticePanel(run, image_of, fps=fps, parent=self)
+        lay = QtWidgets.QVBoxLayout(self)
+        lay.setContentsMargins(4, 4, 4, 4)
+        lay.addWidget(self.panel)
+        self.resize(900, 900)
+
+
+def open_practice(parent, data) -> PracticeDialog | None:
+    """Start practice mode on the replay player's data (``ui.replay_data.ReplayData``).
+
+    Needs the guidance as recorded (or a ``truth.jsonl`` beside the file) to
+    score against; says so in a message box otherwise. Returns the (shown) dialog.
+    """
+    if data is None:
+        return None
+    n = len(data)
+    truth = find_truth(data.path)
+    if truth is not None and len(truth) != n:
+        truth = None
+    if data.has_recorded_guidance:
+        records = [data.record(i) for i in range(n)]
+    elif truth is not None:
+        records = truth
+    else:
+        QtWidgets.QMessageBox.information(parent, "Practice mode",
+                                          "Practice needs a recording made by this system (its guidance is the "
+                                          "reference) or a truth.jsonl beside the file.")
+        return None
+    # instructor checkpoints are events; the player keeps them as marks on the timeline
+    events = [{"kind": m.kind, "t_s": records[m.index].get("t_s", 0.0)} for m in getattr(data, "marks", [])]
+    run = PracticeRun(records, events, truth=truth)
+    dlg = PracticeDialog(run, lambda i: data.frame(i).image, fps=float(getattr(data, "fps", 20.0)), parent=parent)
+    dlg.show()
+    return dlg
+
+
 def main(argv=None) -> int:
     """``python -m ui.practice REC [--truth truth.jsonl] [--trainee ID --db PATH]``: practise on a recording."""
     import argparse
