@@ -251,7 +251,8 @@ class LivePipeline:
 
     def remove_consumer(self, fn: Consumer) -> None:
         with self._cond:
-            self._consumers = tuple(c for c in self._consumers if c is not fn)
+            # ==, not "is": each access to obj.method makes a new bound-method object.
+            self._consumers = tuple(c for c in self._consumers if c != fn)
 
     def latest(self) -> FrameResult | None:
         return self._latest

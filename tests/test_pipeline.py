@@ -410,3 +410,22 @@ def test_a_stage_that_always_fails_is_reported_while_frames_keep_coming():
     assert status.state == "running"
     assert "processing failed" in status.message and "model file vanished" in status.message
     assert all(PROCESSING_ERROR_ALERT in r.alerts and r.detection is None for r in record.results)
+
+
+def test_a_bound_method_consumer_can_be_removed():
+    class Viewer:
+        def __init__(self):
+            self.seen = 0
+
+        def on_result(self, result):
+            self.seen += 1
+
+    viewer = Viewer()
+    source = CountingSource(interval_s=0.002)
+    with LivePipeline(source, []) as pipeline:
+        pipeline.add_consumer(viewer.on_result)
+        wait_until(lambda: viewer.seen > 2, what="results")
+        pipeline.remove_consumer(viewer.on_result)  # a new bound-method object, equal to the first
+        seen = viewer.seen
+        wait_until(lambda: pipeline.status().frames_processed > seen + 10, what="more frames")
+        assert viewer.seen <= seen + 1
