@@ -225,3 +225,19 @@ def test_scene_without_cartilage_targets_the_bone():
         assert f.masks["cartilage"].sum() == 0
         _check_line(f.truth, np.array(f.spacing_mm), 320, 256)
     assert any(f.truth["trajectory"] for f in recs)
+
+
+@pytest.mark.parametrize("name", ["insertion", "steep", "out_of_plane", "no_needle"])
+def test_committed_samples_regenerate_exactly(repo_root, name):
+    """replay_data/README.md promises the commands there give the same pixels and truth."""
+    folder = repo_root / "replay_data" / name
+    meta = json.loads((folder / "meta.json").read_text())
+    w, h = meta["size_px"]
+    sim = Simulator(SimConfig(width_px=w, height_px=h, fps=meta["fps"], seed=meta["seed"], scenario=meta["scenario"],
+                              depth_mm=meta["depth_mm"], n_frames=meta["frames"],
+                              view=meta["view"] if "--view" in meta["command"] else None))
+    truth = list(read_jsonl(folder / "truth.jsonl"))
+    for i in (0, meta["frames"] // 2, meta["frames"] - 1):
+        f = sim.render(i)
+        assert np.array_equal(f.image, cv2.imread(str(folder / "frames" / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE)), i
+        assert json.loads(json.dumps(f.truth)) == truth[i]
