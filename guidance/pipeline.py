@@ -453,8 +453,9 @@ class LivePipeline:
                         self._message = f"processing failed: {_reason(failed)}; frame shown without guidance"
                     elif self._state != "running" or self._message:
                         self._state, self._message = "running", ""
-            if failed is not None:
-                log.error("stage failed on frame %d", frame.seq, exc_info=failed)
+            if failed is not None and _worth_logging(self._stage_errors):
+                log.error("stage failed on frame %d (%d failures so far)", frame.seq, self._stage_errors,
+                          exc_info=failed)
             self._latest = result
             for fn in consumers:
                 try:
@@ -480,6 +481,11 @@ class LivePipeline:
             self._message = f"no frame for {waited:.1f} s from {self._source_name or 'source'}; reopening"
             worker.reading_since = None
             self._spawn_capture()
+
+
+def _worth_logging(count: int) -> bool:
+    """1, 2, ..., 10, 20, ..., 100, 200, ...: a failure on every frame must not flood the log."""
+    return count > 0 and count % (10 ** max(0, len(str(count)) - 1)) == 0
 
 
 def _reason(exc: BaseException) -> str:
