@@ -121,3 +121,23 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert blue > 500
     grey = (np.ptp(img, axis=2) < 6) & (img[..., 0] > 15) & (img[..., 0] < 120)
     assert grey.sum() > 20000
+
+
+def test_report_on_a_video_runs_the_pipeline(tmp_path, capsys):
+    """A file that is not a recording is scored on the guidance the pipeline computes now."""
+    s = scripted_insertion(Script(pass_angles_deg=(), size_px=(240, 200), entry_px=(20.0, 15.0),
+                                  advance_px_s=200.0))
+    path = tmp_path / "Jane_Doe_knee.avi"
+    h, w = s.image(0).shape
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20, (w, h))
+    for i in range(0, len(s.records), 2):
+        vw.write(cv2.cvtColor(s.image(i), cv2.COLOR_GRAY2BGR))
+    vw.release()
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "--out", str(out), "--spacing", "0.1", "--detector", "classical",
+                 "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["frames"] == (len(s.records) + 1) // 2 and metrics["units"] == "mm"
+    html = out.read_text()
+    assert html.count("data:image/png;base64,") >= 2
+    assert "Jane" not in _text_only(html)

@@ -31,7 +31,8 @@ def register(sub) -> None:
     p = sub.add_parser("report", help="score a recorded session and write a self-contained HTML report",
                        description="Score a recorded injection (time to target, redirections, path, ...) and "
                                    "write one HTML file with metrics, plots and key frames. No patient data.")
-    p.add_argument("recording", help="a recording (.usrec) or contract JSON Lines (.jsonl)")
+    p.add_argument("recording", help="a recording (.usrec), contract JSON Lines (.jsonl), or any input `guidance detect` reads (run through the pipeline now)")
+    p.add_argument("--detector", default="auto", help="detector for inputs that are not recordings")
     p.add_argument("--out", required=True, help="HTML file to write")
     p.add_argument("--spacing", type=spacing_arg, metavar="MM|SX,SY",
                    help="pixel spacing (mm per pixel) when the recording has none")
@@ -73,7 +74,7 @@ def _report(args) -> int:
         check_id(args.trainee, "trainee")
     if args.knee:
         check_id(args.knee, "knee")
-    session = load_session(args.recording)
+    session = load_session(args.recording, detector=args.detector, spacing_mm=_no_ruler(args.spacing))
     a = analyse(session.records, session.events, spacing_mm=_no_ruler(args.spacing), metadata=session.metadata)
     trend = []
     db = None

@@ -63,13 +63,26 @@ def safe_metadata(meta: dict[str, Any] | None) -> dict[str, Any]:
     return out
 
 
-def load_session(path: str | Path) -> Session:
-    """Open a recording or a contract JSON Lines file as a :class:`Session`."""
+MAX_PROCESSED_FRAMES = 20000
+
+
+def load_session(path: str | Path, *, detector: str = "auto", spacing_mm=None) -> Session:
+    """Open a recording, a contract JSON Lines file, or any other input as a :class:`Session`.
+
+    A recording (``.usrec``) gives the guidance as shown live and its events;
+    JSON Lines give records only (no frames). Any other input the sources read
+    (a video, a PLUS or DICOM file, ``sim:SCENARIO:SEED``) is run through the
+    detection and tracking pipeline now, with ``detector``; its frames are
+    kept JPEG-compressed in memory for the report's pictures.
+    """
     from ..contract import read_jsonl
 
+    spec = str(path)
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and not spec.lower().startswith("sim"):
         raise InputError(f"{p}: no such file")
+    if p.suffix.lower() not in (".jsonl", ".json", ".usrec") and not p.is_dir():
+        return _processed_session(spec, detector, spacing_mm)
     if p.suffix.lower() in (".jsonl", ".json"):
         records = list(read_jsonl(p))
         if not records:
@@ -86,6 +99,35 @@ def load_session(path: str | Path) -> Session:
     records = _LazyRecords(reader)
     return Session(records, list(getattr(reader, "events", []) or []), dict(reader.metadata or {}),
                    lambda i: reader.frame(i).image, session_fingerprint(p))
+
+
+def _processed_session(spec: str, detector: str, spacing_mm) -> Session:
+    import cv2
+
+    from ..contract import result_to_record
+    from ..pipeline import run_offline
+    from ..sources import classify_spec, open_source
+    from ..stages import build_stages
+
+    kind = classify_spec(spec)
+    if kind in ("device", "igtl"):
+        raise InputError(f"{spec}: a live source cannot be scored; record it first")
+    opts = {"realtime": False}
+    if spacing_mm is not None:
+        opts["spacing_mm"] = spacing_mm
+    records, jpegs = [], []
+    for result in run_offline(open_source(spec, **opts), build_stages(detector=detector, spacing_mm=spacing_mm)):
+        records.append(result_to_record(result))
+        jpegs.append(cv2.imencode(".jpg", result.frame.image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1])
+        if len(records) >= MAX_PROCESSED_FRAMES:
+            break
+    if not records:
+        raise InputError(f"{spec}: no frames")
+    name = spec if kind == "sim" else None
+    fid = (spec.replace(":", "-")[:32] if name
+           else session_fingerprint(Path(spec)) if Path(spec).is_file() else "")
+    meta = {"source_kind": kind, "frames": len(records)}
+    return Session(records, [], meta, lambda i: cv2.imdecode(jpegs[i], cv2.IMREAD_GRAYSCALE), fid)
 
 
 class _LazyRecords(Sequence):

@@ -53,6 +53,10 @@ class Chart:
         ok = np.isfinite(x) & np.isfinite(y)
         edges = np.diff(np.concatenate([[0], ok.astype(np.int8), [0]]))
         for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+            if b - a == 1:  # a lone sample: a dot, or it would not show at all
+                self.items.append(f'<circle cx="{float(self.sx(x[a])):.1f}" cy="{float(self.sy(y[a])):.1f}" '
+                                  f'r="{width}" fill="{colour}"/>')
+                continue
             pts = " ".join(f"{px:.1f},{py:.1f}" for px, py in zip(self.sx(x[a:b]), self.sy(y[a:b])))
             self.items.append(f'<polyline fill="none" stroke="{colour}" stroke-width="{width}" '
                               f'stroke-linejoin="round" points="{pts}"><title>{escape(label)}</title></polyline>')
