@@ -63,7 +63,7 @@ def test_true_tip_lies_at_the_bright_end_of_the_needle(seed):
 
 
 def test_bone_surface_is_the_bright_line_above_the_shadow_and_cartilage_is_dark():
-    for seed, view in ((1, "trochlea"), (2, "condyle"), (3, "suprapatellar")):
+    for seed, view in ((1, "trochlea"), (2, "condyle"), (3, "suprapatellar"), (4, "joint_line")):
         f = _sim("no_needle", seed=seed, view=view).render(5)
         img = f.image.astype(np.float32)
         mm = 1.0 / f.spacing_mm[0]

@@ -13,6 +13,9 @@ Views (bone profile across the image):
   groove with rounded condyles either side (the real ``knee/*.png`` frames).
 - ``condyle``: a convex femoral condyle (a dome, like the PLUS bone frames).
 - ``suprapatellar``: longitudinal view, a gently sloping, nearly flat femur.
+- ``joint_line``: medial or lateral joint line, the femoral condyle and the
+  tibial plateau either side of a 3-7 mm joint space holding the bright
+  triangular meniscus.
 
 Every layer is a function of the canvas column, so maps are built with
 broadcasting and masks with a handful of OpenCV calls.
@@ -28,8 +31,9 @@ import numpy as np
 
 from .noise import level_lines, smooth_curve, smooth_noise
 
-VIEWS = ("trochlea", "condyle", "suprapatellar")
-VIEW_P = (0.45, 0.2, 0.35)
+VIEWS = ("trochlea", "condyle", "suprapatellar", "joint_line")
+VIEW_P = (0.45, 0.2, 0.35, 0.0)
+"""Default view odds; the joint line is drawn only when asked for (and in training)."""
 
 
 @dataclass
@@ -115,6 +119,18 @@ def _bone_profile(rng: np.random.Generator, view: str, w: int, h: int, s: float)
         inside = np.clip(radius * radius - dx * dx, radius * radius * 0.02, None)
         y = top + radius - np.sqrt(inside)
         y = np.where(np.abs(dx) < radius * 0.99, y, np.inf)
+    elif view == "joint_line":  # femoral condyle and tibial plateau either side of the joint space
+        gap = rng.uniform(3.0, 7.0) * px
+        side = rng.choice((-1.0, 1.0))  # which side the femur is on
+        d = side * dx  # > 0 toward the tibia
+        top_f = depth_mm * rng.uniform(0.3, 0.5) * px
+        radius = rng.uniform(12.0, 25.0) * px
+        centre = -gap / 2 - rng.uniform(3.0, 8.0) * px
+        femur = top_f + (d - centre) ** 2 / (2 * radius) + 2.0 * px * np.exp((d + gap / 2) / (0.8 * px))
+        top_t = top_f + rng.uniform(0.5, 4.0) * px
+        tibia = (top_t + math.tan(math.radians(rng.uniform(-6, 6))) * (d - gap / 2)
+                 + 1.5 * px * np.exp(-(d - gap / 2) / (0.6 * px)))
+        y = np.where(d < -gap / 2, femur, np.where(d > gap / 2, tibia, np.inf))
     else:  # suprapatellar: nearly flat femur, slight tilt and bow
         base = depth_mm * rng.uniform(0.45, 0.72) * px
         tilt = math.tan(math.radians(rng.uniform(-9.0, 9.0)))
@@ -262,6 +278,21 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
         fluid_mask = (ys < bottom) & (ys > bottom - lens) & (label == 3)
         echo[fluid_mask] = 0.01
 
+    if view == "joint_line" and valid.any():  # meniscus: a bright fibrous triangle in the joint space
+        gap_cols = np.flatnonzero(~valid[1:] & valid[:-1]) + 1  # first column of each gap
+        ends = np.flatnonzero(valid[1:] & ~valid[:-1]) + 1  # first valid column after a gap
+        if len(gap_cols) and len(ends) and ends[-1] > gap_cols[0]:
+            g0 = int(gap_cols[0])
+            g1 = int(ends[ends > g0][0])
+            yl, yr = cart_fill[g0 - 1], cart_fill[g1]
+            reach = rng.uniform(2.0, 5.0) * px
+            tri = np.array([[g0 - reach, yl - 0.8 * px], [g1 + reach, yr - 0.8 * px],
+                            [(g0 + g1) / 2, max(yl, yr) + rng.uniform(2.0, 4.0) * px]], np.int32)
+            men = np.zeros(shape, np.uint8)
+            cv2.fillConvexPoly(men, tri, 1)
+            men = (men == 1) & (label == 3)
+            echo[men] = (rng.uniform(0.9, 1.5) * np.exp(0.5 * smooth_noise(rng, shape, 2 * px, 0.3 * px)))[men]
+
     # --- coherent reflectors --------------------------------------------------------
     specular = np.zeros(shape, np.float32)
     deposit_curve(specular, np.full(w, 0.5), np.float32(1.5))                     # gel / skin
@@ -288,6 +319,11 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
     transmission = np.where(below > 0, shadow + (1 - shadow) * np.exp(-np.clip(below, 0, None) / fall), 1.0)
     low_atten_mm = np.cumsum(fluid_mask * 1.2 + (label == 4) * 0.4, axis=0) * s  # dB of gain per mm crossed
     transmission = transmission * 10 ** (np.minimum(low_atten_mm, 8.0) / 20)
+    if view == "joint_line":  # deep in the joint space the beam meets the bones' flanks: darker
+        deep_gap = np.clip((ys - cart_fill[None, :] - 3.0 * px) / (3.0 * px), 0, 1) * (~valid)[None, :]
+        transmission = transmission * 10 ** (-rng.uniform(8, 16) / 20 * deep_gap)
+    # The beam is ~0.5 mm wide: shadow edges are soft, not cut at one column.
+    transmission = cv2.GaussianBlur(transmission.astype(np.float32), (0, 0), max(0.3 * px, 0.5), max(0.05 * px, 0.3))
 
     bone_mask = np.zeros(shape, np.uint8)
     cart_mask = ((label == 4) & np.isfinite(bone_y)[None, :]).astype(np.uint8)

@@ -4,7 +4,7 @@
 sheet: the top row holds the real images (``../shared/data/knee/*.png``
 cropped to their imaging region, a frame of the PLUS bone sequence), the next
 rows frames from each sample in ``replay_data/`` (or freshly simulated ones),
-and the last row randomised training samples.
+and the last row the joint-line view and randomised training samples.
 """
 
 from __future__ import annotations
@@ -80,7 +80,10 @@ def build_sheet(samples_dir: Path | None) -> np.ndarray:
             for i in (12, 30, 59):
                 tiles.append(_fit(sim.render(i).image, f"sim {name} {i}"))
         rows.append(tiles)
-    rows.append([_fit(make_sample(s, (320, 256)).image, f"make_sample({s})") for s in (1, 2, 3)])
+    joint = Simulator(SimConfig(width_px=384, height_px=320, fps=15, seed=2, scenario="insertion", n_frames=40,
+                                view="joint_line")).render(35).image
+    rows.append([_fit(joint, "sim joint_line view")]
+                + [_fit(make_sample(s, (320, 256)).image, f"make_sample({s}) (training)") for s in (1, 2)])
     width = max(len(r) for r in rows)
     blank = np.zeros_like(rows[1][0])
     lines = [np.hstack(r + [blank] * (width - len(r))) for r in rows]

@@ -20,7 +20,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from .anatomy import Anatomy, build_anatomy, deposit_curve
+from .anatomy import VIEWS, Anatomy, build_anatomy, deposit_curve
 from .beam import Beam, Probe
 from .noise import smooth_curve
 from .needle import NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
@@ -132,7 +132,10 @@ class Simulator:
         Wc = W + 2 * self.margin_px
         strong = cfg.randomize
 
-        self.anatomy: Anatomy = build_anatomy(rng, (H, Wc), s, cfg.view, cfg.fluid, cfg.cartilage)
+        view = cfg.view
+        if strong and view is None:  # training: every view, the joint line included
+            view = str(rng.choice(VIEWS, p=(0.35, 0.2, 0.25, 0.2)))
+        self.anatomy: Anatomy = build_anatomy(rng, (H, Wc), s, view, cfg.fluid, cfg.cartilage)
         self.probe = Probe.random(rng, H * s, strong=strong)
         self.beam = Beam(self.probe, H, s, rng)
 
