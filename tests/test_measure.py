@@ -92,18 +92,21 @@ def test_measure_samples_a_video(tmp_path):
 
 
 def test_measure_command_stores_a_trend_for_the_report(tmp_path, capsys):
-    img_path = tmp_path / "knee.png"
+    img_path = tmp_path / "Jane_Doe_1961.png"  # a careless file name must not leak
     cv2.imwrite(str(img_path), _knee_image())
     db = tmp_path / "p.sqlite"
     for day, sp in (("2026-01-10", "0.1"), ("2026-04-10", "0.09")):
         assert main(["measure", str(img_path), "--spacing", sp, "--knee", "K-12", "--date", day,
                      "--db", str(db), "--detector", "classical", "--json"]) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    cap = capsys.readouterr()
+    assert "Jane" not in cap.out + cap.err and "1961" not in cap.out + cap.err
+    lines = [json.loads(x) for x in cap.out.splitlines()]
     assert [x["date"] for x in lines] == ["2026-01-10", "2026-04-10"]
     assert lines[1]["median_thickness_mm"] == pytest.approx(lines[0]["median_thickness_mm"] * 0.9, rel=0.02)
     from guidance.training.progress_db import ProgressDB
     with ProgressDB(db) as d:
         rows = d.measurements("K-12")
+    assert all("Jane" not in r.source_name for r in rows)
     assert [r.median_thickness_mm for r in rows] == \
         [pytest.approx(x["median_thickness_mm"], abs=1e-3) for x in lines]
     # the session report shows the knee's trend
@@ -146,4 +149,4 @@ def test_measure_reads_the_depth_ruler_when_asked(shared_data, capsys):
     assert main(["measure", str(shared_data / "knee" / "lumify.png"), "--spacing", "ruler", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["spacing_mm"][0] == pytest.approx(30.0 / 427, rel=0.03)
-    assert out["source"] == "lumify.png"
+    assert out["source"].startswith("input ")  # a fingerprint, never the file name

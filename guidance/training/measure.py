@@ -18,6 +18,7 @@ from scipy.stats import binned_statistic
 from ..errors import InputError
 from ..types import Spacing, TargetDetection
 from .series import point_polyline_distance
+from .session import session_fingerprint
 
 
 def thickness_along_surface(target: TargetDetection, spacing_mm: Spacing) -> tuple[np.ndarray, np.ndarray]:
@@ -179,4 +180,7 @@ def measure_input(spec: str | Path, *, spacing_mm: Spacing | str | None = None, 
         raise InputError(f"{spec}: pixel spacing unknown ({why}): give --spacing MM (or --spacing ruler "
                          "for a grabbed scanner screen)")
     targets = [det.detect(f.image, spacing_mm=spacing, region=region).target for f in frames]
-    return measure_targets(targets, spacing, source_name=Path(spec).name, detector=det.name)
+    # named by content, not by file name: a file name may name the patient
+    fp = Path(spec)
+    name = f"input {session_fingerprint(fp)}" if fp.is_file() else "input"
+    return measure_targets(targets, spacing, source_name=name, detector=det.name)
