@@ -188,6 +188,8 @@ def trend_chart(rows: Sequence[MeasurementRow]) -> str:
 def build_report(session: Session, *, analysis: SessionAnalysis | None = None, trainee: str | None = None,
                  trend: Sequence[MeasurementRow] = (), title: str = "Needle guidance session report") -> str:
     """The report as one HTML string (no external resources)."""
+    if len(session) == 0:
+        raise InputError("the session has no frames: nothing to report")
     a = analysis or analyse(session.records, session.events, metadata=session.metadata)
     m = a.metrics
     u = m.units
