@@ -155,3 +155,20 @@ def test_region_holds_steady_over_a_real_freehand_sweep(shared_data):
     first = regions[0]
     assert first.width_px > 0.5 * size[0] and first.height_px > 0.5 * size[1]
     assert all(_close(r, first, tol_px=6) for r in regions), regions
+
+
+@pytest.mark.slow
+def test_ruler_readings_on_simulated_screens_are_right_or_absent():
+    """A misread scale is worse than none: every reading must be right; most rulers should be read."""
+    training = pytest.importorskip("guidance.sim.training")
+    screens = read = 0
+    for seed in range(40):
+        sample = training.make_sample(seed, (512, 512))
+        if sample.truth["region_px"] == [0, 0, 512, 512]:
+            continue  # no screen around this one
+        screens += 1
+        scale = read_depth_scale(sample.image, find_imaging_region(sample.image))
+        if scale is not None:
+            read += 1
+            assert scale == pytest.approx(sample.spacing_mm[1], rel=0.03), f"seed {seed}"
+    assert screens >= 8 and read >= 0.5 * screens, (screens, read)
