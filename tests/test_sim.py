@@ -241,3 +241,13 @@ def test_committed_samples_regenerate_exactly(repo_root, name):
         f = sim.render(i)
         assert np.array_equal(f.image, cv2.imread(str(folder / "frames" / f"{i:05d}.png"), cv2.IMREAD_GRAYSCALE)), i
         assert json.loads(json.dumps(f.truth)) == truth[i]
+
+
+def test_live_synthetic_source_loops_with_new_seeds():
+    src = open_source("sim:no_needle:4", size_px=(96, 80), fps=1000.0, n_frames=6)
+    with src:
+        assert src.is_live
+        frames = [src.read() for _ in range(15)]
+    assert [f.index for f in frames] == list(range(15))
+    assert not np.array_equal(frames[0].image, frames[6].image)  # a new scene after 6 frames
+    assert all(f.image.shape == (80, 96) for f in frames)

@@ -14,7 +14,7 @@ class Scenario:
     needle: bool = True
     angle_deg: tuple[float, float] = (20.0, 40.0)
     """Range of the shaft angle from horizontal (the skin), degrees."""
-    gauges: tuple[int, ...] = (20, 21, 22)
+    gauges: tuple[int, ...] = (18, 20, 21, 22)
     out_of_plane: bool = False
     inject: bool = True
     redirect: bool = True

@@ -10,6 +10,7 @@ line) for demos and tests.
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..errors import InputError
 from ..sim import SimConfig, Simulator, get_scenario
@@ -65,6 +66,8 @@ class SyntheticSource(SourceBase):
         self._i = 0
         self._count = 0
         self._t0 = 0.0
+        self._next: Future | None = None
+        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def nominal_fps(self) -> float | None:
@@ -74,9 +77,10 @@ class SyntheticSource(SourceBase):
     def frame_size_px(self) -> tuple[int, int] | None:
         return (self.width_px, self.height_px)
 
-    def _new_sim(self) -> Simulator:
+    def _new_sim(self, loop: int | None = None) -> Simulator:
+        loop = self._loop if loop is None else loop
         return Simulator(SimConfig(width_px=self.width_px, height_px=self.height_px, fps=self.fps,
-                                   seed=self.seed + 1000 * self._loop, scenario=self.scenario,
+                                   seed=self.seed + 1000 * loop, scenario=self.scenario,
                                    depth_mm=self.depth_mm, n_frames=self.n_frames))
 
     def __len__(self) -> int:
@@ -91,16 +95,26 @@ class SyntheticSource(SourceBase):
 
     def close(self) -> None:
         self._sim = None
+        self._next = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def read(self) -> Frame | None:
         if self._sim is None:
             self.open()
+        if self.realtime and self._next is None and self._i >= len(self._sim) // 2:
+            # Build the next loop's scene in the background: no stall when it starts.
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sim-next")
+            self._next = self._pool.submit(self._new_sim, self._loop + 1)
         if self._i >= len(self._sim):
             if not self.realtime:
                 return None
             self._loop += 1
             self._i = 0
-            self._sim = self._new_sim()
+            self._sim = self._next.result() if self._next is not None else self._new_sim()
+            self._next = None
         if self.realtime:  # pace to the nominal frame rate, without drifting
             due = self._t0 + self._count / self.fps
             delay = due - time.monotonic()
