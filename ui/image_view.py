@@ -8,6 +8,7 @@ auto-levels, so brightness means the same from frame to frame.
 
 from __future__ import annotations
 
+import collections
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from guidance.types import FrameResult
 
 from .overlay_items import GuidanceOverlay
 
-pg.setConfigOptions(imageAxisOrder="row-major", antialias=True, background="k")
+pg.setConfigOptions(imageAxisOrder="row-major", antialias=False, background="k")
 
 
 class ImageView(pg.GraphicsView):
@@ -40,6 +41,8 @@ class ImageView(pg.GraphicsView):
         self.vb = pg.ViewBox(lockAspect=True, invertY=True, enableMouse=False, enableMenu=False,
                              defaultPadding=0.0)
         self.setCentralItem(self.vb)
+        # Smooth lines for the overlay; the image itself is drawn without smoothing (true pixels).
+        self.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, True)
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.image_item.setPos(-0.5, -0.5)
         self.image_item.setZValue(0)
@@ -50,6 +53,9 @@ class ImageView(pg.GraphicsView):
         self._unpainted_seq: int | None = None
         self.paint_count = 0          # repaints that showed a new frame
         self.last_paint_latency_ms: float | None = None  # frame received -> on screen
+        # Recent figures for the status bar and bench/bench_ui.py (GUI thread only).
+        self.paint_ms: collections.deque[float] = collections.deque(maxlen=600)
+        self.latency_ms: collections.deque[float] = collections.deque(maxlen=600)
         self.scene().sigMouseClicked.connect(self._on_click)
         self.setFocusPolicy(QtCore.Qt.FocusPolicy.NoFocus)
 
@@ -76,13 +82,16 @@ class ImageView(pg.GraphicsView):
             self.vb.setRange(xRange=(-0.5, w - 0.5), yRange=(-0.5, h - 0.5), padding=0.0)
 
     def paintEvent(self, ev: QtGui.QPaintEvent) -> None:
+        t0 = time.perf_counter()
         super().paintEvent(ev)
         if self._unpainted_seq is not None and self.result is not None:
             now = time.monotonic()
             self._unpainted_seq = None
             self.paint_count += 1
+            self.paint_ms.append((time.perf_counter() - t0) * 1000.0)
             if self.result.received_s > 0:
                 self.last_paint_latency_ms = (now - self.result.received_s) * 1000.0
+                self.latency_ms.append(self.last_paint_latency_ms)
             self.painted.emit(now)
 
     # -- coordinates -------------------------------------------------------

@@ -68,6 +68,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         self._record_started_s = 0.0
         self._last_alerts: tuple[str, ...] = ()
         self._paint_times: collections.deque[float] = collections.deque(maxlen=240)
+        self.update_ms: collections.deque[float] = collections.deque(maxlen=600)  # GUI time per result
         self.spacing_mm = self._load_spacing()
         self.target_point_px: tuple[float, float] | None = None
         self.player = None
@@ -273,6 +274,7 @@ class LiveWindow(QtWidgets.QMainWindow):
 
     def show_result(self, result: FrameResult, now_s: float | None = None) -> None:
         """Draw one result (GUI thread). Its guidance is shown only while fresh."""
+        t0 = time.perf_counter()
         self.result = result
         fresh = self._guidance_ok(result, now_s)
         self.view.show_result(result, overlay=fresh)
@@ -283,6 +285,7 @@ class LiveWindow(QtWidgets.QMainWindow):
                 for alert in set(result.alerts) - set(self._last_alerts):
                     self._record_event(alert, {"frame": result.frame.index})
             self._last_alerts = result.alerts
+        self.update_ms.append((time.perf_counter() - t0) * 1000.0)
 
     def _guidance_ok(self, result: FrameResult, now_s: float | None = None) -> bool:
         now = time.monotonic() if now_s is None else now_s

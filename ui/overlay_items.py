@@ -8,6 +8,7 @@ black halo underneath so it reads on bright and dark tissue alike.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -32,33 +33,56 @@ LAYERS: dict[str, str] = {
 DEFAULT_OFF = frozenset({"region"})
 
 
+def simplify(pts_px: np.ndarray, tolerance_px: float = 0.4) -> np.ndarray:
+    """Drop points that change the drawn line by less than ``tolerance_px`` (Douglas-Peucker).
+
+    A detected surface has a point every pixel or two; drawing a few dozen
+    instead of hundreds keeps the paint cheap with no visible change.
+    """
+    if len(pts_px) < 8:
+        return pts_px
+    out = cv2.approxPolyDP(np.ascontiguousarray(pts_px, dtype=np.float32).reshape(-1, 1, 2), tolerance_px, False)
+    return out.reshape(-1, 2).astype(float)
+
+
+def _path_item(pen_: QtGui.QPen, z: float, brush: QtGui.QBrush | None = None) -> QtWidgets.QGraphicsPathItem:
+    item = QtWidgets.QGraphicsPathItem()
+    item.setPen(pen_)
+    item.setBrush(brush if brush is not None else QtGui.QBrush(QtCore.Qt.BrushStyle.NoBrush))
+    item.setZValue(z)
+    return item
+
+
 class HaloCurve:
-    """A polyline over a black halo: two PlotCurveItems sharing data."""
+    """A polyline over a black halo: two plain path items sharing one path.
+
+    Plain ``QGraphicsPathItem``s rather than pyqtgraph curves: the overlay is
+    a handful of short lines redrawn every frame, and the plain items paint in
+    a fraction of the time.
+    """
 
     def __init__(self, role: str, width: float, z: float, *, dashed: bool = False, dash=(6.0, 4.0),
                  connect: str = "all") -> None:
         self.connect = connect
-        self.halo = pg.PlotCurveItem(pen=halo_pen(width, dashed=dashed, dash=dash), antialias=True)
-        self.core = pg.PlotCurveItem(pen=pen(role, width, dashed=dashed, dash=dash), antialias=True)
-        self.halo.setZValue(z)
-        self.core.setZValue(z + 0.1)
+        self.halo = _path_item(halo_pen(width, dashed=dashed, dash=dash), z)
+        self.core = _path_item(pen(role, width, dashed=dashed, dash=dash), z + 0.1)
         self.items = (self.halo, self.core)
+        self._pts = np.zeros((0, 2))
 
     def set_pen(self, role: str, width: float, *, dashed: bool = False, dash=(6.0, 4.0)) -> None:
         self.halo.setPen(halo_pen(width, dashed=dashed, dash=dash))
         self.core.setPen(pen(role, width, dashed=dashed, dash=dash))
 
     def set_points(self, pts_px) -> None:
-        """``pts_px`` (N, 2) of (x, y) frame pixels."""
+        """``pts_px`` (N, 2) of (x, y) frame pixels; with ``connect="pairs"`` each two points make a segment."""
         pts = np.asarray(pts_px, dtype=float).reshape(-1, 2)
+        self._pts = pts
+        path = pg.arrayToQPath(pts[:, 0], pts[:, 1], connect=self.connect)
         for item in self.items:
-            item.setData(x=pts[:, 0], y=pts[:, 1], connect=self.connect)
+            item.setPath(path)
 
     def points(self) -> np.ndarray:
-        x, y = self.core.getData()
-        if x is None:
-            return np.zeros((0, 2))
-        return np.column_stack([x, y])
+        return self._pts
 
     def setVisible(self, on: bool) -> None:
         for item in self.items:
@@ -68,26 +92,38 @@ class HaloCurve:
         return self.core.isVisible()
 
 
+def _symbol_path(symbol: str, size: float) -> QtGui.QPainterPath:
+    path = QtGui.QPainterPath()
+    r = size / 2.0
+    if symbol == "+":
+        path.moveTo(-r, 0)
+        path.lineTo(r, 0)
+        path.moveTo(0, -r)
+        path.lineTo(0, r)
+    else:
+        path.addEllipse(QtCore.QPointF(0, 0), r, r)
+    return path
+
+
 class Marker:
     """One point drawn as a screen-sized symbol (size in screen pixels, whatever the zoom)."""
 
     def __init__(self, role: str, z: float, *, symbol: str = "o", size: float = 14.0, width: float = 2.5,
                  filled: bool = False) -> None:
-        brush = pg.mkBrush(colour(role)) if filled else pg.mkBrush(0, 0, 0, 0)
-        self.halo = pg.ScatterPlotItem(size=size + 3, symbol=symbol, pen=halo_pen(width),
-                                       brush=pg.mkBrush(0, 0, 0, 160) if filled else pg.mkBrush(0, 0, 0, 0),
-                                       pxMode=True, antialias=True)
-        self.core = pg.ScatterPlotItem(size=size, symbol=symbol, pen=pen(role, width), brush=brush,
-                                       pxMode=True, antialias=True)
-        self.halo.setZValue(z)
-        self.core.setZValue(z + 0.1)
+        shape = _symbol_path(symbol, size)
+        self.halo = _path_item(halo_pen(width), z, pg.mkBrush(0, 0, 0, 160) if filled else None)
+        self.core = _path_item(pen(role, width), z + 0.1, pg.mkBrush(colour(role)) if filled else None)
         self.items = (self.halo, self.core)
+        for item in self.items:
+            item.setPath(shape)
+            # The symbol keeps its screen size; only its position follows the image.
+            item.setFlag(QtWidgets.QGraphicsItem.GraphicsItemFlag.ItemIgnoresTransformations, True)
         self._pos: tuple[float, float] | None = None
 
     def set_pos(self, xy_px) -> None:
         self._pos = (float(xy_px[0]), float(xy_px[1]))
         for item in self.items:
-            item.setData(pos=[self._pos])
+            item.setPos(*self._pos)
 
     def pos(self) -> tuple[float, float] | None:
         return self._pos
@@ -119,8 +155,8 @@ class GuidanceOverlay:
         self.cone = HaloCurve("cone", 1.5, 8, dashed=True, dash=(3.0, 4.0), connect="pairs")
         self.path = HaloCurve("path", 2.5, 9, dashed=True, dash=(4.0, 3.0))
         self.needle = HaloCurve("needle", 3.0, 10)
-        self.tip = Marker("tip", 11, size=16, width=2.5)
-        self.intercept = Marker("intercept", 12, size=11, filled=True)
+        self.tip = Marker("tip", 11, size=20, width=2.5)
+        self.intercept = Marker("intercept", 12, size=12, filled=True)
         self.target_point = Marker("target_point", 13, symbol="+", size=22, width=2.0)
         self.region = QtWidgets.QGraphicsRectItem()
         self.region.setPen(pen("region", 1.0))
@@ -186,8 +222,8 @@ class GuidanceOverlay:
         target = result.target
         if target is None:
             return
-        surface = np.asarray(target.surface_px, dtype=float).reshape(-1, 2)
-        bone = np.asarray(target.bone_px, dtype=float).reshape(-1, 2)
+        surface = simplify(np.asarray(target.surface_px, dtype=float).reshape(-1, 2))
+        bone = simplify(np.asarray(target.bone_px, dtype=float).reshape(-1, 2))
         if len(surface) >= 2:
             self.surface.set_pen("surface" if target.kind == "cartilage" else "bone", 2.5)
             self.surface.set_points(surface)
