@@ -72,7 +72,11 @@ def test_overlay_items_sit_where_the_result_says(window, qtbot):
     assert _close(ov.needle.points(), [res.needle.tail_px, res.needle.tip_px])
     assert _close(ov.path.points(), [res.needle.tip_px, res.trajectory.intercept_px])
     assert _close(ov.intercept.pos(), res.trajectory.intercept_px)
-    assert _close(ov.surface.points(), res.target.surface_px)
+    drawn = ov.surface.points()  # simplified for drawing: a subset of the result's points, same ends
+    src = np.asarray(res.target.surface_px)
+    assert len(drawn) >= 2
+    assert _close(drawn[[0, -1]], src[[0, -1]], 1e-3)
+    assert np.abs(drawn[:, None, :] - src[None, :, :]).max(axis=2).min(axis=1).max() < 1e-3
     assert window.readouts.texts()["distance"] == "12.3 mm"
     assert window.readouts.texts()["state"] == "TRACKING"
 
