@@ -120,6 +120,8 @@ class Simulator:
             raise InputError(f"sim size {cfg.width_px}x{cfg.height_px}: at least 32x32 px")
         if not cfg.fps > 0:
             raise InputError(f"sim fps {cfg.fps}: must be positive")
+        if cfg.view is not None and cfg.view not in VIEWS:
+            raise InputError(f"sim view {cfg.view!r}: unknown (choose one of: {', '.join(VIEWS)})")
         self.scenario: Scenario = get_scenario(cfg.scenario)
         rng = np.random.default_rng([int(cfg.seed) & 0xFFFFFFFF, 0x5EED])
         self.seed = int(cfg.seed)
