@@ -53,6 +53,8 @@ class Probe:
     """Where median soft tissue sits on the 0-1 grey scale."""
     tgc_residual_db: float = 2.0
     deep_falloff_db: float = 4.0
+    uncompensated_db: float = 0.0
+    """Attenuation left over the full depth when the TGC does not compensate (raw simulators)."""
     noise_level: float = 0.025
     noise_rise_db: float = 14.0
 
@@ -76,6 +78,7 @@ class Probe:
             tissue_level=rng.uniform(0.28, 0.55) if strong else rng.uniform(0.36, 0.46),
             tgc_residual_db=rng.uniform(0.5, 4.0 * spread),
             deep_falloff_db=rng.uniform(0.0, 8.0 * spread),
+            uncompensated_db=rng.uniform(5.0, 25.0) if strong and rng.random() < 0.2 else 0.0,
             noise_level=rng.uniform(0.005, 0.02 * spread),
             noise_rise_db=rng.uniform(6.0, 16.0 + 6.0 * (spread - 1)),
         )
@@ -111,7 +114,7 @@ class Beam:
         knots = rng.uniform(-1, 1, n_knots) * probe.tgc_residual_db
         tgc = np.interp(z, np.linspace(0, 1, n_knots), knots)
         focal = probe.focal_gain_db * np.exp(-0.5 * ((depth - probe.focus_mm) / (0.35 * probe.rayleigh_mm + 2)) ** 2)
-        deep = -probe.deep_falloff_db * z ** 2
+        deep = -probe.deep_falloff_db * z ** 2 - probe.uncompensated_db * z
         near = 3.0 * np.exp(-depth / 0.8)  # bright near-field ring-down under the skin
         self.gain_db = (tgc + focal + deep + near).astype(np.float32)
         self.gain = (10 ** (self.gain_db / 20)).astype(np.float32)

@@ -79,6 +79,8 @@ class NeedlePlan:
     """Along-shaft brightness modulation, one value per 0.1 mm from the tip."""
     tremor: np.ndarray = field(default_factory=lambda: np.zeros((3, 4, 3)))
     bend_mm: float = 0.0
+    reverb: float = 1.0
+    """Strength of the comet-tail reverberation (1: typical)."""
     """Bow of the shaft out of the imaging plane at mid-length (a bent needle shows in pieces)."""
     """(quantity: angle_deg, length_mm, elevation_mm) x (components) x (amplitude, hz, phase)."""
 
@@ -107,7 +109,7 @@ class NeedlePlan:
 def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, frame_x0_px: int,
                 frame_width_px: int, spacing_mm: float, duration_s: float, angle_range_deg: tuple[float, float],
                 gauges: tuple[int, ...], out_of_plane: bool, inject: bool, redirect: bool = True,
-                side: int | None = None, echogenic: bool = False) -> NeedlePlan | None:
+                side: int | None = None, echogenic: bool = False, reverb: float = 1.0) -> NeedlePlan | None:
     """Choose an approach to a point on the cartilage and the motions that reach it.
 
     The target is a point of the cartilage top inside the frame; the entry
@@ -190,7 +192,8 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
     bend = rng.uniform(0.4, 0.9) * -np.sign(keys[2].elevation_mm) if out_of_plane else rng.uniform(-0.2, 0.2)
     return NeedlePlan(entry_px=entry, side=side, keys=keys, spacing_mm=s, gauge=gauge,
                       elevation_width_mm=rng.uniform(0.5, 0.9), bolus_centre_px=tip_final,
-                      bolus_radius_mm=rng.uniform(1.5, 3.5), texture=texture, tremor=tremor, bend_mm=float(bend))
+                      bolus_radius_mm=rng.uniform(1.5, 3.5), texture=texture, tremor=tremor, bend_mm=float(bend),
+                      reverb=float(reverb))
 
 
 @dataclass
@@ -243,7 +246,7 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     chord = diameter_px / max(math.cos(theta), 0.2)
     reverb_decay = 0.3 + 0.3 * specular
     offsets = [-chord / 2, chord / 2] + [chord / 2 + 0.5 * k * chord for k in range(1, 6)]
-    gains = [1.0, 0.3] + [0.1 * reverb_decay ** k * specular for k in range(1, 6)]
+    gains = [1.0, 0.3] + [0.1 * plan.reverb * reverb_decay ** k * specular for k in range(1, 6)]
     all_pts = [pts + np.array([0.0, off]) for off in offsets]
     all_amp = [base * g for g in gains]
     all_pts.append(pts[u < bevel_len])

@@ -204,7 +204,8 @@ class Simulator:
                                     frame_x0_px=self.margin_px, frame_width_px=W, spacing_mm=s,
                                     duration_s=duration, angle_range_deg=sc.angle_deg, gauges=sc.gauges,
                                     out_of_plane=sc.out_of_plane, inject=sc.inject, redirect=sc.redirect,
-                                    echogenic=bool(strong and rng.random() < 0.25))
+                                    echogenic=bool(strong and rng.random() < 0.25),
+                                    reverb=rng.uniform(0.0, 2.5) if strong else 1.0)
 
         # Probe drift (lateral, whole pixels) and operator gain changes, per frame.
         t = np.arange(self.n_frames) / cfg.fps
