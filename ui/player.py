@@ -7,6 +7,7 @@ by side. Playback follows the recorded timestamps at 0.25x to 4x.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6 import QtCore, QtGui, QtWidgets
@@ -27,6 +28,10 @@ MODES = {"recorded": "As recorded", "recomputed": "Recomputed (current model)", 
 
 
 class PlayerWindow(QtWidgets.QMainWindow):
+    """Replay window. Emits ``position_changed(index)`` whenever another frame is shown."""
+
+    position_changed = QtCore.Signal(int)
+
     def __init__(self, settings: Settings | None = None, *, detector: str | None = None) -> None:
         super().__init__()
         self.settings = settings or Settings()
@@ -36,6 +41,7 @@ class PlayerWindow(QtWidgets.QMainWindow):
         self.index = 0
         self.speed = 1.0
         self.loop_range: tuple[int, int] | None = None
+        self.spacing_mm = None  # override for recomputed guidance on files without spacing
         self._stages: list | None = None
         self._stages_next_index: int | None = None
         self.results: dict[str, FrameResult | None] = {"recorded": None, "recomputed": None}
@@ -112,6 +118,7 @@ class PlayerWindow(QtWidgets.QMainWindow):
         self.act_prev_mark = self._action("Previous event", "PgUp", lambda: self.jump_mark(-1))
         self.act_next_mark = self._action("Next event", "PgDown", lambda: self.jump_mark(+1))
         self.act_snapshot = self._action("Snapshot", "Ctrl+S", self.snapshot)
+        self.act_spacing = self._action("Spacing\u2026", "Ctrl+D", self.edit_spacing)
         self.act_full = self._action("Full screen", ["F11", "F"], self.toggle_fullscreen)
         self.speed_box = QtWidgets.QComboBox()
         for s in SPEEDS:
@@ -134,6 +141,7 @@ class PlayerWindow(QtWidgets.QMainWindow):
         tb.addSeparator()
         tb.addWidget(QtWidgets.QLabel(" overlay "))
         tb.addWidget(self.mode_box)
+        tb.addAction(self.act_spacing)
         tb.addAction(self.act_snapshot)
 
     # -- opening -----------------------------------------------------------
@@ -179,6 +187,7 @@ class PlayerWindow(QtWidgets.QMainWindow):
             self.timeline.setValue(self.index)
             self.timeline.blockSignals(False)
         self._show()
+        self.position_changed.emit(self.index)
 
     def step(self, n: int) -> None:
         self.pause()
@@ -312,7 +321,10 @@ class PlayerWindow(QtWidgets.QMainWindow):
             tp = self.data.metadata.get("target_point_px") if self.data else None
             self._stages = make_stages(detector=self.detector, target_point_px=tp)
         self._stages_next_index = index + 1
-        return process(self.data.frame(index), self._stages)
+        frame = self.data.frame(index)
+        if self.spacing_mm is not None:
+            frame = replace(frame, spacing_mm=self.spacing_mm)
+        return process(frame, self._stages)
 
     def _show(self) -> None:
         data, i = self.data, self.index
@@ -338,6 +350,22 @@ class PlayerWindow(QtWidgets.QMainWindow):
                                     + (f"   \u25cf {', '.join(marks_here)}" if marks_here else ""))
 
     # -- misc --------------------------------------------------------------
+    def edit_spacing(self) -> None:
+        from .live_view import SpacingDialog
+
+        frame = self.data.frame(self.index) if self.data is not None else None
+        dlg = SpacingDialog(self.spacing_mm or (frame.spacing_mm if frame else None),
+                            frame.height_px if frame else None, self)
+        if dlg.exec() == QtWidgets.QDialog.DialogCode.Accepted:
+            self.set_spacing(dlg.spacing_mm())
+
+    def set_spacing(self, spacing_mm) -> None:
+        """Pixel spacing (mm/px) for recomputed guidance; None uses the file's own."""
+        self.spacing_mm = None if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
+        self._stages = None
+        if self.data is not None:
+            self._show()
+
     def snapshot(self, path: str | Path | None = None) -> Path:
         if path is None:
             folder = self.settings.snapshots_dir()
