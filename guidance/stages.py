@@ -39,22 +39,16 @@ def build_stages(*, detector="auto", track: bool = True, target_point_px=None, r
         Pixel spacing that overrides whatever the source says; ``"ruler"``
         reads it from the scanner's depth ruler when the frame has none.
     """
-    import importlib.util
-
+    from .detect import DetectStage, load_detector
     from .region import RegionStage
+    from .trajectory import GuidanceStage
 
     ruler = isinstance(spacing_mm, str) and spacing_mm == "ruler"
-    stages: list[Stage] = [RegionStage(override=region, spacing_mm=None if ruler else spacing_mm, read_scale=ruler)]
-    # TEMPORARY until guidance.detect lands: skip detection when the package is absent.
-    if importlib.util.find_spec("guidance.detect") is not None:
-        from .detect import DetectStage, load_detector
-
-        stages.append(DetectStage(detector if hasattr(detector, "detect") else load_detector(detector)))
+    stages: list[Stage] = [RegionStage(override=region, spacing_mm=None if ruler else spacing_mm, read_scale=ruler),
+                           DetectStage(detector if hasattr(detector, "detect") else load_detector(detector))]
     if track:
         from .tracking import TrackStage
 
         stages.append(TrackStage())
-    from .trajectory import GuidanceStage
-
     stages.append(GuidanceStage(target_point_px=target_point_px))
     return stages
