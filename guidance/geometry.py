@@ -9,8 +9,6 @@ sx != sy).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .types import Spacing
@@ -33,22 +31,23 @@ def length_mm(vec_px, spacing_mm: Spacing | None) -> float | None:
     return float(np.hypot(*to_mm(vec_px, spacing_mm)))
 
 
-def rotate(vec, angle_deg: float) -> np.ndarray:
-    """Rotate 2-D vector(s) by ``angle_deg`` (positive turns +x toward +y)."""
-    a = math.radians(angle_deg)
-    c, s = math.cos(a), math.sin(a)
+def rotate(vec, angle_deg) -> np.ndarray:
+    """Rotate 2-D vector(s) ``(..., 2)`` by ``angle_deg`` (scalar or broadcastable; +x turns toward +y)."""
+    a = np.radians(np.asarray(angle_deg, dtype=float))
+    c, s = np.cos(a), np.sin(a)
     v = np.asarray(vec, dtype=float)
     return np.stack([c * v[..., 0] - s * v[..., 1], s * v[..., 0] + c * v[..., 1]], axis=-1)
 
 
-def ray_polyline_hit(origin, direction, poly, *, min_t: float = 0.0) -> tuple[float, int] | None:
-    """First crossing of a ray with a polyline.
+def ray_polyline_hits(origin, directions, poly, *, min_t: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """First crossing of each of several rays from one origin with a polyline.
 
     Parameters
     ----------
-    origin, direction : (2,) array-like
-        Ray ``origin + t * direction`` (``direction`` need not be unit length;
-        ``t`` is in units of ``|direction|``).
+    origin : (2,) array-like
+        Common start of the rays.
+    directions : (K, 2) array-like
+        Ray directions (``t`` is in units of each direction's length).
     poly : (N, 2) array
         Polyline vertices.
     min_t : float
@@ -56,28 +55,40 @@ def ray_polyline_hit(origin, direction, poly, *, min_t: float = 0.0) -> tuple[fl
 
     Returns
     -------
-    (t, segment_index) of the nearest crossing ahead, or None when the ray
-    misses (parallel to every segment, pointing away, or passing beside the ends).
+    t : (K,) float array, NaN where the ray misses (parallel to every segment,
+        pointing away, or passing beside the ends).
+    segment : (K,) int array, index of the segment crossed, -1 on a miss.
     """
     poly = np.asarray(poly, dtype=float)
+    dirs = np.atleast_2d(np.asarray(directions, dtype=float))
+    k = len(dirs)
     if poly.ndim != 2 or len(poly) < 2:
-        return None
+        return np.full(k, np.nan), np.full(k, -1)
     p = np.asarray(origin, dtype=float)
-    d = np.asarray(direction, dtype=float)
     a = poly[:-1]
-    e = poly[1:] - a                       # segment vectors
+    e = poly[1:] - a                                     # (N-1, 2) segment vectors
     w = a - p
-    denom = d[0] * e[:, 1] - d[1] * e[:, 0]  # cross(d, e)
+    dx, dy = dirs[:, :1], dirs[:, 1:]                    # (K, 1)
+    denom = dx * e[:, 1] - dy * e[:, 0]                  # cross(d, e): (K, N-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = (w[:, 0] * e[:, 1] - w[:, 1] * e[:, 0]) / denom   # cross(w, e) / cross(d, e)
-        s = (w[:, 0] * d[1] - w[:, 1] * d[0]) / denom         # cross(w, d) / cross(d, e)
+        t = (w[:, 0] * e[:, 1] - w[:, 1] * e[:, 0]) / denom  # cross(w, e) / cross(d, e)
+        s = (w[:, 0] * dy - w[:, 1] * dx) / denom             # cross(w, d) / cross(d, e)
     eps = 1e-9
     ok = (np.abs(denom) > 1e-12) & (t >= min_t) & (s >= -eps) & (s <= 1 + eps)
-    if not ok.any():
-        return None
-    idx = np.flatnonzero(ok)
-    best = idx[np.argmin(t[idx])]
-    return float(t[best]), int(best)
+    t = np.where(ok, t, np.inf)
+    seg = np.argmin(t, axis=1)
+    best = t[np.arange(k), seg]
+    hit = np.isfinite(best)
+    return np.where(hit, best, np.nan), np.where(hit, seg, -1)
+
+
+def ray_polyline_hit(origin, direction, poly, *, min_t: float = 0.0) -> tuple[float, int] | None:
+    """First crossing of one ray with a polyline: (t, segment_index), or None on a miss.
+
+    See :func:`ray_polyline_hits`.
+    """
+    t, seg = ray_polyline_hits(origin, direction, poly, min_t=min_t)
+    return None if seg[0] < 0 else (float(t[0]), int(seg[0]))
 
 
 def point_polyline_distance(point, poly) -> float:

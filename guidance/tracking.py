@@ -1,12 +1,14 @@
 """Needle tracking and target smoothing over time.
 
 :class:`NeedleTracker` filters the detected needle with OpenCV's Kalman filter
-(tip position and velocity, shaft direction as a unit vector), rejects
-detections that fall outside the filter's innovation gate, carries the needle
-through frames where the detector misses it with Lucas-Kanade optical flow on
-points of the shaft, and gives up after ``coast_s`` seconds without a
-detection: then the needle is ``lost`` and is not shown. A lost needle is never
-invented.
+(tip position and velocity, shaft direction as a unit vector). Each prediction
+adds the picture's own motion around the shaft, measured by Lucas-Kanade
+optical flow (hand tremor, probe drift), so the drawn needle stays on the
+needle while detector noise is smoothed. Detections outside the filter's
+innovation gate are rejected (a persistent one starts a new track); frames
+where the detector misses are carried by the prediction and the flow, for at
+most ``coast_s`` seconds: then the needle is ``lost`` and is not shown. A lost
+needle is never invented.
 
 :class:`TargetSmoother` smooths the target surfaces (cartilage top, bone) over
 time on a common 1-pixel x-grid and follows probe motion by re-registering or
@@ -58,15 +60,17 @@ class NeedleTracker:
         A detection outside the gate that persists (consistent with itself) for
         this many frames in a row replaces the track: a new needle.
     use_flow : bool
-        Carry the estimate through missed detections with optical flow.
+        Add the picture's motion around the shaft (Lucas-Kanade flow) to each
+        prediction, and take the shaft's direction from it when the detector
+        misses.
     flow_tip_sd_px, flow_dir_sd : float
-        Uncertainty added per frame carried by flow (tip px, unit direction).
+        Uncertainty added per frame by the flow (tip px, unit direction).
     """
 
     def __init__(self, coast_s: float = 0.5, *, tip_sd_px: float = 1.5, dir_sd: float = 0.02,
                  accel_noise: float = 3.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
                  gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3,
-                 use_flow: bool = True, flow_tip_sd_px: float = 0.5, flow_dir_sd: float = 0.01) -> None:
+                 use_flow: bool = True, flow_tip_sd_px: float = 0.3, flow_dir_sd: float = 0.01) -> None:
         self.coast_s = float(coast_s)
         self.tip_sd_px = tip_sd_px
         self.dir_sd = dir_sd
@@ -161,79 +165,74 @@ class NeedleTracker:
         return np.array([[det.tip_px[0]], [det.tip_px[1]], [u[0]], [u[1]]], _F64)
 
     # -- optical flow ----------------------------------------------------------
-    def _shaft_points(self, state: np.ndarray) -> np.ndarray:
-        tip, u = state[0:2, 0], state[4:6, 0]
-        length = max(self._length_px, 10.0)
-        frac = np.linspace(0.0, 0.5, 6)  # the front half: where the tip is
-        return (tip[None, :] - (frac * length)[:, None] * u[None, :]).astype(np.float32).reshape(-1, 1, 2)
+    _FLOW_FRACTIONS = np.linspace(0.0, 0.5, 6)  # along the front half of the shaft: where the tip is
+    _LK = dict(winSize=(21, 21), maxLevel=2,
+               criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
 
     def _flow_motion(self, image: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """How the shaft moved since the previous frame, by Lucas-Kanade flow.
+        """How the shaft's surroundings moved since the previous frame (Lucas-Kanade).
 
-        Returns (tip shift in px, new unit direction), or None when too few
-        shaft points survive the forward-backward check (needle gone out of
-        plane, picture changed too much).
+        Returns (shift in px, (K, 2) tracked shaft points), or None when fewer
+        than 3 points survive the forward-backward check or they disagree
+        (needle gone out of plane, picture changed too much).
         """
         prev = self._prev_image
         if prev is None or prev.shape != image.shape:
             return None
-        p0 = self._shaft_points(state)
+        tip, u = state[0:2, 0], state[4:6, 0]
+        p0 = tip - (self._FLOW_FRACTIONS * max(self._length_px, 10.0))[:, None] * u
         h, w = image.shape
-        inside = (p0[:, 0, 0] >= 0) & (p0[:, 0, 0] < w) & (p0[:, 0, 1] >= 0) & (p0[:, 0, 1] < h)
-        if inside.sum() < 3:
+        p0 = p0[(p0[:, 0] >= 0) & (p0[:, 0] < w) & (p0[:, 1] >= 0) & (p0[:, 1] < h)]
+        if len(p0) < 3:
             return None
-        p0 = p0[inside]
         # Work on the patch around the shaft only: pyramids of the whole frame cost more.
         margin = 32
-        x0, y0 = np.maximum(np.floor(p0.reshape(-1, 2).min(axis=0)).astype(int) - margin, 0)
-        x1, y1 = np.minimum(np.ceil(p0.reshape(-1, 2).max(axis=0)).astype(int) + margin, (w, h))
+        x0, y0 = np.maximum(np.floor(p0.min(axis=0)).astype(int) - margin, 0)
+        x1, y1 = np.minimum(np.ceil(p0.max(axis=0)).astype(int) + margin, (w, h))
         prev, image = prev[y0:y1, x0:x1], image[y0:y1, x0:x1]
-        p0 = p0 - np.float32([x0, y0])
-        lk = dict(winSize=(21, 21), maxLevel=2,
-                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
-        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, image, p0, None, **lk)
+        p0 = (p0 - (x0, y0)).astype(np.float32).reshape(-1, 1, 2)
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, image, p0, None, **self._LK)
         if p1 is None:
             return None
-        pb, st2, _ = cv2.calcOpticalFlowPyrLK(image, prev, p1, None, **lk)
-        fb = np.hypot(*(pb - p0).reshape(-1, 2).T)
+        pb, st2, _ = cv2.calcOpticalFlowPyrLK(image, prev, p1, None, **self._LK)
+        fb = np.abs(pb - p0).reshape(-1, 2).max(axis=1)
         good = (st1.ravel() == 1) & (st2.ravel() == 1) & (fb < 1.0)
-        if good.sum() < 3:
+        n = int(good.sum())
+        if n < 3:
             return None
         moved = p1.reshape(-1, 2)[good]
         steps = moved - p0.reshape(-1, 2)[good]
-        shift = np.median(steps, axis=0)
-        if np.median(np.hypot(*(steps - shift).T)) > 2.0:
-            return None  # points disagree: not one rigid shaft
-        vx, vy, _, _ = cv2.fitLine(moved, cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
+        shift = np.sort(steps, axis=0)[n // 2].astype(float)   # per-axis median of a handful
+        if np.sort(np.abs(steps - shift).max(axis=1))[n // 2] > 2.0:
+            return None  # points disagree: not one rigid neighbourhood
+        return shift, moved + (x0, y0)
+
+    @staticmethod
+    def _direction_of(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
+        """Unit direction of a line fitted through points, in the sense of ``reference``."""
+        vx, vy, _, _ = cv2.fitLine(points.astype(np.float32), cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
         u = np.array([vx, vy], float)
-        if np.dot(u, state[4:6, 0]) < 0:  # fitLine's sign is arbitrary: keep the tail->tip sense
-            u = -u
-        return shift, u
+        return -u if np.dot(u, reference) < 0 else u  # fitLine's sign is arbitrary
 
-    def _apply_flow(self, before: np.ndarray, shift: np.ndarray, u: np.ndarray) -> None:
-        """Move the predicted needle across its shaft by the measured flow.
+    def _add_image_motion(self, shift: np.ndarray) -> None:
+        """Add the picture's own motion around the shaft to the prediction.
 
-        Flow sees the shaft move sideways (tissue pushed, probe slid) better
-        than the constant-velocity guess, and takes the shaft's new direction.
-        Along the shaft it sees little (a uniform line has no feature to follow,
-        and a needle gone out of plane leaves the tissue still), so the
-        kinematic prediction keeps the along-shaft motion. The uncertainty is
-        the prediction's plus the flow's own.
+        The filter's velocity is the needle's motion through the tissue;
+        tremor of the hand, probe drift and tissue pushed aside move the whole
+        picture, and Lucas-Kanade flow on the shaft's neighbourhood measures
+        that directly (a uniform line has no feature along itself, so a needle
+        advancing through still tissue shows no flow). Adding it as a known
+        motion input keeps the drawn needle on the needle while the picture
+        moves, without giving up the smoothing of detector noise.
         """
         kf = self._kf
-        state = kf.statePre.copy()
-        u_prev = before[4:6, 0] / max(math.hypot(before[4, 0], before[5, 0]), 1e-9)
-        normal = np.array([-u_prev[1], u_prev[0]])
-        predicted_shift = state[0:2, 0] - before[0:2, 0]
-        state[0:2, 0] += normal * float(np.dot(shift - predicted_shift, normal))
-        state[4:6, 0] = u
+        pre = kf.statePre.copy()
+        pre[0:2, 0] += shift
         cov = kf.errorCovPre.copy()
         cov[0, 0] += self._flow_var[0]
         cov[1, 1] += self._flow_var[0]
-        cov[4, 4] += self._flow_var[1]
-        cov[5, 5] += self._flow_var[1]
-        kf.statePost = state
-        kf.errorCovPost = cov
+        kf.statePre = pre
+        kf.errorCovPre = cov
 
     # -- public ---------------------------------------------------------------
     def update(self, frame: Frame, detection: Detection | None) -> NeedleTrack:
@@ -262,6 +261,9 @@ class NeedleTracker:
 
         before = self._kf.statePost.copy()
         self._predict(max(t - self._t_s, 1e-3))
+        motion = self._flow_motion(frame.image, before) if self.use_flow else None
+        if motion is not None:
+            self._add_image_motion(motion[0])
         if det is not None:
             z = self._measurement(det)
             if self._mahalanobis2(z, self._r_det) <= self.gate_chi2:
@@ -286,11 +288,15 @@ class NeedleTracker:
             self._kf = None
             self._pending = [det] if det is not None else []
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
-        motion = self._flow_motion(frame.image, before) if self.use_flow else None
-        if motion is not None:
-            self._apply_flow(before, *motion)
-        else:
-            self._accept_prediction()
+        self._accept_prediction()
+        if motion is not None:  # no detection: the flow also gives the shaft's direction
+            s = self._kf.statePost
+            s[4:6, 0] = self._direction_of(motion[1], s[4:6, 0])
+            self._kf.statePost = s
+            cov = self._kf.errorCovPost
+            cov[4, 4] += self._flow_var[1]
+            cov[5, 5] += self._flow_var[1]
+            self._kf.errorCovPost = cov
         tip = self._kf.statePost[0:2, 0]
         if not (0 <= tip[0] < frame.width_px and 0 <= tip[1] < frame.height_px):
             self._kf = None  # coasted out of the picture: do not draw it off-frame

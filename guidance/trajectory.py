@@ -15,7 +15,8 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import InputError
-from .geometry import point_polyline_distance, polyline_y_at, ray_polyline_hit, rotate, to_mm, to_px
+from .geometry import (point_polyline_distance, polyline_y_at, ray_polyline_hit, ray_polyline_hits, rotate,
+                       to_mm, to_px)
 from .types import FrameResult, NeedleDetection, Spacing, TargetDetection, Trajectory
 
 ALERT_NEAR_BONE = "near_bone"
@@ -127,14 +128,12 @@ def _cone(tip, d_metric, m, surface, half_angle_deg: float, length_px: float):
 
     A side that misses the surface is drawn as long as the main path.
     """
-    lines = []
-    for sign in (-1.0, 1.0):
-        d = to_px(rotate(d_metric, sign * half_angle_deg), m)
-        d /= np.hypot(*d)
-        hit = ray_polyline_hit(tip, d, surface)
-        end = tip + (hit[0] if hit is not None else length_px) * d
-        lines.append(((float(tip[0]), float(tip[1])), (float(end[0]), float(end[1]))))
-    return tuple(lines)
+    d = to_px(rotate(np.stack([d_metric, d_metric]), np.array([-half_angle_deg, half_angle_deg])), m)
+    d /= np.hypot(d[:, 0], d[:, 1])[:, None]
+    t, _ = ray_polyline_hits(tip, d, surface)
+    ends = tip + np.where(np.isfinite(t), t, length_px)[:, None] * d
+    start = (float(tip[0]), float(tip[1]))
+    return tuple((start, (float(x), float(y))) for x, y in ends)
 
 
 def tip_to_bone_mm(needle: NeedleDetection, bone_px, spacing_mm: Spacing) -> float:
