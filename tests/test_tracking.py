@@ -251,3 +251,22 @@ def test_track_stage_sets_track_and_smoothed_target_without_touching_input():
     assert r1.target is not None and np.allclose(r1.target.surface_px[:, 1], 150)
     r2 = stage(FrameResult(frame(1), detection=None))
     assert r2.track.state == "coasting" and r2.target is not None
+
+
+def test_tracked_needle_follows_probe_tremor_that_moves_the_whole_picture():
+    rng = np.random.default_rng(11)
+    tip0, tail0 = np.array([180.0, 110.0]), np.array([40.0, 20.0])
+    shifts = np.cumsum(rng.normal(0, 1.5, (60, 2)), axis=0).clip(-15, 15)  # a shaking hand
+    errors = {}
+    for use_flow in (True, False):
+        tr = NeedleTracker(use_flow=use_flow)
+        err = []
+        for i, sh in enumerate(shifts):
+            img = speckle_with_needle(tuple(sh))
+            noise = rng.normal(0, 0.7, 2)
+            t = tr.update(frame(i, img), det(tip0 + sh + noise, tail0 + sh))
+            if i >= 10:
+                err.append(np.hypot(*np.subtract(t.needle.tip_px, tip0 + sh)))
+        errors[use_flow] = float(np.sqrt(np.mean(np.square(err))))
+    assert errors[True] < 0.6 * errors[False]
+    assert errors[True] < 1.0
