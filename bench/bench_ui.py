@@ -5,7 +5,7 @@
 Two ways to feed the window, both through the real LivePipeline and worker:
 
 - ``overlay`` (default): simulator frames replayed at ``--fps`` with guidance
-  computed beforehand and attached by a lookup stage, so the figures measure
+  from the simulator's truth (and a 2-degree cone) attached by a lookup stage, so the figures measure
   the UI (worker hand-over, drawing the image and every overlay item, paint)
   and not the detector.
 - ``--full`` adds a run on the live simulator with the real stages (what
@@ -74,16 +74,28 @@ class LookupStage:
 
 
 def precompute(size_px, n: int):
-    from guidance.pipeline import run_offline
+    """``n`` simulator frames with full guidance drawn from the simulator's ground truth.
 
-    from ui.processing import make_stages
+    Truth rather than the detector so that every frame carries the whole
+    overlay (needle, path, cone, surfaces) at every size: this bench measures
+    drawing, not detection.
+    """
+    from guidance.trajectory import compute_trajectory
+    from guidance.types import NeedleTrack
 
-    src = open_source("sim:insertion:1", realtime=False, size_px=size_px, fps=30, n_frames=n)
+    from ui.replay_data import record_to_result
+
+    src = open_source("sim:insertion:1", realtime=False, size_px=size_px, fps=30)
     results = []
-    for r in run_offline(src, make_stages()):
-        results.append(r)
-        if len(results) >= n:
-            break
+    with src:
+        while len(results) < n:
+            frame = src.read()
+            if frame is None:
+                break
+            r = record_to_result(src.last_truth, frame)
+            traj = compute_trajectory(r.needle, r.target, frame.spacing_mm, angle_sd_deg=2.0)
+            results.append(replace(r, trajectory=traj,
+                                   track=NeedleTrack("tracking", r.needle, angle_sd_deg=2.0) if r.needle else None))
     with_traj = sum(r.trajectory is not None for r in results)
     return results, with_traj
 
@@ -161,7 +173,7 @@ def main(argv=None) -> int:
     report = {"source_fps": args.fps, "seconds": args.seconds, "platform": os.environ["QT_QPA_PLATFORM"],
               "cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2), "cases": {}}
     for size in ((640, 480), (1024, 768)):
-        results, with_traj = precompute(size, 60)
+        results, with_traj = precompute(size, 90)
         key = f"{size[0]}x{size[1]}"
         case = run_case(app, size, args.fps, args.seconds, results)
         case["precomputed_frames_with_trajectory"] = f"{with_traj}/{len(results)}"
