@@ -231,3 +231,36 @@ def test_a_cut_source_shows_the_no_signal_banner(window, qtbot):
     assert "NO SIGNAL" in window.strip.text()
     assert not window.view.overlay.shown
     window.stop()
+
+
+def test_starts_on_the_simulator_and_draws_its_guidance(window, qtbot):
+    pytest.importorskip("guidance.sources.synthetic")
+    assert window.start("sim:insertion:1")
+    qtbot.waitUntil(lambda: window.view.paint_count >= 5, timeout=20000)
+    # the detector sees the needle in the simulator's clean insertion within a few seconds
+    qtbot.waitUntil(lambda: window.result is not None and window.result.needle is not None, timeout=30000)
+    res = window.result
+    ov = window.view.overlay
+    assert _close(ov.tip.pos(), res.needle.tip_px)
+    assert _close(ov.needle.points(), [res.needle.tail_px, res.needle.tip_px])
+    assert np.array_equal(window.view.image_item.image, res.frame.image)  # guidance drawn on its own frame
+    assert window.lab_model.text().startswith("model ")
+    qtbot.waitUntil(lambda: window.display_fps() > 0 and "fps" in window.lab_fps.text(), timeout=3000)
+    window.close()
+    assert window.worker is None  # closing stops the pipeline
+
+
+def test_command_line_demo_runs_and_a_bad_source_is_one_line(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    bad = subprocess.run([sys.executable, "-m", "guidance", "ui", "--source", str(tmp_path / "missing.avi")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2
+    assert "missing.avi" in bad.stderr and "Traceback" not in bad.stderr
+    pytest.importorskip("guidance.sources.synthetic")
+    ok = subprocess.run([sys.executable, "-m", "guidance", "demo", "--size", "320x240", "--quit-after", "2"],
+                        capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr[-2000:]
