@@ -264,3 +264,15 @@ def test_command_line_demo_runs_and_a_bad_source_is_one_line(tmp_path):
     ok = subprocess.run([sys.executable, "-m", "guidance", "demo", "--size", "320x240", "--quit-after", "2"],
                         capture_output=True, text=True, env=env, timeout=120)
     assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_keyboard_shortcuts_reach_their_actions(window, qtbot):
+    window.show_result(make_result())
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow, timeout=3000)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_T)
+    assert window.act_pick.isChecked()
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_3, QtCore.Qt.KeyboardModifier.AltModifier)  # layer 3: the cone
+    assert window.view.overlay.layers["cone"] is False
+    assert not window.view.overlay.visible_items()["cone"]
+    assert "F5" in window.shortcuts_text() and "Ctrl+R" in window.shortcuts_text()

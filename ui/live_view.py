@@ -134,6 +134,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         self.act_fullscreen = self._action("Full screen", ["F11", "F"], self.toggle_fullscreen, checkable=True)
         self.act_player = self._action("Player\u2026", "Ctrl+P", self.open_player, tip="Open the replay player")
         self.act_quit = self._action("Quit", "Ctrl+Q", self.close)
+        self.act_help = self._action("Shortcuts", "F1", self.show_shortcuts)
         self.layer_actions: dict[str, QtGui.QAction] = {}
         for i, (name, label) in enumerate(LAYERS.items(), start=1):
             key = f"Alt+{i % 10}"
@@ -176,6 +177,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         tb.addWidget(layers_button)
         tb.addAction(self.act_fullscreen)
         tb.addAction(self.act_player)
+        tb.addAction(self.act_help)
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -490,6 +492,17 @@ class LiveWindow(QtWidgets.QMainWindow):
         self.centralWidget().grab().save(str(path), "PNG")
         self.statusBar().showMessage(f"Snapshot saved: {path}", 4000)
         return path
+
+    def shortcuts_text(self) -> str:
+        lines = [f"{a.shortcut().toString():>14}   {a.text()}" for a in self.actions() if not a.shortcut().isEmpty()]
+        return "\n".join(lines)
+
+    def show_shortcuts(self) -> None:
+        box = QtWidgets.QMessageBox(self)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setText(f"<pre>{self.shortcuts_text()}</pre>")
+        box.setModal(False)
+        box.show()
 
     def toggle_fullscreen(self) -> None:
         if self.isFullScreen():

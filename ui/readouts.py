@@ -75,7 +75,11 @@ class ReadoutPanel(QtWidgets.QFrame):
             self.distance.setText(DASH)
             self.depth.setText(DASH)
             self.angle.setText(DASH)
-            self.miss.setText("")
+            reason = ""
+            if result is not None and result.needle is not None:
+                reason = ("the needle's path does not reach the target surface" if result.target is not None
+                          else "no target surface seen")
+            self.miss.setText(reason)
         else:
             self.distance.setText(f"{tr.distance_mm:.1f} mm" if tr.distance_mm is not None
                                   else f"{tr.distance_px:.0f} px")
