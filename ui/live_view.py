@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import shutil
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -65,6 +66,9 @@ class LiveWindow(QtWidgets.QMainWindow):
         self.result: FrameResult | None = None
         self.recorder = None
         self.recording_path: Path | None = None
+        self._finishing: list = []  # (thread, recorder, path) of recordings being finished
+        self._finish_timer = QtCore.QTimer(self, interval=100)
+        self._finish_timer.timeout.connect(self._check_finishing)
         self._record_started_s = 0.0
         self._last_alerts: tuple[str, ...] = ()
         self._paint_times: collections.deque[float] = collections.deque(maxlen=240)
@@ -442,18 +446,45 @@ class LiveWindow(QtWidgets.QMainWindow):
         self._update_record_label()
         return path
 
-    def stop_recording(self) -> Path | None:
+    def stop_recording(self, *, wait: bool = False) -> Path | None:
+        """Stop recording. The file is finished on a helper thread (the queue may take a
+        moment to flush) so the view keeps running; ``wait`` blocks until it is complete."""
         recorder, self.recorder = self.recorder, None
         if recorder is None:
-            return None
+            if wait:
+                self.wait_recording_saved()
+            return self.recording_path
         if self.worker is not None:
             self.worker.remove_consumer(recorder.submit)
-        recorder.stop()
         self.act_record.setChecked(False)
-        self.lab_record.setText(f"saved {self.recording_path.name}" if self.recording_path else "not recording")
-        if getattr(recorder, "error", None):
-            self.lab_record.setText(f"recording stopped early: {recorder.error}")
+        self.lab_record.setStyleSheet("")
+        self.lab_record.setText(f"saving {self.recording_path.name}\u2026")
+        done = threading.Thread(target=recorder.stop, name="recording-finish", daemon=False)
+        done.start()
+        self._finishing.append((done, recorder, self.recording_path))
+        self._finish_timer.start()
+        if wait:
+            self.wait_recording_saved()
         return self.recording_path
+
+    def wait_recording_saved(self, timeout_s: float = 60.0) -> None:
+        for thread, _, _ in list(self._finishing):
+            thread.join(timeout_s)
+        self._check_finishing()
+
+    def _check_finishing(self) -> None:
+        still = []
+        for thread, recorder, path in self._finishing:
+            if thread.is_alive():
+                still.append((thread, recorder, path))
+            elif getattr(recorder, "error", None):
+                self.lab_record.setText(f"recording stopped early: {recorder.error}")
+                self.lab_record.setStyleSheet("color: #d55e00;")
+            elif self.recorder is None:
+                self.lab_record.setText(f"saved {path.name}")
+        self._finishing = still
+        if not still:
+            self._finish_timer.stop()
 
     def _update_record_label(self) -> None:
         elapsed = time.monotonic() - self._record_started_s
@@ -526,6 +557,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         self.fresh_timer.stop()
         self.status_timer.stop()
         self.stop()
+        self.wait_recording_saved()  # never leave a recording half-written
         self.settings.set("window/geometry", self.saveGeometry())
         self.settings.sync()
         if self.player is not None:
