@@ -239,9 +239,12 @@ class NeedleTracker:
         """Fold one frame's detection into the track and return the needle to show."""
         t = float(frame.timestamp_s)
         det = detection.needle if detection is not None else None
-        if self._t_s is not None and (t < self._t_s or (self._prev_image is not None
-                                                        and self._prev_image.shape != frame.image.shape)):
-            self.reset()  # time went backwards (seek, loop) or the source changed
+        if self._t_s is not None and (t < self._t_s or t - self._t_s > self.coast_s
+                                      or (self._prev_image is not None
+                                          and self._prev_image.shape != frame.image.shape)):
+            # Time went backwards (seek, loop), jumped past the coast (seek, stalled
+            # source), or the source changed: nothing from before can be trusted.
+            self.reset()
         try:
             return self._update(frame, t, det)
         finally:

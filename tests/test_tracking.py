@@ -270,3 +270,12 @@ def test_tracked_needle_follows_probe_tremor_that_moves_the_whole_picture():
         errors[use_flow] = float(np.sqrt(np.mean(np.square(err))))
     assert errors[True] < 0.6 * errors[False]
     assert errors[True] < 1.0
+
+
+def test_jump_in_time_longer_than_the_coast_starts_afresh():
+    tr = NeedleTracker(coast_s=0.5)
+    for i in range(10):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    t = tr.update(frame(40), det((60, 200), (280, 40)))   # 1 s later (a seek): another needle
+    assert t.state == "tracking" and t.needle.tip_px == pytest.approx((60, 200))
+    assert t.tip_velocity_px_s == (0.0, 0.0)              # no velocity made up from the jump
