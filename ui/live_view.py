@@ -420,7 +420,10 @@ class LiveWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage("Start a source before recording", 4000)
             return None
         try:
-            from guidance.recording import Recorder
+            try:
+                from guidance.recording import Recorder
+            except ImportError:
+                from guidance.recording.recorder import Recorder
         except ImportError as exc:
             self.statusBar().showMessage(f"Recording is not available here: {exc}", 6000)
             return None

@@ -54,7 +54,10 @@ class ReplayData:
     # -- loading -----------------------------------------------------------
     def _open_recording(self) -> None:
         try:
-            from guidance.recording import RecordingReader
+            try:
+                from guidance.recording import RecordingReader
+            except ImportError:
+                from guidance.recording.reader import RecordingReader
         except ImportError as exc:
             raise InputError(f"{self.path}: recordings cannot be read here ({exc})") from None
         self._reader = RecordingReader(self.path)
@@ -76,8 +79,9 @@ class ReplayData:
     def _recording_marks(self) -> list[Mark]:
         marks: list[Mark] = []
         n = len(self._reader)
-        ts = np.asarray(getattr(self._reader, "timestamps_s", []) or [], dtype=float)
-        for ev in getattr(self._reader, "events", []) or []:
+        ts_attr = getattr(self._reader, "timestamps_s", None)
+        ts = np.asarray(ts_attr if ts_attr is not None else [], dtype=float)
+        for ev in list(getattr(self._reader, "events", None) or []):
             ev = ev if isinstance(ev, dict) else getattr(ev, "__dict__", {})
             kind = str(ev.get("kind") or ev.get("type") or "event")
             data = ev.get("data") or {}
