@@ -42,8 +42,10 @@ class NeedleTracker:
     ----------
     coast_s : float
         Longest time without an accepted detection before the needle is lost.
-    tip_sd_px : float
-        Measurement noise of the detector's tip (1 SD, pixels).
+    tip_along_sd_px, tip_across_sd_px : float
+        Measurement noise of the detector's tip (1 SD, pixels) along the shaft
+        and across it. Detectors place the tip less surely along the shaft
+        (where the bright line fades out) than across it.
     dir_sd : float
         Measurement noise of the detector's unit direction (1 SD; 0.02 ~ 1.1 deg).
     accel_noise : float
@@ -67,12 +69,14 @@ class NeedleTracker:
         Uncertainty added per frame by the flow (tip px, unit direction).
     """
 
-    def __init__(self, coast_s: float = 0.5, *, tip_sd_px: float = 1.5, dir_sd: float = 0.02,
+    def __init__(self, coast_s: float = 0.5, *, tip_along_sd_px: float = 3.0, tip_across_sd_px: float = 1.0,
+                 dir_sd: float = 0.02,
                  accel_noise: float = 3.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
                  gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3,
                  use_flow: bool = True, flow_tip_sd_px: float = 0.3, flow_dir_sd: float = 0.01) -> None:
         self.coast_s = float(coast_s)
-        self.tip_sd_px = tip_sd_px
+        self.tip_along_sd_px = tip_along_sd_px
+        self.tip_across_sd_px = tip_across_sd_px
         self.dir_sd = dir_sd
         self.accel_noise = accel_noise
         self.max_noise_gain = max_noise_gain
@@ -80,7 +84,6 @@ class NeedleTracker:
         self.gate_chi2 = gate_chi2
         self.reinit_frames = max(1, int(reinit_frames))
         self.use_flow = use_flow
-        self._r_det = np.diag([tip_sd_px**2] * 2 + [dir_sd**2] * 2).astype(_F64)
         self._flow_var = (flow_tip_sd_px**2, flow_dir_sd**2)
         self.reset()
 
@@ -108,8 +111,7 @@ class NeedleTracker:
         u = det.direction
         kf.statePost = np.array([[det.tip_px[0]], [det.tip_px[1]], [0.0], [0.0], [u[0]], [u[1]]], _F64)
         # Velocity unknown at first: a wide prior lets the first frames set it.
-        kf.errorCovPost = np.diag([self.tip_sd_px**2] * 2 + [60.0**2] * 2 + [self.dir_sd**2] * 2).astype(_F64)
-        kf.measurementNoiseCov = self._r_det.copy()
+        kf.errorCovPost = np.diag([self.tip_along_sd_px**2] * 2 + [60.0**2] * 2 + [self.dir_sd**2] * 2).astype(_F64)
         self._kf = kf
         self._length_px = float(np.hypot(*np.subtract(det.tip_px, det.tail_px)))
         self._confidence = float(det.confidence)
@@ -158,6 +160,15 @@ class NeedleTracker:
         kf = self._kf
         kf.statePost = kf.statePre.copy()
         kf.errorCovPost = kf.errorCovPre.copy()
+
+    def _detection_noise(self, det: NeedleDetection) -> np.ndarray:
+        """Measurement covariance: the tip's noise ellipse aligned with the shaft."""
+        u = det.direction
+        n = np.array([-u[1], u[0]])
+        r = np.zeros((4, 4), _F64)
+        r[0:2, 0:2] = self.tip_along_sd_px**2 * np.outer(u, u) + self.tip_across_sd_px**2 * np.outer(n, n)
+        r[2, 2] = r[3, 3] = self.dir_sd**2
+        return r
 
     @staticmethod
     def _measurement(det: NeedleDetection) -> np.ndarray:
@@ -269,8 +280,9 @@ class NeedleTracker:
             self._add_image_motion(motion[0])
         if det is not None:
             z = self._measurement(det)
-            if self._mahalanobis2(z, self._r_det) <= self.gate_chi2:
-                self._correct(z, self._r_det)
+            r = self._detection_noise(det)
+            if self._mahalanobis2(z, r) <= self.gate_chi2:
+                self._correct(z, r)
                 self._length_px += 0.3 * (float(np.hypot(*np.subtract(det.tip_px, det.tail_px))) - self._length_px)
                 self._confidence = float(det.confidence)
                 self._t_detect_s = t
