@@ -62,16 +62,17 @@ class HaloCurve:
     """
 
     def __init__(self, role: str, width: float, z: float, *, dashed: bool = False, dash=(6.0, 4.0),
-                 connect: str = "all") -> None:
+                 connect: str = "all", alpha: int = 255, halo: bool = True) -> None:
         self.connect = connect
+        self.alpha = alpha
         self.halo = _path_item(halo_pen(width, dashed=dashed, dash=dash), z)
-        self.core = _path_item(pen(role, width, dashed=dashed, dash=dash), z + 0.1)
-        self.items = (self.halo, self.core)
+        self.core = _path_item(pen(role, width, dashed=dashed, dash=dash, alpha=alpha), z + 0.1)
+        self.items = (self.halo, self.core) if halo else (self.core,)
         self._pts = np.zeros((0, 2))
 
     def set_pen(self, role: str, width: float, *, dashed: bool = False, dash=(6.0, 4.0)) -> None:
         self.halo.setPen(halo_pen(width, dashed=dashed, dash=dash))
-        self.core.setPen(pen(role, width, dashed=dashed, dash=dash))
+        self.core.setPen(pen(role, width, dashed=dashed, dash=dash, alpha=self.alpha))
 
     def set_points(self, pts_px) -> None:
         """``pts_px`` (N, 2) of (x, y) frame pixels; with ``connect="pairs"`` each two points make a segment."""
@@ -154,7 +155,9 @@ class GuidanceOverlay:
         self.surface = HaloCurve("surface", 2.5, 7)
         self.cone = HaloCurve("cone", 1.5, 8, dashed=True, dash=(3.0, 4.0), connect="pairs")
         self.path = HaloCurve("path", 2.5, 9, dashed=True, dash=(4.0, 3.0))
-        self.needle = HaloCurve("needle", 3.0, 10)
+        # The shaft is drawn thin and see-through, without a halo: the needle's own echo
+        # underneath is what the physician trusts, the line only says it was recognised.
+        self.needle = HaloCurve("needle", 2.0, 10, alpha=170, halo=False)
         self.tip = Marker("tip", 11, size=20, width=2.5)
         self.intercept = Marker("intercept", 12, size=12, filled=True)
         self.target_point = Marker("target_point", 13, symbol="+", size=22, width=2.0)
@@ -242,7 +245,7 @@ class GuidanceOverlay:
             return
         coasting = result.track is not None and result.track.state == "coasting"
         if coasting != self._coasting:  # a coasting (predicted) needle is drawn dashed
-            self.needle.set_pen("needle", 3.0, dashed=coasting, dash=(3.0, 1.5))
+            self.needle.set_pen("needle", 2.0, dashed=coasting, dash=(4.0, 2.0))
             self._coasting = coasting
         self.needle.set_points([needle.tail_px, needle.tip_px])
         self.tip.set_pos(needle.tip_px)

@@ -49,14 +49,24 @@ def live_screenshot(out: Path, *, spec: str = "sim:insertion:1", size=(640, 480)
         recording = win.start_recording(record_to)
     # Wait for a frame that carries the whole picture: needle, target, path, all fresh.
     t0 = time.monotonic()
-    _wait(app, lambda: time.monotonic() - t0 > settle_s and win.result is not None
-          and win.result.trajectory is not None and win.view.overlay.shown
-          and win.result.trajectory.distance_mm is not None and win.result.trajectory.distance_mm > 3.0, 40)
+    def good(r):  # mid-insertion, needle tracked, a few mm to go: the moment that matters
+        return (r is not None and r.trajectory is not None and r.track is not None and r.track.state == "tracking"
+                and r.trajectory.distance_mm is not None and 4.0 < r.trajectory.distance_mm < 15.0)
+
+    _wait(app, lambda: time.monotonic() - t0 > settle_s and good(win.result) and win.view.overlay.shown, 60)
+    tr = win.result.trajectory if win.result is not None else None
+    if tr is not None:  # a picked target a little beside the path, as a physician would aim
+        win.set_target_point((tr.intercept_px[0] - 0.04 * size[0], tr.intercept_px[1]))
+        n = win.view.paint_count
+        _wait(app, lambda: win.view.paint_count > n + 3 and win.view.overlay.shown and good(win.result)
+              and win.result.trajectory.target_point_px is not None, 20)
     _wait(app, lambda: False, 0.05)
     win.grab().save(str(out))
     if record_to is not None:
         _wait(app, lambda: False, 1.0)
-        win.stop_recording()
+        win.mark_injection()
+        _wait(app, lambda: False, 1.0)
+        win.stop_recording(wait=True)
     return win, recording
 
 
@@ -100,8 +110,8 @@ def main(argv=None) -> int:
     player.show()
     player.open(str(recording))
     player.set_mode("side" if player.data.has_recorded_guidance else "recomputed")
-    marks = [m.index for m in player.data.marks]
-    player.seek(marks[0] if marks else len(player.data) * 2 // 3)
+    guided = [i for i in range(len(player.data)) if (player.data.record(i) or {}).get("trajectory")]
+    player.seek(guided[len(guided) // 2] if guided else len(player.data) // 2)
     _wait(app, lambda: False, 0.3)
     player.grab().save(str(out / "screenshot_player.png"))
     player.close()
