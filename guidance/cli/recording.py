@@ -1,0 +1,371 @@
+"""Recording commands: ``record``, ``replay``, ``info``, ``export`` and ``recording repair|import``.
+
+See ``docs/recording-format.md`` for the file format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import InputError
+from ._args import add_stage_options, positive_float, positive_int, source_options, spacing_arg, stages_from_args
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "record", help="record a live session losslessly to a .usrec file",
+        description="Run the live pipeline on SPEC and record every processed frame, what was shown on it, "
+                    "and the session metadata to a crash-safe .usrec file. Ctrl+C stops and closes the file.")
+    p.add_argument("--source", required=True, metavar="SPEC", help="source spec: sim, a device index, a file, igtl://...")
+    p.add_argument("--out", required=True, metavar="FILE_OR_DIR",
+                   help="the new .usrec file, or a folder (a session_YYYYmmdd_HHMMSS.usrec is created in it)")
+    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    p.add_argument("--frames", type=positive_int, metavar="N", help="stop after N recorded frames")
+    p.add_argument("--quiet", action="store_true", help="no status line every second")
+    add_stage_options(p)
+    p.set_defaults(func=run_record)
+
+    p = subparsers.add_parser(
+        "replay", help="replay a recording headless: per-frame results as recorded or recomputed",
+        description="Print one JSON line per frame of REC (as `guidance detect` does): the guidance as it was "
+                    "shown live, or with --recompute the pipeline's output on the recorded frames now.")
+    p.add_argument("recording", metavar="REC")
+    p.add_argument("--out", metavar="FILE", help="write the lines to FILE instead of standard output")
+    p.add_argument("--realtime", action="store_true", help="pace frames by their recorded timestamps")
+    p.add_argument("--speed", type=positive_float, default=1.0, help="speed factor with --realtime (default 1)")
+    p.add_argument("--start", type=int, default=0, metavar="I", help="first frame position (default 0)")
+    p.add_argument("--stop", type=int, default=None, metavar="I", help="stop before this position")
+    p.add_argument("--recompute", action="store_true", help="run the pipeline on the recorded frames now")
+    p.add_argument("--check", action="store_true",
+                   help="with --recompute: compare with the recorded guidance; exit 1 if any frame differs")
+    add_stage_options(p)
+    p.set_defaults(func=run_replay)
+
+    p = subparsers.add_parser("info", help="metadata, duration, frames, dropped frames and losses of a recording",
+                              description="Describe a .usrec recording as JSON.")
+    p.add_argument("recording", metavar="REC")
+    p.add_argument("--verify", action="store_true", help="also read every record and check its checksum")
+    p.set_defaults(func=run_info)
+
+    p = subparsers.add_parser("export", help="export a recording: MP4 with the guidance burnt in, PLUS sequence",
+                              description="Export REC as a video with the overlay burnt in (for teaching and "
+                                          "sharing) and/or a PLUS sequence for 3D Slicer.")
+    p.add_argument("recording", metavar="REC")
+    p.add_argument("--mp4", metavar="OUT", help="write an MP4 video with the recorded guidance drawn on it")
+    p.add_argument("--plus", metavar="OUT", help="write a PLUS sequence (.seq.nrrd or .mha) for 3D Slicer")
+    p.add_argument("--no-overlay", action="store_true", help="MP4 of the plain frames")
+    p.add_argument("--fps", type=positive_float, help="video frame rate (default: the recording's)")
+    p.set_defaults(func=run_export)
+
+    grp = subparsers.add_parser("recording", help="recording maintenance: repair, import",
+                                description="Maintenance of .usrec recordings.")
+    sub = grp.add_subparsers(dest="recording_command", metavar="ACTION", parser_class=type(grp))
+    r = sub.add_parser("repair", help="rebuild the index and footer of a crashed or damaged recording",
+                       description="Copy every intact record of REC to a new file with a fresh index and footer. "
+                                   "Without --out, REC is replaced (via a temporary file and a rename) and the "
+                                   "original kept as REC.orig.")
+    r.add_argument("recording", metavar="REC")
+    r.add_argument("--out", metavar="FILE", help="write the repaired copy here instead of replacing REC")
+    r.set_defaults(func=run_repair)
+    r = sub.add_parser("import", aliases=["import-folder"], help="convert a file input to a .usrec recording",
+                       description="Convert an image folder (replay_data/<name>/ with meta.json included), video, "
+                                   "PLUS or DICOM file to a recording; --process adds the pipeline's results.")
+    r.add_argument("input", metavar="INPUT")
+    r.add_argument("out", metavar="OUT.usrec")
+    r.add_argument("--fps", type=positive_float, help="frame rate for an image folder (default: meta.json's)")
+    r.add_argument("--process", action="store_true", help="record the pipeline's result on every frame too")
+    add_stage_options(r)
+    r.set_defaults(func=run_import)
+    grp.set_defaults(func=lambda args: (grp.print_help(), 2)[1])
+
+
+# --- record ------------------------------------------------------------------------------------
+
+def _record_path(out: str) -> Path:
+    p = Path(out)
+    if p.is_dir() or out.endswith(os.sep):
+        p.mkdir(parents=True, exist_ok=True)
+        return p / f"session_{datetime.now():%Y%m%d_%H%M%S}.usrec"
+    if p.suffix.lower() != ".usrec":
+        raise InputError(f"{p}: a recording file must end in .usrec (or give a folder)")
+    if not p.parent.is_dir():
+        raise InputError(f"{p.parent}: no such folder")
+    return p
+
+
+def run_record(args: argparse.Namespace) -> int:
+    from ..pipeline import LivePipeline
+    from ..recording import Recorder
+    from ..recording.session_meta import describe_stages
+    from ..sources import classify_spec, open_source
+
+    out = _record_path(args.out)
+    opts = source_options(args, realtime=True, loop=False)
+    kind = classify_spec(args.source)
+    open_source(args.source, **opts)  # a bad spec fails here, before a file is created
+    stages = stages_from_args(args)
+    meta = {"source": args.source, "source_kind": kind, **describe_stages(stages),
+            "spacing_mm": list(args.spacing) if isinstance(args.spacing, tuple) else args.spacing,
+            "region_px": ([args.region.x_px, args.region.y_px, args.region.width_px, args.region.height_px]
+                          if args.region else None),
+            "target_point_px": list(args.target) if args.target else None}
+    recorder = Recorder(out, meta).start()
+    pipeline = LivePipeline(lambda: open_source(args.source, **opts), stages)
+    pipeline.add_consumer(recorder.submit)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a polite kill still writes the footer
+    t0 = time.monotonic()
+    next_status = t0 + 1.0
+    status = None
+    try:
+        pipeline.start()
+        while True:
+            time.sleep(0.05)
+            status = pipeline.status()
+            stats = recorder.stats
+            now = time.monotonic()
+            if recorder.error or status.state in ("ended", "error"):
+                break
+            if args.duration and now - t0 >= args.duration:
+                break
+            if args.frames and stats["frames_written"] + stats["queued"] >= args.frames:
+                break
+            if not args.quiet and now >= next_status:
+                next_status += 1.0
+                print(f"REC {now - t0:6.1f} s  {stats['frames_written']} frames  {stats['frames_dropped']} dropped  "
+                      f"{stats['bytes_written'] / 1e6:.1f} MB  [{status.state}] {status.message}",
+                      file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pipeline.remove_consumer(recorder.submit)
+        pipeline.stop()
+        stats = recorder.stop()
+        signal.signal(signal.SIGTERM, previous)
+    print(json.dumps(stats), flush=True)
+    if recorder.error:
+        print(f"guidance record: {recorder.error}", file=sys.stderr)
+        return 1
+    if status is not None and status.state == "error":
+        print(f"guidance record: {status.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+# --- replay ------------------------------------------------------------------------------------
+
+def run_replay(args: argparse.Namespace) -> int:
+    from ..contract import dumps
+    from ..recording import RecordingReader
+
+    reader = RecordingReader(args.recording)
+    if reader.lost_info.message:
+        print(f"guidance replay: {args.recording}: {reader.lost_info.message}", file=sys.stderr)
+    if args.check and not args.recompute:
+        raise InputError("--check compares recomputed guidance with the recorded one: add --recompute")
+    out_fh, finish = _open_out(args.out)
+    differing = 0
+    try:
+        if args.recompute:
+            for recorded, line in _recomputed(reader, args):
+                out_fh.write(dumps(line) + "\n")
+                if args.check and recorded is not None and guidance_of(recorded) != guidance_of(line):
+                    differing += 1
+        else:
+            for i in _paced_positions(reader.timestamps_s, args.start, args.stop, args.realtime, args.speed):
+                line = reader.record(i)
+                if line is None:  # a frame recorded without results (imported)
+                    f = reader.frame(i)
+                    line = {"frame": f.index, "t_s": round(f.timestamp_s, 6), "needle": None, "target": None,
+                            "trajectory": None, "recorded": False}
+                out_fh.write(dumps(line) + "\n")
+                if args.realtime:
+                    out_fh.flush()
+        finish(True)
+    except BaseException:
+        finish(False)
+        raise
+    finally:
+        reader.close()
+    if args.check:
+        print(f"guidance replay: {differing} frames differ from the recorded guidance", file=sys.stderr)
+        return 1 if differing else 0
+    return 0
+
+
+GUIDANCE_KEYS = ("frame", "t_s", "needle", "target", "trajectory", "tracking", "alerts", "region_px", "spacing_mm")
+
+
+def guidance_of(line: dict) -> dict:
+    """The part of a contract line that must replay exactly (not the timings)."""
+    return {k: line.get(k) for k in GUIDANCE_KEYS}
+
+
+def _recomputed(reader, args):
+    from ..contract import result_to_record
+    from ..pipeline import run_offline
+    from ..recording.replay import RecordingSource
+
+    source = RecordingSource(str(reader.path), realtime=args.realtime, speed=args.speed, start=args.start,
+                             stop=args.stop, **source_options(args))
+    stages = stages_from_args(args)
+    for result in run_offline(source, stages):
+        pos = source.current
+        yield (reader.record(pos) if pos is not None else None), result_to_record(result)
+
+
+def _paced_positions(timestamps_s, start: int, stop: int | None, realtime: bool, speed: float):
+    n = len(timestamps_s)
+    start = min(max(start, 0), n)
+    stop = n if stop is None else min(max(stop, start), n)
+    t_wall0 = time.monotonic()
+    t_rec0 = timestamps_s[start] if start < n else 0.0
+    for i in range(start, stop):
+        if realtime:
+            wait = t_wall0 + (timestamps_s[i] - t_rec0) / speed - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+        yield i
+
+
+def _open_out(out: str | None):
+    """(file, finish(ok)): stdout, or FILE written whole through FILE.partial."""
+    if out is None:
+        return sys.stdout, lambda ok: sys.stdout.flush()
+    target = Path(out)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        fh = open(partial, "w", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write ({exc.strerror})") from None
+
+    def finish(ok: bool) -> None:
+        fh.close()
+        if ok:
+            os.replace(partial, target)
+        else:
+            partial.unlink(missing_ok=True)
+    return fh, finish
+
+
+# --- info, export, repair, import ---------------------------------------------------------------
+
+def run_info(args: argparse.Namespace) -> int:
+    from ..recording import RecordingReader
+
+    with RecordingReader(args.recording) as reader:
+        info = reader.info()
+        if args.verify:
+            info["verify"] = reader.verify()
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..recording import RecordingReader
+
+    if not args.mp4 and not args.plus:
+        raise InputError(f"{args.recording}: nothing to export: give --mp4 OUT and/or --plus OUT")
+    with RecordingReader(args.recording) as reader:
+        if not len(reader):
+            raise InputError(f"{args.recording}: the recording has no frames")
+        if args.mp4:
+            n = export_mp4(reader, args.mp4, overlay=not args.no_overlay, fps=args.fps)
+            print(f"{args.mp4}: {n} frames", file=sys.stderr)
+        if args.plus:
+            export_plus(reader, args.plus)
+            print(f"{args.plus}: {len(reader)} frames", file=sys.stderr)
+    return 0
+
+
+def export_plus(reader, out: str) -> None:
+    """The interop task's PLUS writer (3D Slicer); the hook for ``export --plus``."""
+    try:
+        from ..io.plus import export_recording_to_plus
+    except ImportError as exc:
+        raise InputError(f"{out}: PLUS export is not available in this build ({exc})") from None
+    export_recording_to_plus(reader, out)
+
+
+def export_mp4(reader, out: str, *, overlay: bool = True, fps: float | None = None) -> int:
+    """Write the recording as an MP4 video, with the recorded guidance burnt in. Returns frames written."""
+    import cv2
+    import numpy as np
+
+    render = _overlay_renderer() if overlay else None
+    ts = np.asarray(reader.timestamps_s, dtype=float)
+    dt = np.diff(ts)
+    dt = dt[dt > 0]
+    fps = fps or (float(1.0 / np.median(dt)) if len(dt) else 30.0)
+    target = Path(out)
+    partial = target.with_name(target.stem + ".partial" + (target.suffix or ".mp4"))
+    first = reader.frame(0)
+    size = (first.width_px, first.height_px)
+    writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+    if not writer.isOpened():
+        raise InputError(f"{target}: cannot write an MP4 video here")
+    ok = False
+    try:
+        for i in range(len(reader)):
+            frame = first if i == 0 else reader.frame(i)
+            record = reader.record(i)
+            if render is not None and record is not None:
+                img = render(record, frame)
+            else:
+                img = cv2.cvtColor(frame.image, cv2.COLOR_GRAY2BGR)
+            if (img.shape[1], img.shape[0]) != size:
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            writer.write(img)
+        ok = True
+    finally:
+        writer.release()
+        if ok:
+            os.replace(partial, target)
+        else:
+            partial.unlink(missing_ok=True)
+    return len(reader)
+
+
+def _overlay_renderer():
+    """record, frame -> BGR image with the guidance drawn (the tracking task's overlay)."""
+    try:
+        from ..overlay import render_overlay
+        from ..training.session import record_to_result
+    except ImportError as exc:
+        print(f"guidance export: no overlay in this build ({exc}); exporting plain frames", file=sys.stderr)
+        return None
+
+    def render(record, frame):
+        return render_overlay(record_to_result(record, frame.image, frame.spacing_mm))
+    return render
+
+
+def run_repair(args: argparse.Namespace) -> int:
+    from ..recording import repair_recording
+
+    summary = repair_recording(args.recording, args.out)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ..recording import import_to_recording
+
+    spacing = args.spacing if isinstance(args.spacing, tuple) else None
+    stages = stages_from_args(args) if args.process else None
+    summary = import_to_recording(args.input, args.out, spacing_mm=spacing, fps=args.fps, stages=stages)
+    print(json.dumps(summary))
+    return 0
+
+
+__all__ = ["register", "guidance_of", "export_mp4", "spacing_arg"]
