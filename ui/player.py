@@ -24,6 +24,7 @@ from .settings import Settings
 from .timeline import Timeline
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0)
+WARMUP_FRAMES = 8  # frames run through a fresh tracker before the one asked for, after a jump
 MODES = {"recorded": "As recorded", "recomputed": "Recomputed (current model)", "side": "Side by side"}
 
 
@@ -317,14 +318,19 @@ class PlayerWindow(QtWidgets.QMainWindow):
         """Guidance recomputed on frame ``index``; the tracker restarts when playback jumps."""
         from guidance.pipeline import process
 
+        def frame_at(i):
+            frame = self.data.frame(i)
+            return frame if self.spacing_mm is None else replace(frame, spacing_mm=self.spacing_mm)
+
         if self._stages is None or self._stages_next_index != index:
             tp = self.data.metadata.get("target_point_px") if self.data else None
             self._stages = make_stages(detector=self.detector, target_point_px=tp)
+            # A tracker needs a little history: replay a few frames so a jump shows what
+            # sequential playback would, not a tracker that has just started.
+            for i in range(max(0, index - WARMUP_FRAMES), index):
+                process(frame_at(i), self._stages)
         self._stages_next_index = index + 1
-        frame = self.data.frame(index)
-        if self.spacing_mm is not None:
-            frame = replace(frame, spacing_mm=self.spacing_mm)
-        return process(frame, self._stages)
+        return process(frame_at(index), self._stages)
 
     def _show(self) -> None:
         data, i = self.data, self.index

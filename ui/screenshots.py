@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     player.show()
     player.open(str(recording))
     player.set_mode("side" if player.data.has_recorded_guidance else "recomputed")
-    guided = [i for i in range(len(player.data)) if (player.data.record(i) or {}).get("trajectory")]
+    guided = [i for i in range(len(player.data))
+              if (player.data.record(i) or {}).get("trajectory") and (player.data.record(i) or {}).get("tracking") == "tracking"]
     player.seek(guided[len(guided) // 2] if guided else len(player.data) // 2)
     _wait(app, lambda: False, 0.3)
     player.grab().save(str(out / "screenshot_player.png"))
