@@ -36,9 +36,11 @@ def test_true_tip_lies_at_the_bright_end_of_the_needle(seed):
     sim = _sim(seed=seed)
     frames = [f for f in (sim.render(i) for i in range(10, len(sim), 6))
               if f.truth["needle"] and f.truth["needle"]["tip_visible"]]
-    assert frames, "an in-plane insertion must show its tip"
+    assert len(frames) >= 3, "an in-plane insertion must show its tip"
     crossings = []
     for f in frames:
+        if f.truth["trajectory"] and f.truth["trajectory"]["distance_mm"] < 3.0:
+            continue  # the bright cartilage and bone surfaces just ahead would mask the fall
         img = cv2.GaussianBlur(f.image, (0, 0), 1.0)
         n = f.truth["needle"]
         tip = np.array(n["tip_px"])
@@ -164,9 +166,13 @@ def test_out_of_plane_loses_the_tip_and_finds_it_again():
     vis = [bool(f.truth["needle"] and f.truth["needle"]["tip_visible"]) for f in sim.frames()]
     first_lost = vis.index(False, vis.index(True))
     assert True in vis[first_lost:], "tip never found again"
-    # While the tip is well out of plane it leaves no echo: where it truly is
-    # (4 mm or more beyond the shaft still seen) the image is darker than at
-    # the visible end of the shaft.
+    # While the tip is well out of plane it leaves no echo where it truly is:
+    # the same frame with the needle rolled back into the plane is brighter there.
+    import copy
+    in_plane = copy.deepcopy(sim)
+    for k in in_plane.plan.keys:
+        k.elevation_mm = 0.0
+    in_plane.plan.bend_mm = 0.0
     far = 0
     for i in range(first_lost, len(sim)):
         f = sim.render(i)
@@ -176,12 +182,14 @@ def test_out_of_plane_loses_the_tip_and_finds_it_again():
             continue
         if n["tip_visible"]:
             continue
-        img = cv2.GaussianBlur(f.image, (0, 0), 1.5).astype(np.float32)
         x, y = np.round(f.truth["sim"]["true_tip_px"]).astype(int)
         vx, vy = np.round(n["tip_px"]).astype(int)
-        if np.hypot(x - vx, y - vy) * sim.spacing_mm[0] >= 4.0 and 0 <= x < 320 and 0 <= y < 256:
+        if np.hypot(x - vx, y - vy) * sim.spacing_mm[0] >= 3.0 and 2 <= x < 318 and 2 <= y < 254:
             far += 1
-            assert img[y, x] < img[vy, vx] - 30, i
+            lost = cv2.GaussianBlur(f.image, (0, 0), 1.5).astype(np.float32)
+            seen = cv2.GaussianBlur(in_plane.render(i).image, (0, 0), 1.5).astype(np.float32)
+            assert lost[y, x] < seen[y, x] - 30, i
+            assert f.masks["needle"][y - 2:y + 3, x - 2:x + 3].sum() == 0
     assert far >= 3
 
 

@@ -122,6 +122,9 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
     side = side if side is not None else int(rng.choice((-1, 1)))
     lo, hi = angle_range_deg
     cols = np.arange(w)
+    with np.errstate(invalid="ignore"):
+        surface_angle = np.arctan(np.gradient(cartilage_top_y_px))  # NaN off the bone: never chosen
+    surface_angle = np.nan_to_num(surface_angle, nan=np.pi / 2 + math.radians(angle_range_deg[0]))
     for _ in range(8):
         angle = rng.uniform(lo, hi)
         tan_a = math.tan(math.radians(angle))
@@ -134,7 +137,11 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
         near, far = (left, right) if side > 0 else (right, left)
         from_edge = run - near - 1.0 * px
         shown = near - max(3.0 * px, 0.15 * frame_width_px)
-        ok = np.isfinite(cartilage_top_y_px) & (from_edge >= 0) & (shown >= 0) & (far >= 2.0 * px)
+        # No grazing approach: the path meets the surface at 25 degrees or more.
+        phi = math.atan2(math.sin(math.radians(angle)), side * math.cos(math.radians(angle)))
+        approach = np.abs((phi - surface_angle + np.pi / 2) % np.pi - np.pi / 2)
+        ok = (np.isfinite(cartilage_top_y_px) & (from_edge >= 0) & (shown >= 0) & (far >= 2.0 * px)
+              & (approach >= math.radians(25.0)))
         if ok.any():
             break
         lo, hi = max(lo - 5.0, 8.0), max(hi - 5.0, 10.0)
@@ -148,7 +155,7 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
     rad = math.radians(angle)
     reach_px = y_t / math.sin(rad)
     entry = np.array([x_t - side * reach_px * math.cos(rad), 0.0])
-    standoff_mm = rng.uniform(0.05, 0.4)  # tip stops at the cartilage surface
+    standoff_mm = rng.uniform(0.05, 0.15)  # tip stops at the cartilage surface
     final_mm = reach_px * s - standoff_mm
     # Where the shaft crosses the frame edge: the tip starts a little beyond it.
     edge_x = frame_x0_px if side > 0 else frame_x0_px + frame_width_px - 1
@@ -181,6 +188,11 @@ def plan_needle(rng: np.random.Generator, *, cartilage_top_y_px: np.ndarray, fra
         np.column_stack([rng.uniform(0.01, 0.05, 4), rng.uniform(0.3, 9.0, 4), rng.uniform(0, 2 * math.pi, 4)]),
         np.column_stack([rng.uniform(0.02, 0.08, 4), rng.uniform(0.3, 6.0, 4), rng.uniform(0, 2 * math.pi, 4)]),
     ])
+    # The hand's tremor must not poke the resting tip through the cartilage:
+    # stand off by most of the depth and angle tremor's reach as well.
+    shake_mm = 0.6 * (tremor[1, :, 0].sum() + math.radians(tremor[0, :, 0].sum()) * reach_px * s)
+    for k in keys[5:]:
+        k.length_mm = final_mm - shake_mm
     texture = np.exp(0.3 * smooth_curve(rng, 1200, 8.0)).astype(np.float32)
     if echogenic:  # echogenic needle: a band of dimples near the tip scatters back even when steep
         u_mm = np.arange(len(texture)) * 0.1

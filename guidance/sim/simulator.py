@@ -209,9 +209,10 @@ class Simulator:
 
         # Probe drift (lateral, whole pixels) and operator gain changes, per frame.
         t = np.arange(self.n_frames) / cfg.fps
-        amp_px = rng.uniform(0.2, 1.0) * self.margin_px * 0.9
+        # A held probe drifts by a fraction of a millimetre; training sees more.
+        amp_px = rng.uniform(0.2, 1.0) * self.margin_px * 0.9 if strong else rng.uniform(0.1, 0.4) / s
         period = rng.uniform(3.0, 10.0)
-        walk = np.cumsum(rng.normal(0, 0.15, self.n_frames))
+        walk = np.cumsum(rng.normal(0, 0.15 if strong else 0.06, self.n_frames))
         drift = amp_px * np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi)) + walk
         self.drift_px = np.clip(np.round(self.margin_px + drift), 0, 2 * self.margin_px).astype(int)
         gain = np.zeros(self.n_frames)
@@ -295,7 +296,7 @@ class Simulator:
         truth = frame_truth(i, t_s, self.spacing_mm, needle=needle_truth,
                             bone_y_px=a.bone_y_px[cols], cartilage_top_y_px=a.cartilage_top_y_px[cols],
                             cartilage_thickness_mm=a.cartilage_thickness_mm[cols],
-                            step_px=max(2, W // 80), extra=sim_extra)
+                            step_px=max(1, W // 160), extra=sim_extra)
         masks = {"needle": needle_mask, "bone": a.bone_mask[:, cols].copy(),
                  "cartilage": a.cartilage_mask[:, cols].copy()}
         tip = tuple(truth["needle"]["tip_px"]) if truth["needle"] else None

@@ -33,17 +33,21 @@ def polyline_from_columns(y_px: np.ndarray, step_px: int) -> np.ndarray:
     return np.column_stack([xs[keep], y_px[keep]]).astype(float)
 
 
-def _contiguous_pieces(y_px: np.ndarray) -> list[np.ndarray]:
-    ok = np.isfinite(y_px)
-    if not ok.any():
+def _pieces(poly: np.ndarray, step_px: int) -> list[np.ndarray]:
+    """Split an x-ordered polyline where consecutive points are more than a step apart (no bone there)."""
+    if len(poly) < 2:
         return []
-    idx = np.flatnonzero(ok)
-    breaks = np.flatnonzero(np.diff(idx) > 1) + 1
-    return [np.column_stack([run, y_px[run]]).astype(float) for run in np.split(idx, breaks) if len(run) > 1]
+    breaks = np.flatnonzero(np.diff(poly[:, 0]) > step_px + 0.5) + 1
+    return [p for p in np.split(poly, breaks) if len(p) > 1]
 
 
-def trajectory_truth(tip_px, tail_px, surface_y_px: np.ndarray, spacing_mm: tuple[float, float]) -> dict | None:
-    """Exact intercept of the needle's line beyond the tip with the per-column surface."""
+def trajectory_truth(tip_px, tail_px, surface_px: np.ndarray, spacing_mm: tuple[float, float],
+                     step_px: int = 1) -> dict | None:
+    """Intercept of the needle's line beyond the tip with the surface polyline as written in the line.
+
+    Computed on the very polyline the truth line carries, so that anyone
+    recomputing it from ``surface_px`` gets the same numbers.
+    """
     tip = np.asarray(tip_px, float)
     d = tip - np.asarray(tail_px, float)
     n = math.hypot(*d)
@@ -51,7 +55,7 @@ def trajectory_truth(tip_px, tail_px, surface_y_px: np.ndarray, spacing_mm: tupl
         return None
     d /= n
     best = None
-    for piece in _contiguous_pieces(surface_y_px):
+    for piece in _pieces(np.asarray(surface_px, float), step_px):
         hit = ray_polyline_hit(tip, d, piece)
         if hit is not None and (best is None or hit[0] < best[0]):
             best = (hit[0], hit[1], piece)
@@ -92,14 +96,15 @@ def frame_truth(index: int, t_s: float, spacing_mm: tuple[float, float], *,
     if np.isfinite(bone_y_px).any():
         surface = cartilage_top_y_px if has_cart else bone_y_px
         thick = cartilage_thickness_mm[np.isfinite(cartilage_thickness_mm)]
+        surface_poly = np.round(polyline_from_columns(surface, step_px), 2)
         rec["target"] = {
             "kind": "cartilage" if has_cart else "bone",
-            "surface_px": np.round(polyline_from_columns(surface, step_px), 2).tolist(),
+            "surface_px": surface_poly.tolist(),
             "bone_px": np.round(polyline_from_columns(bone_y_px, step_px), 2).tolist(),
             "cartilage_thickness_mm": round(float(np.median(thick)), 2) if len(thick) else None,
         }
         if needle is not None:
-            rec["trajectory"] = trajectory_truth(needle[1], needle[0], surface, spacing_mm)
+            rec["trajectory"] = trajectory_truth(needle[1], needle[0], surface_poly, spacing_mm, step_px)
     rec["spacing_mm"] = [float(spacing_mm[0]), float(spacing_mm[1])]
     if extra:
         rec["sim"] = extra
