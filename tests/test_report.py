@@ -141,3 +141,46 @@ def test_report_on_a_video_runs_the_pipeline(tmp_path, capsys):
     html = out.read_text()
     assert html.count("data:image/png;base64,") >= 2
     assert "Jane" not in _text_only(html)
+
+
+def _write_usrec(path: Path, s, metadata: dict) -> Path:
+    """A real project recording of a scripted session (frames + the guidance shown + events)."""
+    recording = pytest.importorskip("guidance.recording")
+    from guidance.training.session import record_to_result
+
+    results = (record_to_result(r, s.image(i)) for i, r in enumerate(s.records))
+    events = [{"kind": "injection", "data": {}, "t_s": s.events[0]["t_s"]},
+              {"kind": "checkpoint", "data": {}, "t_s": None, "frame": 90}]
+    return recording.write_recording(path, results, metadata, events=events)
+
+
+def test_report_from_a_real_recording(tmp_path, capsys):
+    s = scripted_insertion(Script(lost_s=(3.0, 3.6)))
+    rec = _write_usrec(tmp_path / "Jane_Doe_1961.usrec", s, {**PHI, "detector": "classical", "fps": 20.0})
+    out = tmp_path / "r.html"
+    db = tmp_path / "p.sqlite"
+    assert main(["report", str(rec), "--out", str(out), "--trainee", "T01", "--db", str(db), "--json"]) == 0
+    cap = capsys.readouterr()
+    m = json.loads(cap.out)
+    assert (m["redirections"], m["tip_lost_episodes"]) == (2, 1)
+    assert m["tip_to_target_at_injection_mm"] == pytest.approx(0.0, abs=0.3)  # the recorded event is used
+    html = _text_only(out.read_text())
+    assert html.count("no frames") == 0 and out.read_text().count("data:image/png;base64,") == 4
+    assert "classical" in html  # whitelisted technical metadata does show
+    for text in (html, cap.out, cap.err):
+        for phi in PHI_STRINGS:
+            assert phi not in text, phi
+
+
+def test_practice_on_a_real_recording_in_the_player_data(qtbot, tmp_path):
+    from ui.practice import open_practice
+    from ui.replay_data import ReplayData
+
+    s = scripted_insertion(Script())
+    rec = _write_usrec(tmp_path / "s.usrec", s, {"fps": 20.0})
+    dlg = open_practice(None, ReplayData(rec))
+    qtbot.addWidget(dlg)
+    run = dlg.panel.run
+    assert run.reference == "recorded detections"
+    # the instructor's checkpoint (an event after frame 90, no t_s) is one of the stops
+    assert any(c.reason == "instructor" and c.row == 90 for c in run.checkpoints)

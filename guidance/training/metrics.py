@@ -16,8 +16,8 @@ import numpy as np
 from scipy.signal import savgol_filter
 
 from ..types import Spacing
-from .series import (SessionSeries, depth_below, point_polyline_distance, ray_polyline_distance,
-                     series_from_records)
+from .series import (SessionSeries, depth_below, event_kind, event_time_s, point_polyline_distance,
+                     ray_polyline_distance, series_from_records)
 
 
 @dataclass(frozen=True)
@@ -268,10 +268,12 @@ def _runs(mask: np.ndarray) -> np.ndarray:
     return np.stack([np.flatnonzero(d == 1), np.flatnonzero(d == -1)], axis=1)
 
 
-def _event_time(events: Sequence[dict], kinds: tuple[str, ...]) -> float | None:
+def _event_time(events: Sequence[dict], kinds: tuple[str, ...], records: Sequence[dict]) -> float | None:
     for ev in events or ():
-        if str(ev.get("kind", ev.get("type", ""))).lower() in kinds and ev.get("t_s") is not None:
-            return float(ev["t_s"])
+        if event_kind(ev) in kinds:
+            t = event_time_s(ev, records)
+            if t is not None:
+                return t
     return None
 
 
@@ -350,7 +352,7 @@ def analyse(records: Sequence[dict], events: Sequence[dict] = (), *, spacing_mm:
         key["closest_approach"] = ci
 
     at_injection = None
-    inj_t = _event_time(events, ("injection", "inject"))
+    inj_t = _event_time(events, ("injection", "inject"), records)
     if inj_t is not None and seen_rows.size:
         rel = inj_t - t0_abs
         before = seen_rows[t[seen_rows] <= rel + 1e-9]

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..types import Spacing
-from .series import SessionSeries, point_polyline_distance, series_from_records
+from .series import SessionSeries, event_kind, event_time_s, point_polyline_distance, series_from_records
 
 
 @dataclass(frozen=True)
@@ -118,8 +118,9 @@ def choose_checkpoints(records: Sequence[dict], events: Sequence[dict] = (), *,
     chosen: dict[int, str] = {}
     t_abs0 = float(records[0].get("t_s", 0.0))
     for ev in events or ():
-        if str(ev.get("kind", ev.get("type", ""))).lower() == "checkpoint" and ev.get("t_s") is not None:
-            k = int(np.searchsorted(t, float(ev["t_s"]) - t_abs0 - 1e-9))
+        t_ev = event_time_s(ev, records) if event_kind(ev) == "checkpoint" else None
+        if t_ev is not None:
+            k = int(np.searchsorted(t, t_ev - t_abs0 - 1e-9))
             if k < rows.size:
                 chosen[k] = "instructor"
     auto: dict[int, str] = {}

@@ -231,3 +231,21 @@ def ray_polyline_distance(origins: np.ndarray, directions: np.ndarray, polys: np
     t = np.where(ok, t, np.inf)
     best = t.min(axis=1)
     return np.where(np.isfinite(best), best, np.nan)
+
+
+def event_time_s(event: dict, records: Sequence[dict]) -> float | None:
+    """An event's time on the records' clock: its ``t_s``, else the time of its ``frame``.
+
+    ``frame`` is a position in the session (a recording's event follows that frame).
+    """
+    if event.get("t_s") is not None:
+        return float(event["t_s"])
+    pos = event.get("frame")
+    if pos is not None and records:
+        pos = min(max(int(pos), 0), len(records) - 1)
+        return float(records[pos].get("t_s", pos))
+    return None
+
+
+def event_kind(event: dict) -> str:
+    return str(event.get("kind", event.get("type", ""))).lower()
