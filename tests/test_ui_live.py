@@ -260,6 +260,12 @@ def test_command_line_demo_runs_and_a_bad_source_is_one_line(tmp_path):
                          capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2
     assert "missing.avi" in bad.stderr and "Traceback" not in bad.stderr
+    junk = tmp_path / "junk.usrec"
+    junk.write_bytes(b"nothing like a recording")
+    bad_play = subprocess.run([sys.executable, "-m", "guidance", "ui", "--play", str(junk)],
+                              capture_output=True, text=True, env=env, timeout=120)
+    assert bad_play.returncode == 2
+    assert "junk.usrec" in bad_play.stderr and "Traceback" not in bad_play.stderr
     pytest.importorskip("guidance.sources.synthetic")
     ok = subprocess.run([sys.executable, "-m", "guidance", "demo", "--size", "320x240", "--quit-after", "2"],
                         capture_output=True, text=True, env=env, timeout=120)
