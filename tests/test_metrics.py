@@ -144,3 +144,16 @@ def test_simulator_redirect_is_counted_once(scenario, seed):
     assert m.redirections == 1 and m.withdrawals == 1
     assert m.reached_target
     assert m.final_tip_to_target_mm < 0.5  # the simulated tip stops just short of the cartilage
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_simulator_out_of_plane_is_one_tip_lost_episode(seed):
+    """The tip rolls out of the plane and back: one episode, and its visible shaft end is not taken for the tip."""
+    sim_mod = pytest.importorskip("guidance.sim")
+    sim = sim_mod.Simulator(sim_mod.SimConfig(width_px=320, height_px=256, fps=15, seed=seed,
+                                              scenario="out_of_plane"))
+    records = [sim.render(i).truth for i in range(len(sim))]
+    m = analyse(records).metrics
+    assert m.tip_lost_episodes == 1
+    assert m.withdrawals <= 1  # no false withdrawals from the visible end sliding back
+    assert 0.2 < m.needle_visible_fraction < 0.95

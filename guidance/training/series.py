@@ -121,7 +121,8 @@ def series_from_records(records: Sequence[dict], spacing_mm: Spacing | None = No
             tip[i] = nd["tip_px"]
             shaft = nd.get("shaft_px") or [nd["tip_px"], nd["tip_px"]]
             tail[i] = shaft[0]
-            seen[i] = rec.get("tracking") in SEEN_STATES
+            # truth lines mark a needle whose tip is out of the plane: its visible end is not the tip
+            seen[i] = rec.get("tracking") in SEEN_STATES and nd.get("tip_visible", True) is not False
         tg = rec.get("target") or {}
         surfaces.append(_points(tg.get("surface_px")))
         bones.append(_points(tg.get("bone_px")))
