@@ -136,7 +136,14 @@ def test_practice_panel_end_to_end(qtbot, tmp_path):
     db_path = tmp_path / "p.sqlite"
     with ProgressDB(db_path) as db:
         db.add_session("T01", 55.0, kind="performed", recorded_at="2026-01-01T10:00:00+00:00")
-        db.add_session("T01", result.score, kind="practice", metrics=result.summary_metrics())
+    panel.trainee, panel.db_path = "T01", db_path
+    assert panel.save_button.isEnabled()
+    panel.save_button.click()
+    assert panel.saved and not panel.save_button.isEnabled()  # saved once
+    with ProgressDB(db_path) as db:
+        rows = db.sessions("T01")
+    assert rows[-1].kind == "practice" and rows[-1].score == pytest.approx(result.score)
+    assert rows[-1].metrics["checkpoints"] == n and rows[-1].metrics["missed_clicks"] == 1
     prog = ProgressPanel(db_path, "T01")
     qtbot.addWidget(prog)
     assert list(prog.series["practice"][1]) == [pytest.approx(result.score)]

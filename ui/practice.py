@@ -48,9 +48,12 @@ class PracticePanel(QtWidgets.QWidget):
     finished = QtCore.Signal(object)
 
     def __init__(self, run: PracticeRun, image_of: Callable[[int], np.ndarray], *, fps: float = 20.0,
-                 speed: float = 1.0, playback: bool = True, parent=None) -> None:
+                 speed: float = 1.0, playback: bool = True, trainee: str | None = None, db_path=None,
+                 session_id: str = "", parent=None) -> None:
         super().__init__(parent)
         self.run = run
+        self.trainee, self.db_path, self.session_id = trainee, db_path, session_id
+        self.saved = False
         self.image_of = image_of
         self.playback = playback
         self.state = "idle"
@@ -65,6 +68,8 @@ class PracticePanel(QtWidgets.QWidget):
         self.start_button = QtWidgets.QPushButton("Start")
         self.skip_button = QtWidgets.QPushButton("Can't see it")
         self.next_button = QtWidgets.QPushButton("Next")
+        self.save_button = QtWidgets.QPushButton("Save score\u2026")
+        self.save_button.clicked.connect(self.save_score)
         self.worst_list = QtWidgets.QListWidget()
         self.worst_list.setVisible(False)
         self.worst_list.currentRowChanged.connect(self._review)
@@ -72,7 +77,7 @@ class PracticePanel(QtWidgets.QWidget):
         self.skip_button.clicked.connect(lambda: self.click_at(None, None))
         self.next_button.clicked.connect(self.next_checkpoint)
         buttons = QtWidgets.QHBoxLayout()
-        for b in (self.start_button, self.skip_button, self.next_button):
+        for b in (self.start_button, self.skip_button, self.next_button, self.save_button):
             buttons.addWidget(b)
         lay = QtWidgets.QVBoxLayout(self)
         lay.addWidget(self.prompt)
@@ -187,6 +192,33 @@ class PracticePanel(QtWidgets.QWidget):
         self._update_buttons()
         self.finished.emit(res)
 
+    def save_score(self) -> bool:
+        """Store the run's score for the trainee (asked for when not set) in the progress database."""
+        from guidance.errors import GuidanceError
+        from guidance.training.progress_db import DEFAULT_DB, ProgressDB, check_id
+
+        if self.state != "done" or self.saved:
+            return False
+        trainee = self.trainee
+        if not trainee:
+            trainee, ok = QtWidgets.QInputDialog.getText(self, "Save practice score",
+                                                         "Trainee ID (letters, digits, _ . -; not a name):")
+            if not ok or not trainee:
+                return False
+        res = self.run.result()
+        try:
+            check_id(trainee, "trainee")
+            with ProgressDB(self.db_path or DEFAULT_DB) as db:
+                db.add_session(trainee, res.score, metrics=res.summary_metrics(), kind="practice",
+                               source_name=f"session {self.session_id}" if self.session_id else "")
+        except GuidanceError as exc:
+            QtWidgets.QMessageBox.warning(self, "Score not saved", str(exc))
+            return False
+        self.trainee, self.saved = trainee, True
+        self.feedback.setText(f"Score saved for trainee {trainee}.")
+        self._update_buttons()
+        return True
+
     def _review(self, i: int) -> None:
         if 0 <= i < len(self._review_answers):
             self._show_feedback(self._review_answers[i])
@@ -224,6 +256,7 @@ class PracticePanel(QtWidgets.QWidget):
         self.start_button.setEnabled(self.state == "idle")
         self.skip_button.setEnabled(asking)
         self.next_button.setEnabled(self.state == "feedback")
+        self.save_button.setEnabled(self.state == "done" and bool(self.run.answers) and not self.saved)
 
 
 class ProgressPanel(QtWidgets.QWidget):
@@ -326,16 +359,31 @@ def main(argv=None) -> int:
 
     from guidance.contract import read_jsonl
     from guidance.errors import GuidanceError
-    from guidance.training.progress_db import DEFAULT_DB, ProgressDB, check_id
+    from guidance.training.progress_db import DEFAULT_DB, check_id
     from guidance.training.session import load_session
 
     ap = argparse.ArgumentParser(prog="python -m ui.practice", description="Practice mode on a recorded session.")
-    ap.add_argument("recording", help="a recording with frames (.usrec)")
+    ap.add_argument("recording", nargs="?", help="a recording with frames (.usrec)")
+    ap.add_argument("--progress", metavar="TRAINEE", help="show the trainee's scores over time instead")
     ap.add_argument("--truth", help="truth.jsonl to score against (else the recorded detections)")
     ap.add_argument("--trainee", help="trainee ID: store the practice score")
     ap.add_argument("--db", help="progress database")
     ap.add_argument("--speed", type=float, default=1.0, help="playback speed between checkpoints")
     args = ap.parse_args(argv)
+    if args.progress:
+        try:
+            check_id(args.progress, "trainee")
+        except GuidanceError as exc:
+            print(f"practice: {exc}", file=sys.stderr)
+            return 2
+        app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+        prog = ProgressPanel(args.db or DEFAULT_DB, args.progress)
+        prog.setWindowTitle(f"Progress of {args.progress}")
+        prog.resize(700, 450)
+        prog.show()
+        return app.exec()
+    if not args.recording:
+        ap.error("a recording is needed (or --progress TRAINEE)")
     try:
         if args.trainee:
             check_id(args.trainee, "trainee")
@@ -349,16 +397,11 @@ def main(argv=None) -> int:
         return 2
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
     fps = float(session.metadata.get("fps") or 20.0)
-    panel = PracticePanel(run, session.image, fps=fps, speed=args.speed)
+    panel = PracticePanel(run, session.image, fps=fps, speed=args.speed, trainee=args.trainee, db_path=args.db,
+                          session_id=session.session_id)
     panel.setWindowTitle("Practice mode (not a cleared medical device)")
-
-    def store(result: PracticeResult) -> None:
-        if args.trainee:
-            with ProgressDB(args.db or DEFAULT_DB) as db:
-                db.add_session(args.trainee, result.score, metrics=result.summary_metrics(), kind="practice",
-                               source_name=f"session {session.session_id}")
-
-    panel.finished.connect(store)
+    if args.trainee:
+        panel.finished.connect(lambda _res: panel.save_score())
     panel.resize(900, 900)
     panel.show()
     return app.exec()
