@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import InputError
-from ._args import add_stage_options, positive_float, positive_int, source_options, spacing_arg, stages_from_args
+from ._args import add_stage_options, positive_float, positive_int, source_options, stages_from_args
 
 
 def register(subparsers) -> None:
@@ -167,6 +167,7 @@ def _raise_interrupt(signum, frame):
 def run_replay(args: argparse.Namespace) -> int:
     from ..contract import dumps
     from ..recording import RecordingReader
+    from ..recording.golden import guidance_of
 
     reader = RecordingReader(args.recording)
     if reader.lost_info.message:
@@ -201,14 +202,6 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"guidance replay: {differing} frames differ from the recorded guidance", file=sys.stderr)
         return 1 if differing else 0
     return 0
-
-
-GUIDANCE_KEYS = ("frame", "t_s", "needle", "target", "trajectory", "tracking", "alerts", "region_px", "spacing_mm")
-
-
-def guidance_of(line: dict) -> dict:
-    """The part of a contract line that must replay exactly (not the timings)."""
-    return {k: line.get(k) for k in GUIDANCE_KEYS}
 
 
 def _recomputed(reader, args):
@@ -368,4 +361,4 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["register", "guidance_of", "export_mp4", "spacing_arg"]
+__all__ = ["register", "export_mp4", "export_plus"]
