@@ -209,6 +209,8 @@ def render_overlay(result: FrameResult, *, now_monotonic_s: float | None = None,
             _polyline(img, target.surface_px, BONE_BGR if target.kind == "bone" else SURFACE_BGR, thick)
 
     needle = result.needle
+    if needle is not None and not np.isfinite([*needle.tip_px, *needle.tail_px]).all():
+        needle = None  # nothing sensible to draw from a broken detection
     tr = result.trajectory
     if needle is not None:
         tip = np.asarray(needle.tip_px, float)

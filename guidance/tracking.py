@@ -250,6 +250,8 @@ class NeedleTracker:
         """Fold one frame's detection into the track and return the needle to show."""
         t = float(frame.timestamp_s)
         det = detection.needle if detection is not None else None
+        if det is not None and not np.isfinite([*det.tip_px, *det.tail_px]).all():
+            det = None  # a broken detection is no detection (NaN would poison the filter for good)
         if self._t_s is not None and (t < self._t_s or t - self._t_s > self.coast_s
                                       or (self._prev_image is not None
                                           and self._prev_image.shape != frame.image.shape)):
@@ -410,7 +412,9 @@ class TargetSmoother:
 
     def _blend(self, state: np.ndarray, seen: np.ndarray, obs_px, alpha: float, t: float,
                restart: bool) -> np.ndarray:
-        obs = resample_on_grid(np.asarray(obs_px, dtype=float).reshape(-1, 2), self._grid, self.max_gap_px)
+        pts = np.asarray(obs_px, dtype=float).reshape(-1, 2)
+        pts = pts[np.isfinite(pts).all(axis=1)]
+        obs = resample_on_grid(pts, self._grid, self.max_gap_px)
         have_obs = np.isfinite(obs)
         if not have_obs.any():
             return state

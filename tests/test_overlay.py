@@ -109,3 +109,11 @@ def test_palette_is_okabe_ito_in_both_orders():
     assert OKABE_ITO_RGB["orange"] == (230, 159, 0)
     assert OKABE_ITO_BGR["orange"] == (0, 159, 230)
     assert len(set(OKABE_ITO_BGR.values())) == len(OKABE_ITO_BGR)
+
+
+def test_broken_needle_coordinates_draw_nothing_and_do_not_fail():
+    img = np.full((100, 120), GREY, np.uint8)
+    det = Detection(NeedleDetection((float("nan"), 40.0), (10.0, 10.0), 0.5), None)
+    r = GuidanceStage()(FrameResult(Frame(img, 0.0, 0, 0, None), detection=det))
+    out = render_overlay(r)
+    assert colour_present(out, NEEDLE_BGR) == 0

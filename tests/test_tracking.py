@@ -279,3 +279,19 @@ def test_jump_in_time_longer_than_the_coast_starts_afresh():
     t = tr.update(frame(40), det((60, 200), (280, 40)))   # 1 s later (a seek): another needle
     assert t.state == "tracking" and t.needle.tip_px == pytest.approx((60, 200))
     assert t.tip_velocity_px_s == (0.0, 0.0)              # no velocity made up from the jump
+
+
+def test_broken_detections_with_nan_do_not_poison_the_track():
+    tr = NeedleTracker()
+    for i in range(5):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    t = tr.update(frame(5), det((float("nan"), 120), (50, 50)))
+    assert t.state == "coasting"
+    t = tr.update(frame(6), det((150, 120), (50, 50)))
+    assert t.state == "tracking" and t.needle.tip_px == pytest.approx((150, 120), abs=0.5)
+    sm = TargetSmoother()
+    bad = surface(150)
+    bad.surface_px[5] = (np.nan, np.nan)
+    bad.surface_px[9, 1] = np.nan
+    out = sm.update(frame(0), bad)
+    assert np.isfinite(out.surface_px).all() and np.allclose(out.surface_px[:, 1], 150)
