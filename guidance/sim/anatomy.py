@@ -182,6 +182,36 @@ def _add_streaks(rng, specular, label, fluid_mask, px) -> None:
     specular += splat(np.column_stack([xs.ravel(), ys.ravel()]), a.ravel(), (0, 0), (h, w))
 
 
+def _add_vessels(rng, echo, specular, label, y_top, y_bottom, px) -> np.ndarray:
+    """Zero to two small vessels (1-3.5 mm, anechoic, bright walls) in the fat or muscle, in place.
+
+    Returns their mask (blood is anechoic and enhances what lies below, like fluid).
+    """
+    h, w = echo.shape
+    mask = np.zeros((h, w), bool)
+    n = int(rng.choice([0, 0, 1, 2]))
+    for _ in range(n):
+        cx = rng.uniform(0.05, 0.95) * w
+        xi = int(np.clip(cx, 0, w - 1))
+        lo, hi = y_top[xi] + 1.0 * px, y_bottom[xi] + 2.0 * px
+        if hi - lo < 2.0 * px:
+            continue
+        cy = rng.uniform(lo, hi)
+        rx = rng.uniform(0.5, 1.75) * px
+        ry = rx * rng.uniform(0.6, 1.0)
+        t = np.linspace(0, 2 * np.pi, 96, endpoint=False)
+        ring = np.column_stack([cx + rx * np.cos(t), cy + ry * np.sin(t)])
+        inside = np.zeros((h, w), np.uint8)
+        cv2.ellipse(inside, (int(round(cx)), int(round(cy))), (max(1, int(rx)), max(1, int(ry))), 0, 0, 360, 1, -1)
+        sel = (inside == 1) & (label < 4)
+        echo[sel] = 0.01
+        mask |= sel
+        from .needle import splat
+        amp = 0.35 * (1 + np.abs(np.sin(t))) * (2 * np.pi * rx / 96)  # top and bottom walls reflect best
+        specular += splat(ring, amp, (0, 0), (h, w))
+    return mask
+
+
 def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: float,
                   view: str | None = None, fluid: bool | None = None, cartilage: bool = True) -> Anatomy:
     """Draw a random knee scene.
@@ -275,7 +305,7 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
         half = rng.uniform(3, 8) * px
         lens = rng.uniform(1.0, 3.5) * px * np.sqrt(np.clip(1 - ((xs - xf) / half) ** 2, 0, None))
         bottom = cart_fill - rng.uniform(0.0, 1.0) * px
-        fluid_mask = (ys < bottom) & (ys > bottom - lens) & (label == 3)
+        fluid_mask = (ys < bottom) & (ys > bottom - lens) & (label >= 2) & (label <= 3)
         echo[fluid_mask] = 0.01
 
     if view == "joint_line" and valid.any():  # meniscus: a bright fibrous triangle in the joint space
@@ -311,13 +341,14 @@ def build_anatomy(rng: np.random.Generator, shape: tuple[int, int], spacing_mm: 
         deposit_curve(specular, bone_y + depth_mm * px, bone_amp * k)
 
     _add_streaks(rng, specular, label, fluid_mask, px)
+    vessels = _add_vessels(rng, echo, specular, label, y_fat, y_mid, px)
 
     # --- transmission: bone shadow, enhancement under fluid and cartilage -------
     below = ys - np.nan_to_num(bone_y, nan=np.inf)
     shadow = 10 ** (-rng.uniform(18, 34) / 20)  # from grey (some transmission) to black
     fall = rng.uniform(0.3, 0.8) * px
     transmission = np.where(below > 0, shadow + (1 - shadow) * np.exp(-np.clip(below, 0, None) / fall), 1.0)
-    low_atten_mm = np.cumsum(fluid_mask * 1.2 + (label == 4) * 0.4, axis=0) * s  # dB of gain per mm crossed
+    low_atten_mm = np.cumsum((fluid_mask | vessels) * 1.2 + (label == 4) * 0.4, axis=0) * s  # dB of gain per mm crossed
     transmission = transmission * 10 ** (np.minimum(low_atten_mm, 8.0) / 20)
     if view == "joint_line":  # deep in the joint space the beam meets the bones' flanks: darker
         deep_gap = np.clip((ys - cart_fill[None, :] - 3.0 * px) / (3.0 * px), 0, 1) * (~valid)[None, :]
