@@ -282,3 +282,25 @@ def test_keyboard_shortcuts_reach_their_actions(window, qtbot):
     assert window.view.overlay.layers["cone"] is False
     assert not window.view.overlay.visible_items()["cone"]
     assert "F5" in window.shortcuts_text() and "Ctrl+R" in window.shortcuts_text()
+
+
+def test_pixel_spacing_set_by_the_user_reaches_the_frames_and_is_remembered(window, qtbot, tmp_path, settings):
+    video = _write_video(tmp_path / "clip.avi", n=300)
+    assert window.start(str(video))
+    qtbot.waitUntil(lambda: window.result is not None, timeout=15000)
+    assert window.result.frame.spacing_mm is None
+    assert "spacing unknown" in window.readouts.scale_note.text()
+    window.set_spacing((0.2, 0.25))
+    qtbot.waitUntil(lambda: window.result is not None and window.result.frame.spacing_mm == (0.2, 0.25),
+                    timeout=15000)
+    assert window.readouts.scale_note.text() == ""
+    assert "0.200" in window.readouts.spacing_note.text()  # says the distances rest on the user's spacing
+    window.stop()
+    # remembered for this source only: another source keeps its own spacing
+    assert window.start(str(video))
+    qtbot.waitUntil(lambda: window.result is not None and window.result.frame.spacing_mm == (0.2, 0.25),
+                    timeout=15000)
+    other = _write_video(tmp_path / "other.avi", n=300)
+    assert window.start(str(other))
+    assert window.spacing_mm is None and window.readouts.spacing_note.text() == ""
+    window.stop()

@@ -67,7 +67,7 @@ def run_live(spec: str, *, source_options: dict | None = None, detector: str | N
     app = ensure_app()
     win = LiveWindow(source_options=source_options, detector=detector)
     if spacing_mm is not None:
-        win.spacing_mm = spacing_mm
+        win.remember_spacing(spec, spacing_mm)
     win.show()
     if not win.start(spec):
         win.close()

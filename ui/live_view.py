@@ -73,7 +73,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         self._last_alerts: tuple[str, ...] = ()
         self._paint_times: collections.deque[float] = collections.deque(maxlen=240)
         self.update_ms: collections.deque[float] = collections.deque(maxlen=600)  # GUI time per result
-        self.spacing_mm = self._load_spacing()
+        self.spacing_mm = None  # the user's pixel spacing for the current source (None: the source's own)
         self.target_point_px: tuple[float, float] | None = None
         self.player = None
         self._status = None  # PipelineStatus, refreshed by the freshness timer
@@ -211,16 +211,30 @@ class LiveWindow(QtWidgets.QMainWindow):
         if path:
             self.source_spec.setText(path)
 
-    def _load_spacing(self):
-        sx = self.settings.get_float("spacing/x_mm", None)
-        sy = self.settings.get_float("spacing/y_mm", None)
-        return (sx, sy) if sx and sy else None
+    @staticmethod
+    def _spacing_key(spec: str) -> str:
+        # Remembered per source: a spacing set for one scanner must never silently apply to another.
+        return "spacing/" + spec.strip().replace("/", "|").replace("\\", "|")
+
+    def _load_spacing(self, spec: str):
+        text = self.settings.get_str(self._spacing_key(spec), "")
+        try:
+            sx, sy = (float(v) for v in text.split(","))
+        except ValueError:
+            return None
+        return (sx, sy) if sx > 0 and sy > 0 else None
+
+    def remember_spacing(self, spec: str, spacing_mm) -> None:
+        """Store the user's pixel spacing for source ``spec`` (None forgets it)."""
+        self.settings.set(self._spacing_key(spec), "" if spacing_mm is None else f"{spacing_mm[0]!r},{spacing_mm[1]!r}")
 
     def start(self, spec: str | None = None) -> bool:
         """Start the pipeline on ``spec`` (default: the spec in the source box). False on a bad spec."""
         self.stop()
         spec = (spec if spec is not None else self.source_spec.text()).strip()
         self.source_spec.setText(spec)
+        self.spacing_mm = self._load_spacing(spec)
+        self.readouts.set_user_spacing(self.spacing_mm)
         options = {"realtime": True, **self.source_options}
         if self.spacing_mm is not None:
             options["spacing_mm"] = self.spacing_mm
@@ -401,8 +415,8 @@ class LiveWindow(QtWidgets.QMainWindow):
     def set_spacing(self, spacing_mm) -> None:
         """Use this pixel spacing (mm/px, (sx, sy)) from now on; None uses the source's own."""
         self.spacing_mm = None if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
-        self.settings.set("spacing/x_mm", self.spacing_mm[0] if self.spacing_mm else None)
-        self.settings.set("spacing/y_mm", self.spacing_mm[1] if self.spacing_mm else None)
+        self.remember_spacing(self.source_spec.text(), self.spacing_mm)
+        self.readouts.set_user_spacing(self.spacing_mm)
         if self.worker is not None:
             self.start()  # the source stamps the spacing on its frames: reopen it
 

@@ -63,6 +63,9 @@ class ReadoutPanel(QtWidgets.QFrame):
         self.scale_note = _caption("")
         self.scale_note.setWordWrap(True)
         lay.addWidget(self.scale_note)
+        self.spacing_note = _caption("")
+        self.spacing_note.setWordWrap(True)
+        lay.addWidget(self.spacing_note)
         self.disclaimer = QtWidgets.QLabel(DISCLAIMER_SHORT)
         self.disclaimer.setStyleSheet("color: #909090; font-size: 9pt;")
         lay.addWidget(self.disclaimer)
@@ -101,6 +104,11 @@ class ReadoutPanel(QtWidgets.QFrame):
         self.state.setStyleSheet(f"color: {css(role)}; font-size: 16pt; font-weight: bold;")
         no_scale = result is not None and result.frame.spacing_mm is None
         self.scale_note.setText("Pixel spacing unknown: distances in pixels. Set it with Ctrl+D." if no_scale else "")
+
+    def set_user_spacing(self, spacing_mm) -> None:
+        """Say, permanently, when distances rest on a spacing the user typed in."""
+        self.spacing_note.setText("" if spacing_mm is None else
+                                  f"Spacing set by you: {spacing_mm[0]:.3f} \u00d7 {spacing_mm[1]:.3f} mm/px")
 
     def texts(self) -> dict[str, str]:
         return {"distance": self.distance.text(), "depth": self.depth.text(), "angle": self.angle.text(),
