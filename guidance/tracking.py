@@ -31,6 +31,7 @@ from .types import Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, 
 
 # Chi-square 99.9 % quantile for 4 degrees of freedom (tip x, y, direction x, y).
 GATE_CHI2_4DOF = 18.47
+_MARGIN = 24  # px of picture kept around the shaft points for the flow
 
 _F64 = np.float64  # the filter runs in double precision (CV_64F)
 
@@ -176,7 +177,7 @@ class NeedleTracker:
         return np.array([[det.tip_px[0]], [det.tip_px[1]], [u[0]], [u[1]]], _F64)
 
     # -- optical flow ----------------------------------------------------------
-    _FLOW_FRACTIONS = np.linspace(0.0, 0.5, 6)  # along the front half of the shaft: where the tip is
+    _FLOW_FRACTIONS = np.linspace(0.0, 0.3, 6)  # along the shaft's front third: where the tip is
     _LK = dict(winSize=(21, 21), maxLevel=2,
                criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
 
@@ -197,7 +198,7 @@ class NeedleTracker:
         if len(p0) < 3:
             return None
         # Work on the patch around the shaft only: pyramids of the whole frame cost more.
-        margin = 32
+        margin = _MARGIN
         x0, y0 = np.maximum(np.floor(p0.min(axis=0)).astype(int) - margin, 0)
         x1, y1 = np.minimum(np.ceil(p0.max(axis=0)).astype(int) + margin, (w, h))
         prev, image = prev[y0:y1, x0:x1], image[y0:y1, x0:x1]
