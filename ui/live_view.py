@@ -375,7 +375,9 @@ class LiveWindow(QtWidgets.QMainWindow):
         status = self._status
         if status is not None:
             lat = f"{status.latency_ms:.0f} ms" if status.latency_ms is not None else "\u2014"
-            self.lab_latency.setText(f"processing {lat}")
+            shown = list(self.view.latency_ms)[-30:]
+            screen = f", on screen {sorted(shown)[len(shown) // 2]:.0f} ms" if shown else ""
+            self.lab_latency.setText(f"processing {lat}{screen}")
             self.lab_dropped.setText(f"dropped {status.frames_dropped}")
         if self.recorder is not None:
             self._update_record_label()
