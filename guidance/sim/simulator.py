@@ -325,10 +325,9 @@ class Simulator:
                 x0, y0, x1, y1 = box
                 shape = (y1 - y0, x1 - x0)
                 dre = splat(p, echo.amplitude, (x0, y0), shape)
-                fre, fim = self.beam.form([dre, np.zeros(shape, np.float32)], y0)
-                for re, im in fields:
+                (fre,) = self.beam.form([dre], y0)  # real (coherent) source: the Q part stays zero
+                for re, _ in fields:
                     re[y0:y1, x0 - ox:x1 - ox] += fre
-                    im[y0:y1, x0 - ox:x1 - ox] += fim
         if pose.bolus > 0:
             c = self.plan.bolus_centre_px
             rx = self.plan.bolus_radius_mm * math.sqrt(pose.bolus) * px
