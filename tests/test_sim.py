@@ -310,3 +310,17 @@ def test_injection_spreads_an_anechoic_bolus_at_the_tip():
         & (before.masks["needle"] == 0)
     assert disc.sum() > 20
     assert after.image[disc].mean() < before.image[disc].mean() - 20
+
+
+def test_sim_command_writes_training_masks_matching_the_simulator(tmp_path):
+    out = tmp_path / "m"
+    assert cli_main(["sim", "--scenario", "insertion", "--seed", "5", "--frames", "12", "--size", "160x128",
+                     "--masks", "--view", "condyle", "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["view"] == "condyle" and "--masks" in meta["command"]
+    sim = Simulator(SimConfig(width_px=160, height_px=128, fps=15, seed=5, scenario="insertion", n_frames=12,
+                              view="condyle"))
+    f = sim.render(11)
+    packed = cv2.imread(str(out / "masks" / "00011.png"), cv2.IMREAD_UNCHANGED)
+    for bit, name in enumerate(("needle", "bone", "cartilage")):
+        assert np.array_equal((packed >> bit) & 1, f.masks[name]), name
