@@ -304,3 +304,14 @@ def test_pixel_spacing_set_by_the_user_reaches_the_frames_and_is_remembered(wind
     assert window.start(str(other))
     assert window.spacing_mm is None and window.readouts.spacing_note.text() == ""
     window.stop()
+
+
+def test_the_source_picker_follows_the_spec_and_offers_each_kind(window, tmp_path):
+    kinds = [window.source_kind.itemData(i) for i in range(window.source_kind.count())]
+    assert kinds == ["sim", "device", "file", "recording", "plus", "igtl"]
+    window.source_kind.setCurrentIndex(kinds.index("igtl"))
+    assert window.source_spec.text().startswith("igtl://")
+    video = _write_video(tmp_path / "clip.avi", n=10)
+    assert window.start(str(video))
+    assert window.source_kind.currentData() == "file" and window.source_spec.text() == str(video)
+    window.stop()

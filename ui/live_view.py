@@ -19,7 +19,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from guidance.errors import GuidanceError
 from guidance.overlay import guidance_age_ms, guidance_is_stale
-from guidance.sources import open_source
+from guidance.sources import classify_spec, open_source
 from guidance.types import FrameResult
 
 from . import DISCLAIMER_SHORT
@@ -31,6 +31,10 @@ from .settings import Settings
 from .worker import PipelineWorker
 
 STALE_MS = 100.0
+
+# The picker's kind for each kind of spec guidance.sources understands.
+PICKER_KIND = {"sim": "sim", "device": "device", "video": "file", "folder": "file", "image": "file",
+               "recording": "recording", "plus": "plus", "dicom": "plus", "igtl": "igtl"}
 
 # Kinds of source in the picker: (label, default spec, file-dialog filter or None).
 SOURCE_KINDS = {
@@ -235,7 +239,16 @@ class LiveWindow(QtWidgets.QMainWindow):
         self.source_spec.setText(spec)
         self.spacing_mm = self._load_spacing(spec)
         self.readouts.set_user_spacing(self.spacing_mm)
-        options = {"realtime": True, **self.source_options}
+        # Files play like a live feed: paced, and round again at the end.
+        options = {"realtime": True, "loop": True, **self.source_options}
+        try:
+            kind = PICKER_KIND.get(classify_spec(spec))
+        except GuidanceError:
+            kind = None
+        if kind is not None and kind != self.source_kind.currentData():
+            self.source_kind.blockSignals(True)
+            self.source_kind.setCurrentIndex(self.source_kind.findData(kind))
+            self.source_kind.blockSignals(False)
         if self.spacing_mm is not None:
             options["spacing_mm"] = self.spacing_mm
         try:
