@@ -315,3 +315,22 @@ def test_the_source_picker_follows_the_spec_and_offers_each_kind(window, tmp_pat
     assert window.start(str(video))
     assert window.source_kind.currentData() == "file" and window.source_spec.text() == str(video)
     window.stop()
+
+
+def test_zoom_to_the_imaging_region_and_back(window, qtbot):
+    from dataclasses import replace
+
+    from guidance.types import ImagingRegion
+
+    res = replace(make_result(), region=ImagingRegion(100, 50, 300, 200))
+    window.show_result(res)
+    (x0, x1), (y0, y1) = window.view.vb.viewRange()
+    assert x0 < 0 and x1 > 638  # whole frame
+    window.act_zoom.trigger()  # Z
+    assert window.act_zoom.isChecked()
+    (x0, x1), (y0, y1) = window.view.vb.viewRange()
+    assert 60 <= x0 <= 100 and 400 <= x1 <= 440  # the region fills the view (aspect kept: y may extend)
+    assert y0 <= 50 and y1 >= 250
+    window.act_zoom.trigger()
+    (x0, x1), _ = window.view.vb.viewRange()
+    assert x0 < 0 and x1 > 638

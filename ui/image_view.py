@@ -11,7 +11,6 @@ from __future__ import annotations
 import collections
 import time
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui
 
@@ -49,7 +48,9 @@ class ImageView(pg.GraphicsView):
         self.vb.addItem(self.image_item)
         self.overlay = GuidanceOverlay(self.vb)
         self.result: FrameResult | None = None
+        self.zoom_to_region = False
         self._size: tuple[int, int] | None = None
+        self._shown_rect: tuple[float, float, float, float] | None = None
         self._unpainted_seq: int | None = None
         self.paint_count = 0          # repaints that showed a new frame
         self.last_paint_latency_ms: float | None = None  # frame received -> on screen
@@ -65,21 +66,33 @@ class ImageView(pg.GraphicsView):
         img = result.frame.image
         self.image_item.setImage(img, autoLevels=False, levels=(0, 255))
         h, w = img.shape
-        if self._size != (w, h):
-            self._size = (w, h)
-            self.vb.setRange(xRange=(-0.5, w - 0.5), yRange=(-0.5, h - 0.5), padding=0.0)
+        self._size = (w, h)
         self.result = result
+        self._fit(result)
         self.overlay.update(result)
         self.overlay.set_shown(overlay)
         self._unpainted_seq = result.frame.seq
 
-    def show_image(self, image_u8: np.ndarray) -> None:
-        """Just an image, no guidance (a frame without a result)."""
-        self.image_item.setImage(image_u8, autoLevels=False, levels=(0, 255))
-        h, w = image_u8.shape[:2]
-        if self._size != (w, h):
-            self._size = (w, h)
-            self.vb.setRange(xRange=(-0.5, w - 0.5), yRange=(-0.5, h - 0.5), padding=0.0)
+    def set_zoom_to_region(self, on: bool) -> None:
+        """Fill the view with the imaging region (a scanner's screen grab holds more than the image)."""
+        self.zoom_to_region = bool(on)
+        self._shown_rect = None
+        if self.result is not None:
+            self._fit(self.result)
+
+    def _fit(self, result: FrameResult) -> None:
+        w, h = self._size
+        x0, y0, x1, y1 = -0.5, -0.5, w - 0.5, h - 0.5
+        r = result.region
+        if self.zoom_to_region and r is not None and (r.width_px, r.height_px) != (w, h):
+            m = 0.03 * max(r.width_px, r.height_px)
+            x0, y0 = max(r.x_px - m, -0.5), max(r.y_px - m, -0.5)
+            x1, y1 = min(r.x_px + r.width_px + m, w - 0.5), min(r.y_px + r.height_px + m, h - 0.5)
+        rect = (x0, y0, x1, y1)
+        # Re-fit only for a real change: a region estimate that wobbles by a pixel must not shake the image.
+        if self._shown_rect is None or max(abs(a - b) for a, b in zip(rect, self._shown_rect)) > 8.0:
+            self._shown_rect = rect
+            self.vb.setRange(xRange=(x0, x1), yRange=(y0, y1), padding=0.0)
 
     def paintEvent(self, ev: QtGui.QPaintEvent) -> None:
         t0 = time.perf_counter()

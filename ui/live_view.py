@@ -105,6 +105,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         for name in LAYERS:
             self._set_layer(name, self.settings.get_bool(f"layers/{name}", self.view.overlay.layers[name]))
 
+        self.set_zoom_to_region(self.settings.get_bool("view/zoom_to_region", False))
         self.fresh_timer = QtCore.QTimer(self, interval=40)  # staleness is checked 25 times a second
         self.fresh_timer.timeout.connect(self._check_freshness)
         self.fresh_timer.start()
@@ -140,6 +141,8 @@ class LiveWindow(QtWidgets.QMainWindow):
                                         tip="Set or confirm the pixel spacing / imaging depth")
         self.act_snapshot = self._action("Snapshot", "Ctrl+S", self.snapshot, tip="Save a PNG of the view")
         self.act_fullscreen = self._action("Full screen", ["F11", "F"], self.toggle_fullscreen, checkable=True)
+        self.act_zoom = self._action("Zoom to image", "Z", self.set_zoom_to_region, checkable=True,
+                                     tip="Fill the view with the ultrasound image (hide the scanner's screen around it)")
         self.act_player = self._action("Player\u2026", "Ctrl+P", self.open_player, tip="Open the replay player")
         self.act_quit = self._action("Quit", "Ctrl+Q", self.close)
         self.act_help = self._action("Shortcuts", "F1", self.show_shortcuts)
@@ -183,6 +186,7 @@ class LiveWindow(QtWidgets.QMainWindow):
             menu.addAction(act)
         layers_button.setMenu(menu)
         tb.addWidget(layers_button)
+        tb.addAction(self.act_zoom)
         tb.addAction(self.act_fullscreen)
         tb.addAction(self.act_player)
         tb.addAction(self.act_help)
@@ -566,6 +570,11 @@ class LiveWindow(QtWidgets.QMainWindow):
         box.setText(f"<pre>{self.shortcuts_text()}</pre>")
         box.setModal(False)
         box.show()
+
+    def set_zoom_to_region(self, on: bool) -> None:
+        self.act_zoom.setChecked(bool(on))
+        self.view.set_zoom_to_region(on)
+        self.settings.set("view/zoom_to_region", bool(on))
 
     def toggle_fullscreen(self) -> None:
         if self.isFullScreen():
