@@ -11,6 +11,7 @@ so a 512x512 frame costs a few milliseconds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -197,6 +198,8 @@ class Simulator:
             self.contact = (ramp if rng.random() < 0.5 else ramp[::-1]).astype(np.float32)
 
         sc = self.scenario
+        if strong and sc.angle_deg[0] <= 20.0:  # training covers the whole 10-60 degree range
+            sc = dataclasses.replace(sc, angle_deg=(10.0, sc.angle_deg[1]), gauges=tuple(sorted(set(sc.gauges) | {19, 23})))
         self.plan: NeedlePlan | None = None
         self.brightness = rng.uniform(*sc.brightness) * (rng.uniform(0.5, 1.5) if strong else 1.0)
         if sc.needle:
