@@ -269,13 +269,15 @@ def sim_benchmarks(max_frames: int) -> dict:
         jitter[key] = _wobble_mm(err_mm, both)
         raw_ok = both & (np.hypot(*((ests["raw"] - true_tips) * spacing).T) < 1.0)
         jitter[key + "_where_detector_within_1mm"] = _wobble_mm(err_mm, raw_ok)
-        e = []
-        for r, t in zip(rs, truths):
+        e, e_same = [], []
+        for r, r_raw, t in zip(rs, runs["raw"], truths):
             tt = t.get("trajectory")
             if tt and tt.get("distance_mm") is not None and tt["distance_mm"] <= 20.0 and r.trajectory is not None:
                 e.append(float(np.hypot(*((np.asarray(r.trajectory.intercept_px) - tt["intercept_px"]) * spacing))))
-        icpt[key] = ({"n": len(e), "mean": round(float(np.mean(e)), 3), "median": round(float(np.median(e)), 3),
-                      "p95": round(float(np.percentile(e, 95)), 3)} if e else None)
+                if r_raw.trajectory is not None:
+                    e_same.append(e[-1])
+        icpt[key] = _stats(e)
+        icpt[key + "_on_frames_raw_has_one"] = _stats(e_same)
     truth_traj = sum(1 for t in truths if t.get("trajectory") and (t["trajectory"].get("distance_mm") or 99) <= 20)
     res["insertion"] = {"frames": len(frames), "frames_with_true_needle": int(np.isfinite(true_tips[:, 0]).sum()),
                         "frames_needle_shown": shown, "tip_error_rms_mm": tip_err,
@@ -323,6 +325,13 @@ def sim_benchmarks(max_frames: int) -> dict:
                            "needle_shown_in_those_frames": int(shown_late)}
     res["detect_ms_p50"] = round(float(np.median(det_ms)), 1)
     return res
+
+
+def _stats(v: list[float]) -> dict | None:
+    if not v:
+        return None
+    return {"n": len(v), "mean": round(float(np.mean(v)), 3), "median": round(float(np.median(v)), 3),
+            "p95": round(float(np.percentile(v, 95)), 3)}
 
 
 def _wobble_mm(err_mm: np.ndarray, valid: np.ndarray, window: int = 15) -> float | None:

@@ -101,7 +101,7 @@ def point_polyline_distance(point, poly) -> float:
     e = poly[1:] - a
     ee = np.einsum("ij,ij->i", e, e)
     with np.errstate(divide="ignore", invalid="ignore"):
-        s = np.clip(np.einsum("ij,ij->i", p - a, e) / ee, 0.0, 1.0)
+        s = np.minimum(np.maximum(np.einsum("ij,ij->i", p - a, e) / ee, 0.0), 1.0)
     s = np.where(ee > 0, s, 0.0)
     closest = a + s[:, None] * e
     return float(np.min(np.hypot(*(closest - p).T)))
@@ -132,7 +132,7 @@ def resample_on_grid(poly, grid_x: np.ndarray, max_gap_px: float) -> np.ndarray:
     inside = (grid_x >= xs[0]) & (grid_x <= xs[-1])
     out[inside] = np.interp(grid_x[inside], xs, ys)
     if len(xs) > 1:
-        j = np.clip(np.searchsorted(xs, grid_x, side="right"), 1, len(xs) - 1)
+        j = np.minimum(np.maximum(np.searchsorted(xs, grid_x, side="right"), 1), len(xs) - 1)
         lo, hi = xs[j - 1], xs[j]
         gap = ((hi - lo) > max_gap_px) & (grid_x != lo) & (grid_x != hi)
         out[gap] = np.nan

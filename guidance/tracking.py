@@ -62,19 +62,22 @@ class NeedleTracker:
     reinit_frames : int
         A detection outside the gate that persists (consistent with itself) for
         this many frames in a row replaces the track: a new needle.
+    confirm_frames : int
+        A track coasts through missed detections only once this many
+        detections have confirmed it; a needle seen once (maybe a spurious
+        detection) is shown for that frame only.
     use_flow : bool
         Add the picture's motion around the shaft (Lucas-Kanade flow) to each
-        prediction, and take the shaft's direction from it when the detector
-        misses.
-    flow_tip_sd_px, flow_dir_sd : float
-        Uncertainty added per frame by the flow (tip px, unit direction).
+        prediction.
+    flow_tip_sd_px : float
+        Uncertainty added per frame by the flow (px).
     """
 
     def __init__(self, coast_s: float = 0.5, *, tip_along_sd_px: float = 2.0, tip_across_sd_px: float = 1.0,
                  dir_sd: float = 0.02,
                  accel_noise: float = 10.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
-                 gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3,
-                 use_flow: bool = True, flow_tip_sd_px: float = 0.3, flow_dir_sd: float = 0.01) -> None:
+                 gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3, confirm_frames: int = 3,
+                 use_flow: bool = True, flow_tip_sd_px: float = 0.3) -> None:
         self.coast_s = float(coast_s)
         self.tip_along_sd_px = tip_along_sd_px
         self.tip_across_sd_px = tip_across_sd_px
@@ -84,8 +87,9 @@ class NeedleTracker:
         self.dir_rate_sd_s = dir_rate_sd_s
         self.gate_chi2 = gate_chi2
         self.reinit_frames = max(1, int(reinit_frames))
+        self.confirm_frames = max(1, int(confirm_frames))
         self.use_flow = use_flow
-        self._flow_var = (flow_tip_sd_px**2, flow_dir_sd**2)
+        self._flow_var = flow_tip_sd_px**2
         self.reset()
 
     # -- state ---------------------------------------------------------------
@@ -118,6 +122,7 @@ class NeedleTracker:
         self._confidence = float(det.confidence)
         self._pending = []
         self._nis = 2.0
+        self._hits = 1                          # detections accepted by this track
 
     def _predict(self, dt: float) -> None:
         kf = self._kf
@@ -181,12 +186,12 @@ class NeedleTracker:
     _LK = dict(winSize=(21, 21), maxLevel=2,
                criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
 
-    def _flow_motion(self, image: np.ndarray, state: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def _flow_motion(self, image: np.ndarray, state: np.ndarray) -> np.ndarray | None:
         """How the shaft's surroundings moved since the previous frame (Lucas-Kanade).
 
-        Returns (shift in px, (K, 2) tracked shaft points), or None when fewer
-        than 3 points survive the forward-backward check or they disagree
-        (needle gone out of plane, picture changed too much).
+        Returns the shift in px, or None when fewer than 3 points survive the
+        forward-backward check or they disagree (needle gone out of plane,
+        picture changed too much).
         """
         prev = self._prev_image
         if prev is None or prev.shape != image.shape:
@@ -217,14 +222,7 @@ class NeedleTracker:
         shift = np.sort(steps, axis=0)[n // 2].astype(float)   # per-axis median of a handful
         if np.sort(np.abs(steps - shift).max(axis=1))[n // 2] > 2.0:
             return None  # points disagree: not one rigid neighbourhood
-        return shift, moved + (x0, y0)
-
-    @staticmethod
-    def _direction_of(points: np.ndarray, reference: np.ndarray) -> np.ndarray:
-        """Unit direction of a line fitted through points, in the sense of ``reference``."""
-        vx, vy, _, _ = cv2.fitLine(points.astype(np.float32), cv2.DIST_HUBER, 0, 0.01, 0.01).ravel()
-        u = np.array([vx, vy], float)
-        return -u if np.dot(u, reference) < 0 else u  # fitLine's sign is arbitrary
+        return shift
 
     def _add_image_motion(self, shift: np.ndarray) -> None:
         """Add the picture's own motion around the shaft to the prediction.
@@ -241,8 +239,8 @@ class NeedleTracker:
         pre = kf.statePre.copy()
         pre[0:2, 0] += shift
         cov = kf.errorCovPre.copy()
-        cov[0, 0] += self._flow_var[0]
-        cov[1, 1] += self._flow_var[0]
+        cov[0, 0] += self._flow_var
+        cov[1, 1] += self._flow_var
         kf.statePre = pre
         kf.errorCovPre = cov
 
@@ -280,7 +278,7 @@ class NeedleTracker:
         self._predict(max(t - self._t_s, 1e-3))
         motion = self._flow_motion(frame.image, before) if self.use_flow else None
         if motion is not None:
-            self._add_image_motion(motion[0])
+            self._add_image_motion(motion)
         if det is not None:
             z = self._measurement(det)
             r = self._detection_noise(det)
@@ -291,30 +289,24 @@ class NeedleTracker:
                 self._t_detect_s = t
                 self._frames_since = 0
                 self._pending = []
+                self._hits += 1
                 return self._output("tracking")
             if self._pending and not _consistent(self._pending[-1], det):
                 self._pending = []
             self._pending.append(det)
             if len(self._pending) >= self.reinit_frames:
                 self._new_filter(det)  # a persistent new needle replaces the track
+                self._hits = self.reinit_frames  # already seen that many times
                 self._t_detect_s = t
                 self._frames_since = 0
                 return self._output("tracking")
 
         self._frames_since += 1
-        if t - self._t_detect_s > self.coast_s:
+        if t - self._t_detect_s > self.coast_s or self._hits < self.confirm_frames:
             self._kf = None
             self._pending = [det] if det is not None else []
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
         self._accept_prediction()
-        if motion is not None:  # no detection: the flow also gives the shaft's direction
-            s = self._kf.statePost
-            s[4:6, 0] = self._direction_of(motion[1], s[4:6, 0])
-            self._kf.statePost = s
-            cov = self._kf.errorCovPost
-            cov[4, 4] += self._flow_var[1]
-            cov[5, 5] += self._flow_var[1]
-            self._kf.errorCovPost = cov
         tip = self._kf.statePost[0:2, 0]
         if not (0 <= tip[0] < frame.width_px and 0 <= tip[1] < frame.height_px):
             self._kf = None  # coasted out of the picture: do not draw it off-frame
@@ -425,7 +417,8 @@ class TargetSmoother:
         if restart or both.sum() < 0.3 * have_obs.sum():
             state = obs.copy()
         else:
-            shift = float(np.median(obs[both] - state[both]))
+            diff = obs[both] - state[both]
+            shift = float(np.partition(diff, len(diff) // 2)[len(diff) // 2])  # median, without np.median's overhead
             if abs(shift) > self.reset_px:
                 state = obs.copy()
             else:

@@ -29,6 +29,16 @@ def test_first_detection_starts_tracking_and_nothing_is_invented_before():
     assert t.state == "tracking" and t.needle.tip_px == pytest.approx((150, 120))
 
 
+def test_needle_seen_once_is_not_coasted():
+    tr = NeedleTracker(confirm_frames=3)
+    assert tr.update(frame(0), det((150, 120), (50, 50))).state == "tracking"
+    t = tr.update(frame(1), Detection())
+    assert t.state == "lost" and t.needle is None      # maybe a spurious detection: not carried on
+    for i in range(2, 5):
+        tr.update(frame(i), det((150, 120), (50, 50)))
+    assert tr.update(frame(5), Detection()).state == "coasting"   # confirmed: carried through a miss
+
+
 def test_static_needle_is_steadier_tracked_than_detected():
     rng = np.random.default_rng(1)
     tr = NeedleTracker()
@@ -249,7 +259,9 @@ def test_track_stage_sets_track_and_smoothed_target_without_touching_input():
     assert r1.track.state == "tracking"
     assert r1.detection.needle is d.needle
     assert r1.target is not None and np.allclose(r1.target.surface_px[:, 1], 150)
-    r2 = stage(FrameResult(frame(1), detection=None))
+    for i in (1, 2):
+        stage(FrameResult(frame(i), detection=d))
+    r2 = stage(FrameResult(frame(3), detection=None))
     assert r2.track.state == "coasting" and r2.target is not None
 
 
