@@ -37,7 +37,7 @@ _F64 = np.float64  # the filter runs in double precision (CV_64F)
 
 
 class NeedleTracker:
-    """Kalman filter on the needle with outlier gating, optical-flow coasting, bounded coast.
+    """Kalman filter on the needle: flow-compensated prediction, outlier gating, bounded coast.
 
     Parameters
     ----------
@@ -104,6 +104,7 @@ class NeedleTracker:
         self._pending: list[NeedleDetection] = []  # consecutive gated-out detections
         self._prev_image: np.ndarray | None = None
         self._nis = 2.0                         # running mean of the tip's normalised innovation
+        self._hits = 0                          # detections accepted by the current track
 
     @property
     def active(self) -> bool:
@@ -122,7 +123,7 @@ class NeedleTracker:
         self._confidence = float(det.confidence)
         self._pending = []
         self._nis = 2.0
-        self._hits = 1                          # detections accepted by this track
+        self._hits = 1
 
     def _predict(self, dt: float) -> None:
         kf = self._kf
