@@ -247,3 +247,30 @@ def test_cli_info_replay_export_repair_import(tmp_path, capsys, replay_sequence)
 
     assert main(["recording", "repair", str(rec), "--out", str(tmp_path / "r.usrec")]) == 0
     assert main(["export", str(rec)]) == 2  # nothing asked for: one clear line
+
+
+def test_record_command_into_a_folder_then_info(tmp_path, capsys):
+    folder = tmp_path / "sessions"
+    folder.mkdir()
+    assert main(["record", "--source", "sim:insertion:9", "--out", str(folder), "--frames", "8", "--quiet",
+                 "--model", "classical", "--spacing", "0.1"]) == 0
+    stats = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    files = list(folder.glob("session_*.usrec"))
+    assert len(files) == 1 and stats["error"] is None and stats["frames_written"] >= 8
+    with RecordingReader(files[0]) as rd:
+        assert rd.lost_info.clean and len(rd) == stats["frames_written"]
+        assert rd.metadata["source"] == "sim:insertion:9" and rd.metadata["detector"] == "classical"
+        assert rd.metadata["stages"] == ["region", "detect", "track", "guidance"]
+        assert rd.frame(0).spacing_mm == (0.1, 0.1)
+    assert main(["info", str(files[0])]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["region_px"] is not None and info["frames_dropped"] == 0
+
+
+def test_record_command_refuses_bad_sources_and_paths_without_creating_files(tmp_path, capsys):
+    assert main(["record", "--source", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "a.usrec")]) == 2
+    assert main(["record", "--source", "sim", "--out", str(tmp_path / "a.txt")]) == 2
+    assert main(["record", "--source", "sim", "--out", str(tmp_path / "no" / "a.usrec")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and "missing.mp4" in err[0] and ".usrec" in err[1] and "no such folder" in err[2]
+    assert list(tmp_path.iterdir()) == []

@@ -118,7 +118,15 @@ def run_record(args: argparse.Namespace) -> int:
             "target_point_px": list(args.target) if args.target else None}
     recorder = Recorder(out, meta).start()
     pipeline = LivePipeline(lambda: open_source(args.source, **opts), stages)
-    pipeline.add_consumer(recorder.submit)
+    shown_alerts: list[tuple[str, ...]] = [()]
+
+    def record(result) -> None:  # the frame, then an event where each alert begins (timeline marks)
+        recorder.submit(result)
+        for alert in sorted(set(result.alerts) - set(shown_alerts[0])):
+            recorder.add_event(alert, {"frame": result.frame.index})
+        shown_alerts[0] = result.alerts
+
+    pipeline.add_consumer(record)
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a polite kill still writes the footer
     t0 = time.monotonic()
     next_status = t0 + 1.0
@@ -144,7 +152,7 @@ def run_record(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        pipeline.remove_consumer(recorder.submit)
+        pipeline.remove_consumer(record)
         pipeline.stop()
         stats = recorder.stop()
         signal.signal(signal.SIGTERM, previous)
@@ -212,6 +220,13 @@ def _recomputed(reader, args):
     source = RecordingSource(str(reader.path), realtime=args.realtime, speed=args.speed, start=args.start,
                              stop=args.stop, **source_options(args))
     stages = stages_from_args(args)
+    if args.check:
+        from ..recording.session_meta import describe_stages
+
+        now, then = describe_stages(stages).get("model_sha256"), reader.metadata.get("model_sha256")
+        if now != then:
+            print(f"guidance replay: note: the model differs from the recorded one ({then} -> {now}); "
+                  "guidance may differ", file=sys.stderr)
     for result in run_offline(source, stages):
         pos = source.current
         yield (reader.record(pos) if pos is not None else None), result_to_record(result)

@@ -368,6 +368,7 @@ class RecordingReader:
                 "fps": round(float(1.0 / np.median(dt)), 3) if len(dt) else None,
                 "size_px": [first.width_px, first.height_px] if first is not None else None,
                 "spacing_mm": list(first.spacing_mm) if first is not None and first.spacing_mm else None,
+                "region_px": (self.record(0) or {}).get("region_px") if n else None,
                 "frames_with_results": int(np.count_nonzero(self._entries["result_offset"])),
                 "frames_dropped": self.lost_info.frames_dropped, "events": kinds,
                 "file_bytes": self.size,
