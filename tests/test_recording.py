@@ -274,3 +274,14 @@ def test_record_command_refuses_bad_sources_and_paths_without_creating_files(tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "missing.mp4" in err[0] and ".usrec" in err[1] and "no such folder" in err[2]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_with_one_recording_opens_as_that_recording(tmp_path):
+    folder = tmp_path / "case"
+    folder.mkdir()
+    write_recording(folder / "one.usrec", _frames(3), {})
+    with open_source(str(folder)) as src:
+        assert src.read().index == 1000
+    write_recording(folder / "two.usrec", _frames(3), {})
+    with pytest.raises(InputError, match="holds 2 recordings"):
+        RecordingReader(folder)

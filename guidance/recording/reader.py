@@ -79,7 +79,7 @@ class RecordingReader:
     """
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = resolve_recording_path(path)
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
@@ -406,6 +406,19 @@ class RecordingReader:
             self.close()
         except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+
+def resolve_recording_path(path: str | Path) -> Path:
+    """``path``, or the one ``.usrec`` file in the folder ``path`` (InputError if none or several)."""
+    p = Path(path)
+    if not p.is_dir():
+        return p
+    found = sorted(p.glob("*.usrec"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise InputError(f"{p}: is a folder without a recording (.usrec)")
+    raise InputError(f"{p}: the folder holds {len(found)} recordings ({found[0].name}, ...); name one")
 
 
 def _find_all(block: bytes, needle: bytes) -> Iterator[int]:
