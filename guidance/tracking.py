@@ -75,7 +75,7 @@ class NeedleTracker:
 
     def __init__(self, coast_s: float = 0.5, *, tip_along_sd_px: float = 2.0, tip_across_sd_px: float = 1.0,
                  dir_sd: float = 0.02,
-                 accel_noise: float = 10.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
+                 accel_noise: float = 20.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
                  gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3, confirm_frames: int = 3,
                  use_flow: bool = True, flow_tip_sd_px: float = 0.3) -> None:
         self.coast_s = float(coast_s)
