@@ -289,42 +289,50 @@ def sim_benchmarks(max_frames: int) -> dict:
                                 "p95": round(float(np.percentile(t_all, 95)), 3),
                                 "mean": round(float(t_all.mean()), 3)}
 
-    # (3): out of plane: recovery after the needle comes back, nothing shown long after it left
+    insertion_gaps = _gap_report(runs["tracked"], dets, spacing)
+
+    # (3): gaps: recovery after the detector sees the needle again, nothing shown after the coast
     frames, truths, dets = sequence("out_of_plane", 2)
     spacing = np.asarray(frames[0].spacing_mm)
-    rs = run_stages(frames, dets)
-    seen = np.array([tip_of(t) is not None for t in truths])
-    recov, shown_late, gap_frames = [], 0, 0
-    last_seen_s = None
-    for i, (r, t) in enumerate(zip(rs, truths)):
-        if seen[i]:
-            if i > 0 and not seen[i - 1] and seen[:i].any():
-                gap = int(i - (np.flatnonzero(seen[:i]).max() + 1))
-                # The detector's return: first frame after the gap where it sees the needle.
-                back = next((k for k in range(i, len(rs)) if dets[k].needle is not None), None)
-                rec = None
-                if back is not None:
-                    for k in range(back, min(back + 30, len(rs))):
-                        rk, dk = rs[k], dets[k].needle
-                        if (rk.track.state == "tracking" and rk.needle is not None and dk is not None
-                                and np.hypot(*((np.subtract(rk.needle.tip_px, dk.tip_px)) * spacing)) < 0.5):
-                            rec = k - back + 1
-                            break
-                err_back = (float(np.hypot(*((np.subtract(dets[back].needle.tip_px, tip_of(truths[back])))
-                                             * spacing))) if back is not None and tip_of(truths[back]) is not None
-                            else None)
-                recov.append({"gap_frames": gap, "detector_back_after_frames": None if back is None else back - i,
-                              "detector_tip_error_mm_then": None if err_back is None else round(err_back, 2),
-                              "track_recovered_within_frames": rec})
-            last_seen_s = r.frame.timestamp_s
-        elif last_seen_s is not None and r.frame.timestamp_s - last_seen_s > 0.5 + 1e-6:
-            gap_frames += 1
-            shown_late += r.needle is not None
-    res["out_of_plane"] = {"frames": len(frames), "gaps": recov,
-                           "frames_absent_beyond_coast": gap_frames,
-                           "needle_shown_in_those_frames": int(shown_late)}
+    res["gaps_in_detection"] = {"insertion": insertion_gaps,
+                                "out_of_plane": _gap_report(run_stages(frames, dets), dets, spacing)}
     res["detect_ms_p50"] = round(float(np.median(det_ms)), 1)
     return res
+
+
+def _gap_report(rs, dets, spacing, min_gap: int = 10, coast_s: float = 0.5) -> dict:
+    """Runs of >= ``min_gap`` frames where the detector saw no needle, after it had seen one.
+
+    For each: frames from the detector's return until the track is ``tracking``
+    within 0.5 mm of the detected tip, and over all gaps, how many frames
+    beyond ``coast_s`` still showed a needle (must be 0).
+    """
+    seen = np.array([d.needle is not None for d in dets])
+    gaps, shown_late, late_frames = [], 0, 0
+    i = int(np.argmax(seen)) if seen.any() else len(seen)
+    while i < len(seen):
+        if seen[i]:
+            i += 1
+            continue
+        j = i
+        while j < len(seen) and not seen[j]:
+            j += 1
+        t_last = rs[i - 1].frame.timestamp_s
+        for k in range(i, j):
+            if rs[k].frame.timestamp_s - t_last > coast_s + 1e-6:
+                late_frames += 1
+                shown_late += rs[k].needle is not None
+        if j - i >= min_gap and j < len(seen):
+            rec = None
+            for k in range(j, min(j + 30, len(rs))):
+                rk, dk = rs[k], dets[k].needle
+                if (rk.track.state == "tracking" and rk.needle is not None and dk is not None
+                        and np.hypot(*(np.subtract(rk.needle.tip_px, dk.tip_px) * spacing)) < 0.5):
+                    rec = k - j + 1
+                    break
+            gaps.append({"gap_frames": j - i, "track_recovered_within_frames": rec})
+        i = j
+    return {"gaps": gaps, "frames_beyond_coast": late_frames, "needle_shown_in_those_frames": int(shown_late)}
 
 
 def _stats(v: list[float]) -> dict | None:
