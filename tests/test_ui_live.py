@@ -334,3 +334,19 @@ def test_zoom_to_the_imaging_region_and_back(window, qtbot):
     window.act_zoom.trigger()
     (x0, x1), _ = window.view.vb.viewRange()
     assert x0 < 0 and x1 > 638
+
+
+def test_cartilage_band_is_not_drawn_over_a_stray_bone_line(qtbot):
+    from ui.overlay_items import band_path
+
+    x = np.arange(0.0, 400.0, 2.0)
+    surface = np.column_stack([x, np.full_like(x, 300.0)])
+    bone = np.column_stack([x, np.full_like(x, 320.0)])
+    bone[(x > 200) & (x < 260), 1] = 20.0  # the bone line jumps up to the skin over 60 px
+    path = band_path(surface, bone, max_thickness_px=60.0)
+    assert path is not None
+    assert path.contains(QtCore.QPointF(100.0, 310.0))  # the real band
+    assert path.contains(QtCore.QPointF(300.0, 310.0))
+    assert not path.contains(QtCore.QPointF(230.0, 310.0))  # not where the bone line strayed
+    assert not path.contains(QtCore.QPointF(230.0, 150.0))  # and never over the tissue above
+    assert band_path(surface, bone + [0, -40.0], max_thickness_px=60.0) is None  # bone above the surface

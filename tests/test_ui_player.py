@@ -25,6 +25,14 @@ def write_numbered_video(path, n=40, w=160, h=120, fps=20):
     return path
 
 
+def wait_recomputed(player, qtbot):
+    """Recomputed guidance runs on a helper thread: wait for the frame on screen."""
+    qtbot.waitUntil(lambda: player.results["recomputed"] is not None
+                    and player.results["recomputed"].frame.index == player.data.frame(player.index).index,
+                    timeout=20000)
+    return player.results["recomputed"]
+
+
 def shown_frame_number(player) -> int:
     """Which frame is on screen, read from the image the view holds."""
     img = player.view.image_item.image
@@ -64,13 +72,15 @@ def test_open_step_and_seek_show_the_right_frame(player, clip):
     assert "frame 40 / 40" in player.position_label.text()
 
 
-def test_a_plain_file_has_only_recomputed_guidance(player, clip):
+def test_a_plain_file_has_only_recomputed_guidance(player, clip, qtbot):
     player.open(str(clip))
     assert player.mode == "recomputed"
     player.set_mode("side")  # nothing recorded to compare with: stays recomputed
     assert player.mode == "recomputed"
-    assert player.results["recomputed"] is not None
-    assert player.results["recomputed"].frame.index == player.data.frame(0).index
+    assert wait_recomputed(player, qtbot).frame.index == player.data.frame(0).index
+    player.seek(20)  # a jump: the frame shows at once, its guidance when computed
+    assert shown_frame_number(player) == 20
+    assert wait_recomputed(player, qtbot).frame.index == player.data.frame(20).index
 
 
 def test_speed_steps_between_a_quarter_and_four_times(player, clip):
@@ -115,3 +125,19 @@ def test_a_bad_file_is_refused_with_its_name(player, tmp_path):
     bad.write_bytes(b"not a video at all")
     with pytest.raises(GuidanceError, match="broken.avi"):
         player.open(str(bad))
+
+
+def test_real_plus_sequence_and_scanner_screenshot_open_and_step(player, shared_data, qtbot):
+    mha = shared_data / "plus" / "BoneUltrasound_L14.igs.mha"
+    player.open(str(mha))
+    assert len(player.data) > 5
+    player.seek(len(player.data) - 1)
+    player.act_back.trigger()
+    assert player.index == len(player.data) - 2
+    assert np.array_equal(player.view.image_item.image, player.data.frame(player.index).image)
+    wait_recomputed(player, qtbot)
+    png = shared_data / "knee" / "clarius.png"
+    player.open(str(png))
+    assert len(player.data) == 1
+    res = wait_recomputed(player, qtbot)
+    assert res.frame.width_px == player.view.image_item.image.shape[1]

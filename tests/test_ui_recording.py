@@ -73,6 +73,8 @@ def test_record_a_session_then_replay_it(window, qtbot, tmp_path):
     # side by side: recorded on the left, recomputed with the current model on the right
     player.set_mode("side")
     assert player.view_b.isVisible()
-    assert player.results["recomputed"] is not None and player.results["recorded"] is not None
+    qtbot.waitUntil(lambda: player.results["recomputed"] is not None, timeout=20000)
+    assert player.results["recorded"] is not None
+    assert player.results["recomputed"].frame.index == reader.frame(player.index).index
     assert np.array_equal(player.view_b.image_item.image, shown)
     player.close()

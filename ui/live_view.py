@@ -135,17 +135,18 @@ class LiveWindow(QtWidgets.QMainWindow):
                                        tip="Record the session losslessly")
         self.act_pick = self._action("Pick target", "T", self._toggle_pick, checkable=True,
                                      tip="Then click the target on the image")
-        self.act_clear_target = self._action("Clear target", "Shift+T", lambda: self.set_target_point(None))
-        self.act_injection = self._action("Mark injection", "I", self.mark_injection)
-        self.act_spacing = self._action("Spacing\u2026", "Ctrl+D", self.edit_spacing,
+        self.act_clear_target = self._action("Clear", "Shift+T", lambda: self.set_target_point(None),
+                                             tip="Clear the picked target")
+        self.act_injection = self._action("Injection", "I", self.mark_injection)
+        self.act_spacing = self._action("Spacing", "Ctrl+D", self.edit_spacing,
                                         tip="Set or confirm the pixel spacing / imaging depth")
         self.act_snapshot = self._action("Snapshot", "Ctrl+S", self.snapshot, tip="Save a PNG of the view")
         self.act_fullscreen = self._action("Full screen", ["F11", "F"], self.toggle_fullscreen, checkable=True)
-        self.act_zoom = self._action("Zoom to image", "Z", self.set_zoom_to_region, checkable=True,
+        self.act_zoom = self._action("Zoom", "Z", self.set_zoom_to_region, checkable=True,
                                      tip="Fill the view with the ultrasound image (hide the scanner's screen around it)")
         self.act_player = self._action("Player\u2026", "Ctrl+P", self.open_player, tip="Open the replay player")
         self.act_quit = self._action("Quit", "Ctrl+Q", self.close)
-        self.act_help = self._action("Shortcuts", "F1", self.show_shortcuts)
+        self.act_help = self._action("Keys", "F1", self.show_shortcuts)
         self.layer_actions: dict[str, QtGui.QAction] = {}
         for i, (name, label) in enumerate(LAYERS.items(), start=1):
             key = f"Alt+{i % 10}"

@@ -53,6 +53,39 @@ def _path_item(pen_: QtGui.QPen, z: float, brush: QtGui.QBrush | None = None) ->
     return item
 
 
+def band_path(surface_px: np.ndarray, bone_px: np.ndarray, *, max_thickness_px: float,
+              step_px: float = 2.0) -> QtGui.QPainterPath | None:
+    """The cartilage band: filled between the surface and the bone, only where they form one.
+
+    Both lines are sampled on a common x grid; the band is drawn over the runs
+    where the bone lies below the surface by less than ``max_thickness_px``, so
+    a stray detection (a bone line jumping up to the skin) never floods the
+    image with colour.
+    """
+    if len(surface_px) < 2 or len(bone_px) < 2:
+        return None
+    s = surface_px[np.argsort(surface_px[:, 0])]
+    b = bone_px[np.argsort(bone_px[:, 0])]
+    x0, x1 = max(s[0, 0], b[0, 0]), min(s[-1, 0], b[-1, 0])
+    if x1 - x0 < step_px:
+        return None
+    x = np.arange(x0, x1 + 1e-9, step_px)
+    ys = np.interp(x, s[:, 0], s[:, 1])
+    yb = np.interp(x, b[:, 0], b[:, 1])
+    ok = (yb > ys) & (yb - ys < max_thickness_px)
+    # runs of consecutive valid samples: [start, stop) pairs
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], ok.astype(np.int8), [0]])))
+    runs = [(a, z) for a, z in edges.reshape(-1, 2) if z - a >= 2]
+    if not runs:
+        return None
+    path = QtGui.QPainterPath()
+    for a, z in runs:  # a few runs per frame, each added as one polygon
+        ring = np.concatenate([np.column_stack([x[a:z], ys[a:z]]), np.column_stack([x[a:z], yb[a:z]])[::-1]])
+        path.addPath(pg.arrayToQPath(ring[:, 0], ring[:, 1], connect="all"))
+        path.closeSubpath()
+    return path
+
+
 class HaloCurve:
     """A polyline over a black halo: two plain path items sharing one path.
 
@@ -225,8 +258,9 @@ class GuidanceOverlay:
         target = result.target
         if target is None:
             return
-        surface = simplify(np.asarray(target.surface_px, dtype=float).reshape(-1, 2))
-        bone = simplify(np.asarray(target.bone_px, dtype=float).reshape(-1, 2))
+        surface_full = np.asarray(target.surface_px, dtype=float).reshape(-1, 2)
+        bone_full = np.asarray(target.bone_px, dtype=float).reshape(-1, 2)
+        surface, bone = simplify(surface_full), simplify(bone_full)
         if len(surface) >= 2:
             self.surface.set_pen("surface" if target.kind == "cartilage" else "bone", 2.5)
             self.surface.set_points(surface)
@@ -234,9 +268,9 @@ class GuidanceOverlay:
         if target.kind == "cartilage" and len(bone) >= 2:
             self.bone.set_points(bone)
             self._set_has(self.bone, True)
-            if len(surface) >= 2:
-                ring = np.concatenate([surface, bone[::-1], surface[:1]])
-                self.band.setPath(pg.arrayToQPath(ring[:, 0], ring[:, 1], connect="all"))
+            path = band_path(surface_full, bone_full, max_thickness_px=0.12 * result.frame.height_px)
+            if path is not None:
+                self.band.setPath(path)
                 self._set_has(self.band, True)
 
     def _update_needle(self, result: FrameResult) -> None:

@@ -18,13 +18,13 @@ from guidance.types import FrameResult
 from . import DISCLAIMER_SHORT
 from .image_view import ImageView
 from .processing import make_stages, model_name
+from .recompute import Recomputer
 from .readouts import ALERT_MESSAGES, MessageStrip, ReadoutPanel
 from .replay_data import ReplayData
 from .settings import Settings
 from .timeline import Timeline
 
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 4.0)
-WARMUP_FRAMES = 8  # frames run through a fresh tracker before the one asked for, after a jump
 MODES = {"recorded": "As recorded", "recomputed": "Recomputed (current model)", "side": "Side by side"}
 
 
@@ -43,8 +43,9 @@ class PlayerWindow(QtWidgets.QMainWindow):
         self.speed = 1.0
         self.loop_range: tuple[int, int] | None = None
         self.spacing_mm = None  # override for recomputed guidance on files without spacing
-        self._stages: list | None = None
-        self._stages_next_index: int | None = None
+        self.recomputer: Recomputer | None = None
+        self._awaiting: int | None = None  # frame whose recomputed guidance is being computed
+        self._playing = False
         self.results: dict[str, FrameResult | None] = {"recorded": None, "recomputed": None}
 
         self.view = ImageView()       # recorded (or the only view)
@@ -161,7 +162,8 @@ class PlayerWindow(QtWidgets.QMainWindow):
         self.pause()
         self.data = ReplayData(path)
         self.settings.set("player/last", str(path))
-        self._stages = None
+        if self.recomputer is not None:
+            self.recomputer.reset()
         self.loop_range = None
         self.timeline.set_loop_range(None)
         self.timeline.blockSignals(True)
@@ -209,7 +211,7 @@ class PlayerWindow(QtWidgets.QMainWindow):
 
     # -- playing -----------------------------------------------------------
     def toggle_play(self) -> None:
-        if self.timer.isActive():
+        if self.playing:
             self.pause()
         else:
             self.play()
@@ -219,18 +221,21 @@ class PlayerWindow(QtWidgets.QMainWindow):
             return
         if self.index >= len(self.data) - 1 and self.loop_range is None:
             self.seek(0)
+        self._playing = True
         self.act_play.setChecked(True)
         self.act_play.setText("Pause")
-        self._schedule()
+        if not self.waiting_for_recompute:
+            self._schedule()
 
     def pause(self) -> None:
+        self._playing = False
         self.timer.stop()
         self.act_play.setChecked(False)
         self.act_play.setText("Play")
 
     @property
     def playing(self) -> bool:
-        return self.timer.isActive()
+        return self._playing
 
     def _next_index(self) -> int | None:
         nxt = self.index + 1
@@ -259,7 +264,8 @@ class PlayerWindow(QtWidgets.QMainWindow):
             self.pause()
             return
         self.seek(nxt)
-        self._schedule()
+        if not self.waiting_for_recompute:
+            self._schedule()  # otherwise scheduled when the recomputed frame arrives
 
     def set_speed(self, speed: float) -> None:
         self.speed = float(min(max(speed, SPEEDS[0]), SPEEDS[-1]))
@@ -314,46 +320,80 @@ class PlayerWindow(QtWidgets.QMainWindow):
         if self.data is not None:
             self._show()
 
-    def _recomputed(self, index: int) -> FrameResult:
-        """Guidance recomputed on frame ``index``; the tracker restarts when playback jumps."""
-        from guidance.pipeline import process
+    def _frame_for_recompute(self, i: int):
+        frame = self.data.frame(i)
+        return frame if self.spacing_mm is None else replace(frame, spacing_mm=self.spacing_mm)
 
-        def frame_at(i):
-            frame = self.data.frame(i)
-            return frame if self.spacing_mm is None else replace(frame, spacing_mm=self.spacing_mm)
+    def _make_stages(self) -> list:
+        tp = self.data.metadata.get("target_point_px") if self.data else None
+        return make_stages(detector=self.detector, target_point_px=tp)
 
-        if self._stages is None or self._stages_next_index != index:
-            tp = self.data.metadata.get("target_point_px") if self.data else None
-            self._stages = make_stages(detector=self.detector, target_point_px=tp)
-            # A tracker needs a little history: replay a few frames so a jump shows what
-            # sequential playback would, not a tracker that has just started.
-            for i in range(max(0, index - WARMUP_FRAMES), index):
-                process(frame_at(i), self._stages)
-        self._stages_next_index = index + 1
-        return process(frame_at(index), self._stages)
+    def _ensure_recomputer(self) -> Recomputer:
+        if self.recomputer is None:
+            self.recomputer = Recomputer(self._make_stages, self._frame_for_recompute, parent=self)
+            self.recomputer.ready.connect(self._on_recomputed)
+        return self.recomputer
+
+    @property
+    def waiting_for_recompute(self) -> bool:
+        return self._awaiting is not None
 
     def _show(self) -> None:
+        """Draw frame ``index``: recorded guidance at once, recomputed guidance when the helper has it."""
         data, i = self.data, self.index
         mode = self.mode
+        frame = data.frame(i)
         recorded = data.recorded_result(i) if mode in ("recorded", "side") else None
-        recomputed = self._recomputed(i) if mode in ("recomputed", "side") else None
-        self.results = {"recorded": recorded, "recomputed": recomputed}
-        primary = recorded if mode != "recomputed" else recomputed
-        if primary is None:
-            primary = FrameResult(data.frame(i))
-        self.view.show_result(primary)
-        if mode == "side" and recomputed is not None:
-            self.view_b.show_result(recomputed)
-            self.caption_b.setText(f"recomputed: {model_name(self._stages or [])}")
-        self.readouts.show_result(primary)
-        alerts = primary.alerts
-        self.strip.set_message("alert", "   |   ".join(ALERT_MESSAGES.get(a, a) for a in alerts) if alerts else "")
-        if not alerts:
-            self.strip.set_message("none", "")
+        self.results = {"recorded": recorded, "recomputed": None}
+        if mode in ("recomputed", "side"):
+            self._awaiting = i
+            self._ensure_recomputer().request(i)
+            # the frame at once, without guidance: never another frame's guidance on it
+            target = self.view if mode == "recomputed" else self.view_b
+            target.show_result(FrameResult(frame), overlay=False)
+            self.caption_b.setText("recomputing\u2026")
+        else:
+            self._awaiting = None
+        if mode != "recomputed":
+            self._show_primary(recorded if recorded is not None else FrameResult(frame))
+        else:
+            self.readouts.show_result(None)
+            self.strip.set_message("info", "recomputing\u2026")
         t = data.timestamps_s[i] - data.timestamps_s[0]
         marks_here = [m.label or m.kind for m in data.marks if m.index == i]
         self.position_label.setText(f"frame {i + 1} / {len(data)}   {t:6.2f} s"
                                     + (f"   \u25cf {', '.join(marks_here)}" if marks_here else ""))
+
+    def _show_primary(self, result: FrameResult) -> None:
+        self.view.show_result(result)
+        self.readouts.show_result(result)
+        alerts = result.alerts
+        if alerts:
+            self.strip.set_message("alert", "   |   ".join(ALERT_MESSAGES.get(a, a) for a in alerts))
+        else:
+            self.strip.set_message("none", "")
+
+    def _on_recomputed(self) -> None:
+        done = self.recomputer.take() if self.recomputer is not None else None
+        if done is None or self.data is None:
+            return
+        index, result, error = done
+        if index != self._awaiting:
+            return  # the user moved on; the newer request is on its way
+        self._awaiting = None
+        if result is None:
+            self.strip.set_message("alert", f"recomputing failed: {error}")
+            self.statusBar().showMessage(f"recomputing failed: {error}", 8000)
+        else:
+            self.results["recomputed"] = result
+            name = model_name(self.recomputer.stages)
+            if self.mode == "recomputed":
+                self._show_primary(result)
+            elif self.mode == "side":
+                self.view_b.show_result(result)
+                self.caption_b.setText(f"recomputed: {name}")
+        if self._playing:
+            self._schedule()  # playback waits for the recomputed frame, never outruns it
 
     # -- misc --------------------------------------------------------------
     def edit_spacing(self) -> None:
@@ -368,7 +408,8 @@ class PlayerWindow(QtWidgets.QMainWindow):
     def set_spacing(self, spacing_mm) -> None:
         """Pixel spacing (mm/px) for recomputed guidance; None uses the file's own."""
         self.spacing_mm = None if spacing_mm is None else (float(spacing_mm[0]), float(spacing_mm[1]))
-        self._stages = None
+        if self.recomputer is not None:
+            self.recomputer.reset()
         if self.data is not None:
             self._show()
 
@@ -388,5 +429,8 @@ class PlayerWindow(QtWidgets.QMainWindow):
 
     def closeEvent(self, ev) -> None:
         self.pause()
+        if self.recomputer is not None:
+            self.recomputer.close()
+            self.recomputer = None
         self.settings.sync()
         super().closeEvent(ev)

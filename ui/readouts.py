@@ -7,7 +7,7 @@ the distance to the target is the largest thing on screen. Alerts are steady
 
 from __future__ import annotations
 
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from guidance.types import FrameResult
 
@@ -43,7 +43,7 @@ class ReadoutPanel(QtWidgets.QFrame):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setStyleSheet("ReadoutPanel { background: #101010; }")
-        self.setMinimumWidth(250)
+        self.setFixedWidth(290)
         lay = QtWidgets.QVBoxLayout(self)
         lay.setContentsMargins(14, 12, 14, 12)
         lay.setSpacing(2)
@@ -52,7 +52,8 @@ class ReadoutPanel(QtWidgets.QFrame):
         self.angle = _label(22, bold=True)
         self.state = _label(16, bold=True)
         self.miss = _label(13)
-        self.miss.setWordWrap(True)
+        # always room for two lines: the panel must not re-flow (or clip) as the text changes
+        self.miss.setFixedHeight(2 * QtGui.QFontMetrics(self._font_pt(13)).lineSpacing() + 8)
         for caption, widget in (("to target", self.distance), ("tip depth", self.depth),
                                 ("approach angle", self.angle), ("needle", self.state), ("", self.miss)):
             if caption:
@@ -80,18 +81,20 @@ class ReadoutPanel(QtWidgets.QFrame):
             self.angle.setText(DASH)
             reason = ""
             if result is not None and result.needle is not None:
-                reason = ("the needle's path does not reach the target surface" if result.target is not None
+                reason = ("the needle's path does not\nreach the target surface" if result.target is not None
                           else "no target surface seen")
             self.miss.setText(reason)
         else:
-            self.distance.setText(f"{tr.distance_mm:.1f} mm" if tr.distance_mm is not None
-                                  else f"{tr.distance_px:.0f} px")
+            # The number large, the unit smaller: it must fit and read at a glance from the table.
+            number, unit = ((f"{tr.distance_mm:.1f}", "mm") if tr.distance_mm is not None
+                            else (f"{tr.distance_px:.0f}", "px"))
+            self.distance.setText(f"{number}<span style='font-size: 22pt;'>&nbsp;{unit}</span>")
             self.depth.setText(f"{tr.tip_depth_mm:.1f} mm" if tr.tip_depth_mm is not None else DASH)
             self.angle.setText(f"{tr.approach_deg:.0f}\u00b0")
             if tr.miss_depth_mm is not None and tr.miss_lateral_mm is not None:
                 depth = "deep" if tr.miss_depth_mm >= 0 else "shallow"
                 side = "right" if tr.miss_lateral_mm >= 0 else "left"
-                self.miss.setText(f"misses target by {abs(tr.miss_depth_mm):.1f} mm {depth}, "
+                self.miss.setText(f"misses the picked target by\n{abs(tr.miss_depth_mm):.1f} mm {depth}, "
                                   f"{abs(tr.miss_lateral_mm):.1f} mm {side}")
             else:
                 self.miss.setText("")
@@ -105,13 +108,20 @@ class ReadoutPanel(QtWidgets.QFrame):
         no_scale = result is not None and result.frame.spacing_mm is None
         self.scale_note.setText("Pixel spacing unknown: distances in pixels. Set it with Ctrl+D." if no_scale else "")
 
+    def _font_pt(self, size_pt: int) -> QtGui.QFont:
+        font = QtGui.QFont(self.font())
+        font.setPointSize(size_pt)
+        return font
+
     def set_user_spacing(self, spacing_mm) -> None:
         """Say, permanently, when distances rest on a spacing the user typed in."""
         self.spacing_note.setText("" if spacing_mm is None else
                                   f"Spacing set by you: {spacing_mm[0]:.3f} \u00d7 {spacing_mm[1]:.3f} mm/px")
 
     def texts(self) -> dict[str, str]:
-        return {"distance": self.distance.text(), "depth": self.depth.text(), "angle": self.angle.text(),
+        """The readouts as plain text (the distance without its markup)."""
+        distance = QtGui.QTextDocumentFragment.fromHtml(self.distance.text()).toPlainText().replace("\xa0", " ")
+        return {"distance": distance, "depth": self.depth.text(), "angle": self.angle.text(),
                 "state": self.state.text(), "miss": self.miss.text()}
 
 

@@ -29,7 +29,7 @@ def _wait(app, cond, timeout_s: float) -> bool:
     return False
 
 
-def live_screenshot(out: Path, *, spec: str = "sim:insertion:1", size=(640, 480), settle_s: float = 6.0,
+def live_screenshot(out: Path, *, spec: str = "sim:insertion:2", size=(640, 480), settle_s: float = 6.0,
                     record_to: Path | None = None, window_size=(1280, 760)):
     """Run the live view on ``spec``; save a grab once a trajectory is shown. Returns (window, recording)."""
     from .app import ensure_app
@@ -53,14 +53,15 @@ def live_screenshot(out: Path, *, spec: str = "sim:insertion:1", size=(640, 480)
         return (r is not None and r.trajectory is not None and r.track is not None and r.track.state == "tracking"
                 and r.trajectory.distance_mm is not None and 4.0 < r.trajectory.distance_mm < 15.0)
 
-    _wait(app, lambda: time.monotonic() - t0 > settle_s and good(win.result) and win.view.overlay.shown, 60)
+    if not _wait(app, lambda: time.monotonic() - t0 > settle_s and good(win.result) and win.view.overlay.shown, 90):
+        raise SystemExit("no fresh, tracked frame with guidance in 90 s (machine too loaded?): screenshot not saved")
     tr = win.result.trajectory if win.result is not None else None
     if tr is not None:  # a picked target a little beside the path, as a physician would aim
         win.set_target_point((tr.intercept_px[0] - 0.04 * size[0], tr.intercept_px[1]))
         n = win.view.paint_count
         _wait(app, lambda: win.view.paint_count > n + 3 and win.view.overlay.shown and good(win.result)
               and win.result.trajectory.target_point_px is not None, 20)
-    _wait(app, lambda: False, 0.05)
+        # grab at once, while that fresh frame is the one on screen
     win.grab().save(str(out))
     if record_to is not None:
         _wait(app, lambda: False, 1.0)
@@ -113,6 +114,7 @@ def main(argv=None) -> int:
     guided = [i for i in range(len(player.data))
               if (player.data.record(i) or {}).get("trajectory") and (player.data.record(i) or {}).get("tracking") == "tracking"]
     player.seek(guided[len(guided) // 2] if guided else len(player.data) // 2)
+    _wait(app, lambda: player.results["recomputed"] is not None, 30)
     _wait(app, lambda: False, 0.3)
     player.grab().save(str(out / "screenshot_player.png"))
     player.close()
