@@ -53,16 +53,18 @@ class ClassicalDetector:
         top = cartilage_top(smooth, xs, bone_ys) if len(xs) else None
         target = make_target(xs, bone_ys, top, scale, spacing_mm)
 
-        cand = self._needle(smooth, xs, bone_ys)
+        floor_ys = bone_ys if top is None else np.where(np.isfinite(top), np.fmin(top, bone_ys), bone_ys)
+        cand = self._needle(smooth, xs, floor_ys)
         needle = make_needle(cand, scale, crop.astype(np.float32)) if cand is not None else None
         return Detection(needle=needle, target=target, detector=self.name)
 
     # ------------------------------------------------------------------ needle
     def _needle(self, smooth: np.ndarray, bone_xs: np.ndarray, bone_ys: np.ndarray) -> pp.NeedleCandidate | None:
+        """The needle above the target surface (``bone_ys``: the cartilage top or bone per column)."""
         h, w = smooth.shape
         resp = np.max([cv2.filter2D(smooth, cv2.CV_32F, k) for k in self._kernels], axis=0)
         resp = np.clip(resp, 0, None)
-        # the bone surface and everything below it cannot hold the shaft (the tip may touch it)
+        # the target surface and everything below it cannot hold the shaft (the tip may touch it)
         if len(bone_xs):
             surf = np.interp(np.arange(w), bone_xs, bone_ys, left=h, right=h)
             resp[np.arange(h)[:, None] > surf[None, :] - 3] = 0
@@ -75,23 +77,40 @@ class ClassicalDetector:
         length = np.hypot(seg[:, 2] - seg[:, 0], seg[:, 3] - seg[:, 1])
         ang = np.degrees(np.arctan2(seg[:, 3] - seg[:, 1], seg[:, 2] - seg[:, 0]))
         ang = (ang + 90) % 180 - 90
-        ok = (np.abs(ang) >= 8) & (np.abs(ang) <= 88)
+        ok = (np.abs(ang) >= 10) & (np.abs(ang) <= 88)
         if not ok.any():
             return None
-        best = np.flatnonzero(ok)[np.argmax(length[ok])]
-        x0, y0, x1, y1 = seg[best]
-        d = np.array([x1 - x0, y1 - y0]) / length[best]
-        p0 = np.array([x0, y0])
-        # ridge pixels within 2.5 px of the segment's line: the robust weighted fit's support
         ys, xs = np.nonzero(mask)
-        q = np.stack([xs, ys], 1).astype(float) - p0
+        allpts = np.stack([xs, ys], 1).astype(float)
+        # try the longest segments first; keep the first that is a straight, densely supported line
+        for best in np.flatnonzero(ok)[np.argsort(-length[ok])][:5]:
+            cand = self._line_support(allpts, resp, seg[best], w)
+            if cand is not None:
+                break
+        else:
+            return None
+        c, dd, t_lo, t_hi, wts = cand
+        if (c + t_hi * dd)[1] < (c + t_lo * dd)[1]:  # tip is the deeper end
+            dd, t_lo, t_hi = -dd, -t_hi, -t_lo
+        contrast = float(np.median(wts)) / (thr + 1e-6)
+        conf = float(np.clip(0.5 * contrast, 0.0, 1.0))
+        return pp.NeedleCandidate(point=c, direction=dd, t_tail=t_lo, t_tip=t_hi, confidence=conf)
+
+    @staticmethod
+    def _line_support(pts: np.ndarray, resp: np.ndarray, seg: np.ndarray, w: int):
+        """Robust line through the ridge pixels near a Hough segment, if they form a straight shaft."""
+        x0, y0, x1, y1 = seg
+        d = np.array([x1 - x0, y1 - y0]) / max(np.hypot(x1 - x0, y1 - y0), 1e-9)
+        q = pts - [x0, y0]
         near = np.abs(q[:, 0] * d[1] - q[:, 1] * d[0]) < 2.5
         if near.sum() < 10:
             return None
-        pts = np.stack([xs[near], ys[near]], 1).astype(float)
-        wts = resp[ys[near], xs[near]].astype(float)
-        c, dd = pp.fit_line_weighted(pts, wts)
-        t = np.sort((pts - c) @ dd)
+        sup = pts[near]
+        wts = resp[sup[:, 1].astype(int), sup[:, 0].astype(int)].astype(float)
+        c, dd = pp.fit_line_weighted(sup, wts)
+        t_all = (sup - c) @ dd
+        order = np.argsort(t_all)
+        t = t_all[order]
         # longest run of support without a gap over 8 px: the shaft, not a stray echo in line with it
         gaps = np.flatnonzero(np.diff(t) > 8.0)
         starts = np.concatenate([[0], gaps + 1])
@@ -100,22 +119,25 @@ class ClassicalDetector:
         t_lo, t_hi = float(t[starts[k]]), float(t[ends[k]])
         if t_hi - t_lo < max(15.0, w / 12):
             return None
-        if (c + t_hi * dd)[1] < (c + t_lo * dd)[1]:  # tip is the deeper end
-            dd, t_lo, t_hi = -dd, -t_hi, -t_lo
-        contrast = float(np.median(wts)) / (thr + 1e-6)
-        conf = float(np.clip(0.5 * contrast, 0.0, 1.0))
-        return pp.NeedleCandidate(point=c, direction=dd, t_tail=t_lo, t_tip=t_hi, confidence=conf)
+        run = order[starts[k]:ends[k] + 1]
+        r = (sup[run] - c) @ np.array([-dd[1], dd[0]])
+        density = len(run) / (t_hi - t_lo)
+        # a tissue layer is curved (spread residuals) or patchy; a shaft is straight and continuous
+        if np.sqrt(np.mean(r ** 2)) > 1.0 or density < 1.5:
+            return None
+        return c, dd, t_lo, t_hi, wts[run]
 
 
 # ---------------------------------------------------------------------- bone / cartilage
 
 def bone_surface(smooth: np.ndarray, *, min_contrast: float = 25.0, shadow_px: int | None = None,
-                 min_run: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 min_run: int | None = None, edge: str = "ridge") -> tuple[np.ndarray, np.ndarray]:
     """Per column, the bright ridge with the darkest shadow below it.
 
     Score(y) = I(y) - mean(I[y+gap : y+gap+shadow]) - mean(I[y+gap : bottom]) / 2
     computed for all pixels at once with column cumulative sums. The surface is
-    the top edge of the ridge (half-maximum going up), sub-pixel.
+    the ridge's crest (``edge="ridge"``: the reflection is centred on the
+    interface) or its top edge (``edge="top"``: half-maximum going up), sub-pixel.
 
     Returns x-ordered working-pixel columns and depths.
     """
@@ -138,20 +160,17 @@ def bone_surface(smooth: np.ndarray, *, min_contrast: float = 25.0, shadow_px: i
     above_mean = cs[ridge, np.arange(w)] / np.maximum(ridge, 1)
     shadow_mean = far_mean[ridge, np.arange(w)]
     ok = (best > min_contrast) & (shadow_mean < 0.8 * above_mean)
-    # top edge: walk up from the ridge to half its height above the local background
-    peak = smooth[ridge, np.arange(w)]
-    up = np.arange(0, max(4, h // 32))
-    rows = np.clip(ridge[None, :] - up[:, None], 0, h - 1)
-    prof = smooth[rows, np.arange(w)[None, :]]
-    above_bg = smooth[np.clip(ridge - up[-1] - 3, 0, h - 1), np.arange(w)]
-    half = 0.5 * (peak + above_bg)
-    below_half = prof < half[None, :]
-    k = np.where(below_half.any(0), np.argmax(below_half, 0), len(up) - 1)
-    kk = np.clip(k, 1, len(up) - 1)
-    v_in = prof[kk - 1, np.arange(w)]
-    v_out = prof[kk, np.arange(w)]
-    frac = np.clip((v_in - half) / np.maximum(v_in - v_out, 1e-6), 0, 1)
-    ys = ridge - (kk - 1 + frac)
+    if edge == "top":
+        ys = _top_edge(smooth, ridge)
+    else:
+        # the brightest row near the score's ridge, then a parabola through it and its neighbours
+        cols = np.arange(w)
+        near = np.clip(ridge[None, :] + np.arange(-3, 4)[:, None], 0, h - 1)
+        r = near[np.argmax(smooth[near, cols[None, :]], axis=0), cols]
+        v = smooth[np.clip(r[None, :] + np.array([-1, 0, 1])[:, None], 0, h - 1), cols]
+        den = v[0] - 2 * v[1] + v[2]
+        delta = np.where(den < -1e-6, 0.5 * (v[0] - v[2]) / np.where(den < -1e-6, den, -1.0), 0.0)
+        ys = r + np.clip(delta, -0.5, 0.5)
     xs = np.arange(w, dtype=float)
     ok = pp._drop_short_runs(ok, min_run or max(4, w // 25))
     xs, ys = xs[ok], ys[ok].astype(float)
@@ -172,8 +191,9 @@ def cartilage_top(smooth: np.ndarray, xs: np.ndarray, bone_ys: np.ndarray, *, ma
     K = max_thick_px or max(8, h // 10)
     xi = np.clip(np.round(xs).astype(int), 0, w - 1)
     yb = np.round(bone_ys).astype(int)
+    skip = 3  # the bone's bright reflection reaches a few rows above its crest
     k = np.arange(0, K + 4)
-    rows = yb[None, :] - 1 - k[:, None]
+    rows = yb[None, :] - skip - k[:, None]
     prof = np.where(rows >= 0, smooth[np.clip(rows, 0, h - 1), xi[None, :]], np.nan)  # (K+4, n), going up
     prof = np.nan_to_num(prof, nan=0.0)
     cs = np.vstack([np.zeros((1, len(xi))), np.cumsum(prof, axis=0)])
@@ -186,6 +206,25 @@ def cartilage_top(smooth: np.ndarray, xs: np.ndarray, bone_ys: np.ndarray, *, ma
     bone_level = smooth[np.clip(yb, 0, h - 1), xi]
     band_level = band[best, np.arange(len(xi))]
     ok = (val > min_step) & (band_level < 0.6 * bone_level)
-    top = bone_ys - 1 - (best + 2) + 0.5
+    top = bone_ys - skip - (best + 2) + 0.5
     ok = pp._drop_short_runs(ok, max(4, w // 25))
     return np.where(ok, top, np.nan)
+
+
+def _top_edge(smooth: np.ndarray, ridge: np.ndarray) -> np.ndarray:
+    """Per column, the half-maximum crossing going up from the ridge row (sub-pixel)."""
+    h, w = smooth.shape
+    cols = np.arange(w)
+    peak = smooth[ridge, cols]
+    up = np.arange(0, max(4, h // 32))
+    rows = np.clip(ridge[None, :] - up[:, None], 0, h - 1)
+    prof = smooth[rows, cols[None, :]]
+    above_bg = smooth[np.clip(ridge - up[-1] - 3, 0, h - 1), cols]
+    half = 0.5 * (peak + above_bg)
+    below_half = prof < half[None, :]
+    k = np.where(below_half.any(0), np.argmax(below_half, 0), len(up) - 1)
+    kk = np.clip(k, 1, len(up) - 1)
+    v_in = prof[kk - 1, cols]
+    v_out = prof[kk, cols]
+    frac = np.clip((v_in - half) / np.maximum(v_in - v_out, 1e-6), 0, 1)
+    return ridge - (kk - 1 + frac)

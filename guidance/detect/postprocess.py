@@ -130,6 +130,8 @@ def refine_line_on_image(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0:
         r = np.abs(off - A @ coef)
         w = peak[ok] * np.where(r <= 0.75, 1.0, 0.75 / np.maximum(r, 1e-9))
     a, b = coef
+    if abs(a) > half_width_px or abs(b) > 0.1:  # profiles did not see one straight line: keep the input
+        return p0, d, float(np.median(peak))
     n = np.array([-d[1], d[0]])
     p_new = p0 + a * n
     d_new = d + b * n
