@@ -350,3 +350,15 @@ def test_cartilage_band_is_not_drawn_over_a_stray_bone_line(qtbot):
     assert not path.contains(QtCore.QPointF(230.0, 310.0))  # not where the bone line strayed
     assert not path.contains(QtCore.QPointF(230.0, 150.0))  # and never over the tissue above
     assert band_path(surface, bone + [0, -40.0], max_thickness_px=60.0) is None  # bone above the surface
+
+
+def test_late_frames_hide_guidance_and_the_message_does_not_flicker(window):
+    window.show_result(make_result(received_s=time.monotonic() - 0.25))  # arrived already 250 ms old
+    assert not window.view.overlay.shown
+    assert "behind the probe" in window.strip.text()
+    window.show_result(make_result())  # the next one is on time: guidance back at once...
+    assert window.view.overlay.shown and window.view.overlay.visible_items()["path"]
+    # ...and the strip says guidance is intermittent rather than blinking off and on
+    assert window.strip.kind == "stale" and "INTERMITTENT" in window.strip.text()
+    window.show_result(make_result(alerts=("off_target",)))  # an alert still takes precedence
+    assert window.strip.kind == "alert"

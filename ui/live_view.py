@@ -31,6 +31,7 @@ from .settings import Settings
 from .worker import PipelineWorker
 
 STALE_MS = 100.0
+HOLD_MESSAGE_S = 1.0  # a guidance-hidden message stays at least this long (no flicker)
 
 # The picker's kind for each kind of spec guidance.sources understands.
 PICKER_KIND = {"sim": "sim", "device": "device", "video": "file", "folder": "file", "image": "file",
@@ -82,6 +83,8 @@ class LiveWindow(QtWidgets.QMainWindow):
         self.player = None
         self._status = None  # PipelineStatus, refreshed by the freshness timer
         self._stopped_by_user = False
+        self._late_since_s = -1e9  # when guidance was last hidden for its age (monotonic s)
+        self._late_worst_ms = 0.0
 
         self.view = ImageView()
         self.view.clicked_px.connect(self._on_image_clicked)
@@ -317,7 +320,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         fresh = self._guidance_ok(result, now_s)
         self.view.show_result(result, overlay=fresh)
         self.readouts.show_result(result if fresh and self._layer_on("text") else None)
-        self._update_strip(result, fresh, now_s)
+        self._update_strip(result, fresh, now_s, arrived=True)
         if result.alerts != self._last_alerts:
             if self.recorder is not None:
                 for alert in set(result.alerts) - set(self._last_alerts):
@@ -354,20 +357,30 @@ class LiveWindow(QtWidgets.QMainWindow):
         what = status.message or f"no frame from {status.source or 'the source'}"
         return f"NO SIGNAL \u2014 guidance hidden: {what}"
 
-    def _update_strip(self, result: FrameResult, fresh: bool, now_s: float | None = None) -> None:
+    def _update_strip(self, result: FrameResult, fresh: bool, now_s: float | None = None,
+                      *, arrived: bool = False) -> None:
+        """The message above the image, most important first: no signal, guidance hidden,
+        alerts, guidance intermittent (held a moment so a message never flickers), nothing."""
         status = self._status
+        now = time.monotonic() if now_s is None else now_s
         if status is not None and status.state in ("no_signal", "error", "ended"):
             self.strip.set_message("no_signal", self._no_signal_text(status))
         elif not fresh:
-            now = time.monotonic() if now_s is None else now_s
+            age = guidance_age_ms(result, now)
+            self._late_since_s, self._late_worst_ms = now, max(self._late_worst_ms, age)
             if status is not None and status.paused:
                 self.strip.set_message("stale", "PAUSED \u2014 guidance hidden while the source is paused")
+            elif arrived:  # a new frame, but already old: processing is running behind the probe
+                self.strip.set_message("stale", f"GUIDANCE HIDDEN \u2014 running {age:.0f} ms behind the probe")
             else:
-                age = guidance_age_ms(result, now)
                 self.strip.set_message("stale", f"GUIDANCE HIDDEN \u2014 no new frame for {age:.0f} ms")
         elif result.alerts and self._layer_on("alerts"):
             self.strip.set_message("alert", "   |   ".join(ALERT_MESSAGES.get(a, a.upper()) for a in result.alerts))
+        elif now - self._late_since_s < HOLD_MESSAGE_S:
+            self.strip.set_message("stale", f"GUIDANCE INTERMITTENT \u2014 frames up to {self._late_worst_ms:.0f} ms "
+                                            f"late; hidden whenever older than {STALE_MS:.0f} ms")
         else:
+            self._late_worst_ms = 0.0
             self.strip.set_message("none", "")
 
     def _layer_on(self, name: str) -> bool:
