@@ -1,0 +1,72 @@
+"""Detection speed on 512x512 simulated frames: model (inference + post-processing) and baseline.
+
+    python bench/bench_detect.py [--model PATH] [--frames 120]
+
+Prints one JSON object: per detector the median / p95 milliseconds of
+``detect()`` per frame after a warm-up, and for the model the split between
+onnxruntime inference and everything else. Frames are rendered first, so
+rendering is not timed. The machine is shared: report the load with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from guidance.detect import DEFAULT_MODEL, load_detector
+from guidance.sim import SimConfig, Simulator
+
+
+def frames(n: int) -> list[tuple[np.ndarray, tuple[float, float]]]:
+    out = []
+    for scn, seed in (("insertion", 8101), ("steep", 8102), ("no_needle", 8103)):
+        sim = Simulator(SimConfig(width_px=512, height_px=512, seed=seed, scenario=scn))
+        step = max(1, len(sim) // (n // 3 + 1))
+        out += [(sim.render(i).image, sim.render(i).spacing_mm) for i in range(0, len(sim), step)][: n // 3]
+    return out
+
+
+def time_detector(det, imgs, warmup: int = 10) -> dict:
+    for img, sp in imgs[:warmup]:
+        det.detect(img, spacing_mm=sp)
+    ts = []
+    for img, sp in imgs:
+        t0 = time.perf_counter()
+        det.detect(img, spacing_mm=sp)
+        ts.append((time.perf_counter() - t0) * 1000)
+    return {"median_ms": round(float(np.median(ts)), 2), "p95_ms": round(float(np.percentile(ts, 95)), 2),
+            "frames": len(ts)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--frames", type=int, default=120)
+    args = ap.parse_args()
+    imgs = frames(args.frames)
+    out = {"input_px": [512, 512], "cpu_count": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+    if os.path.isfile(args.model):
+        det = load_detector(args.model)
+        out["model"] = time_detector(det, imgs)
+        # inference alone, on the same frames
+        ts = []
+        for img, _ in imgs:
+            t0 = time.perf_counter()
+            det.maps(img)
+            ts.append((time.perf_counter() - t0) * 1000)
+        out["model"]["inference_median_ms"] = round(float(np.median(ts)), 2)
+        out["model"]["postprocess_median_ms"] = round(out["model"]["median_ms"] - float(np.median(ts)), 2)
+        out["model"]["file"] = os.path.basename(args.model)
+        out["model"]["bytes"] = os.path.getsize(args.model)
+    out["classical"] = time_detector(load_detector("classical"), imgs)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
