@@ -377,8 +377,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         elif result.alerts and self._layer_on("alerts"):
             self.strip.set_message("alert", "   |   ".join(ALERT_MESSAGES.get(a, a.upper()) for a in result.alerts))
         elif now - self._late_since_s < HOLD_MESSAGE_S:
-            self.strip.set_message("stale", f"GUIDANCE INTERMITTENT \u2014 frames up to {self._late_worst_ms:.0f} ms "
-                                            f"late; hidden whenever older than {STALE_MS:.0f} ms")
+            self.strip.set_message("stale", f"GUIDANCE INTERMITTENT \u2014 frames up to {self._late_worst_ms:.0f} ms late")
         else:
             self._late_worst_ms = 0.0
             self.strip.set_message("none", "")

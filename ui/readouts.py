@@ -135,6 +135,9 @@ class MessageStrip(QtWidgets.QLabel):
         super().__init__(parent)
         self.setFixedHeight(44)
         self.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        # A long message is cut, never allowed to widen the window (the image would jump).
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Fixed)
+        self.setMinimumWidth(0)
         self.kind = "none"
         self.set_message("none", "")
 

@@ -59,8 +59,13 @@ def live_screenshot(out: Path, *, spec: str = "sim:insertion:2", size=(640, 480)
     if tr is not None:  # a picked target a little beside the path, as a physician would aim
         win.set_target_point((tr.intercept_px[0] - 0.04 * size[0], tr.intercept_px[1]))
         n = win.view.paint_count
-        _wait(app, lambda: win.view.paint_count > n + 3 and win.view.overlay.shown and good(win.result)
-              and win.result.trajectory.target_point_px is not None, 20)
+        def ready():
+            return (win.view.paint_count > n + 3 and win.view.overlay.shown and good(win.result)
+                    and win.result.trajectory.target_point_px is not None)
+
+        # a calm moment (no message above the image) if one comes soon, else any fresh tracked frame
+        if not _wait(app, lambda: ready() and win.strip.kind == "none", 8):
+            _wait(app, ready, 20)
         # grab at once, while that fresh frame is the one on screen
     win.grab().save(str(out))
     if record_to is not None:
