@@ -78,3 +78,16 @@ def test_record_a_session_then_replay_it(window, qtbot, tmp_path):
     assert player.results["recomputed"].frame.index == reader.frame(player.index).index
     assert np.array_equal(player.view_b.image_item.image, shown)
     player.close()
+
+
+def test_closing_the_window_while_recording_leaves_a_complete_file(window, qtbot, tmp_path):
+    assert window.start("sim:insertion:1")
+    qtbot.waitUntil(lambda: window.result is not None, timeout=20000)
+    path = window.start_recording(tmp_path / "closed.usrec")
+    seen = window.worker.results_seen
+    qtbot.waitUntil(lambda: window.worker.results_seen - seen >= 10, timeout=30000)
+    window.close()  # no Stop, no Record toggle: just the window's close button
+    assert window.worker is None and window.recorder is None
+    reader = reader_mod.RecordingReader(path)
+    assert len(reader) >= 10
+    assert reader.lost_info.clean and reader.lost_info.lost_bytes == 0  # closed properly, nothing to repair
