@@ -68,6 +68,8 @@ class ClassicalDetector:
         if len(bone_xs):
             surf = np.interp(np.arange(w), bone_xs, bone_ys, left=h, right=h)
             resp[np.arange(h)[:, None] > surf[None, :] - 3] = 0
+        soft = smooth[resp > 0] if np.any(resp > 0) else smooth.ravel()
+        bright_level = float(np.percentile(soft, 98.5))  # a metal shaft is among the brightest echoes above bone
         thr = max(float(np.percentile(resp, 99.0)), float(resp.mean() + 4 * resp.std()), 20.0)
         mask = (resp > thr).astype(np.uint8) * 255
         lines = cv2.HoughLinesP(mask, 1, np.pi / 180, threshold=20, minLineLength=max(20, w // 10), maxLineGap=6)
@@ -85,11 +87,11 @@ class ClassicalDetector:
         # try the longest segments first; keep the first that is a straight, densely supported line
         for best in np.flatnonzero(ok)[np.argsort(-length[ok])][:5]:
             cand = self._line_support(allpts, resp, seg[best], w)
-            if cand is not None:
+            if cand is not None and np.median(smooth[cand[5][:, 1], cand[5][:, 0]]) >= bright_level:
                 break
         else:
             return None
-        c, dd, t_lo, t_hi, wts = cand
+        c, dd, t_lo, t_hi, wts, _ = cand
         if (c + t_hi * dd)[1] < (c + t_lo * dd)[1]:  # tip is the deeper end
             dd, t_lo, t_hi = -dd, -t_hi, -t_lo
         contrast = float(np.median(wts)) / (thr + 1e-6)
@@ -125,7 +127,7 @@ class ClassicalDetector:
         # a tissue layer is curved (spread residuals) or patchy; a shaft is straight and continuous
         if np.sqrt(np.mean(r ** 2)) > 1.0 or density < 1.5:
             return None
-        return c, dd, t_lo, t_hi, wts[run]
+        return c, dd, t_lo, t_hi, wts[run], sup[run].astype(int)
 
 
 # ---------------------------------------------------------------------- bone / cartilage

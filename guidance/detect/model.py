@@ -35,7 +35,8 @@ class ModelDetector:
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None,
-                 needle_threshold: float = 0.5, surface_threshold: float = 0.4) -> None:
+                 needle_threshold: float = 0.5, surface_threshold: float = 0.4,
+                 refine_line: bool = True, refine_tip: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -55,6 +56,7 @@ class ModelDetector:
         self.name = f"model:{self.path.stem}"
         self.needle_threshold = needle_threshold
         self.surface_threshold = surface_threshold
+        self.refine_line, self.refine_tip = refine_line, refine_tip
         self.maps(np.zeros((64, 64), np.uint8))  # warm-up: first run allocates and plans
 
     def _check_io(self) -> tuple[int, int]:
@@ -92,7 +94,8 @@ class ModelDetector:
         image_f = crop.astype(np.float32)
         cand = pp.needle_from_prob(probs[0], tip_heat=probs[3], threshold=self.needle_threshold,
                                    min_length_px=max(6.0, 0.04 * mw))
-        needle = make_needle(cand, scale, image_f) if cand is not None else None
+        needle = make_needle(cand, scale, image_f, refine_line=self.refine_line,
+                             refine_tip=self.refine_tip) if cand is not None else None
         xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
         top = pp.band_top_above(probs[2], xs, ys) if len(xs) else None
         target = make_target(xs, ys, top, scale, spacing_mm)
