@@ -142,3 +142,54 @@ def test_disk_full_stops_the_recording_with_a_message_while_the_pipeline_goes_on
         assert rd.lost_info.lost_bytes == 0  # cut back to the last whole record
         rd.frame(len(rd) - 1)
         rd.record(len(rd) - 1)
+
+
+DISK_FULL_TMPFS_CHILD = r"""
+import json, sys, time
+from guidance.pipeline import LivePipeline
+from guidance.recording import Recorder, RecordingReader
+from guidance.sources import open_source
+from guidance.stages import build_stages
+rec = Recorder(sys.argv[1], {"source": "tmpfs test"}).start()
+pipe = LivePipeline(lambda: open_source("sim:insertion:8", realtime=True, fps=30, size_px=(160, 128)),
+                    build_stages(detector="classical", track=False))
+pipe.add_consumer(rec.submit)
+pipe.start()
+deadline = time.monotonic() + 60
+while rec.error is None and time.monotonic() < deadline:
+    time.sleep(0.05)
+at_error = pipe.status().frames_processed
+time.sleep(1.5)
+after = pipe.status().frames_processed
+pipe.stop()
+stats = rec.stop()
+with RecordingReader(sys.argv[1]) as rd:
+    rd.frame(len(rd) - 1)
+    read = {"frames": len(rd), "lost_bytes": rd.lost_info.lost_bytes}
+print(json.dumps({"error": rec.error, "at_error": at_error, "after": after, "stats": stats, "read": read}))
+"""
+
+
+def test_a_really_full_disk_stops_the_recording_and_keeps_the_file_readable(tmp_path):
+    """ENOSPC from a 300 kB tmpfs, mounted in a private mount namespace (skipped where not permitted)."""
+    import shutil as sh
+
+    mnt = tmp_path / "small_disk"
+    mnt.mkdir()
+    unshare = sh.which("unshare")
+    if unshare is None:
+        pytest.skip("unshare not available")
+    probe = subprocess.run([unshare, "-m", "--", "mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mnt)],
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root or user namespaces)")
+    script = (f"mount -t tmpfs -o size=300k tmpfs '{mnt}' && "
+              f"exec '{sys.executable}' -c \"$CHILD\" '{mnt}/full.usrec'")
+    proc = subprocess.run([unshare, "-m", "--", "sh", "-c", script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CHILD": DISK_FULL_TMPFS_CHILD})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "disk full" in out["error"] and "recording stopped" in out["error"]
+    assert out["after"] > out["at_error"], "the live pipeline must go on"
+    assert out["read"]["frames"] == out["stats"]["frames_written"] > 0
+    assert out["read"]["lost_bytes"] == 0
