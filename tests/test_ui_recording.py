@@ -84,10 +84,11 @@ def test_closing_the_window_while_recording_leaves_a_complete_file(window, qtbot
     assert window.start("sim:insertion:1")
     qtbot.waitUntil(lambda: window.result is not None, timeout=20000)
     path = window.start_recording(tmp_path / "closed.usrec")
-    seen = window.worker.results_seen
-    qtbot.waitUntil(lambda: window.worker.results_seen - seen >= 10, timeout=30000)
+    recorder = window.recorder
+    qtbot.waitUntil(lambda: recorder.stats["frames_written"] >= 10, timeout=30000)
     window.close()  # no Stop, no Record toggle: just the window's close button
     assert window.worker is None and window.recorder is None
+    stats = recorder.stats
     reader = reader_mod.RecordingReader(path)
-    assert len(reader) >= 10
+    assert len(reader) == stats["frames_written"] >= 10  # every frame handed over is in the file
     assert reader.lost_info.clean and reader.lost_info.lost_bytes == 0  # closed properly, nothing to repair
