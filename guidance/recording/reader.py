@@ -356,7 +356,8 @@ class RecordingReader:
     def info(self) -> dict:
         """A summary for ``guidance info``: metadata, frames, duration, drops, losses, sizes."""
         n = len(self)
-        first = self.frame(0) if n else None
+        first = self._first_readable(lambda i: self.frame(i))
+        first_record = self._first_readable(lambda i: self.record(i))
         dt = np.diff(self._entries["t_s"]) if n > 1 else np.zeros(0)
         dt = dt[dt > 0]
         raw = n * (first.width_px * first.height_px if first is not None else 0)
@@ -368,12 +369,21 @@ class RecordingReader:
                 "fps": round(float(1.0 / np.median(dt)), 3) if len(dt) else None,
                 "size_px": [first.width_px, first.height_px] if first is not None else None,
                 "spacing_mm": list(first.spacing_mm) if first is not None and first.spacing_mm else None,
-                "region_px": (self.record(0) or {}).get("region_px") if n else None,
+                "region_px": (first_record or {}).get("region_px"),
                 "frames_with_results": int(np.count_nonzero(self._entries["result_offset"])),
                 "frames_dropped": self.lost_info.frames_dropped, "events": kinds,
                 "file_bytes": self.size,
                 "compression_ratio": round(raw / self.size, 3) if self.size and raw else None,
                 "closed_cleanly": self.lost_info.clean, "lost": self.lost_info.as_dict()}
+
+    def _first_readable(self, read, tries: int = 10):
+        """``read(i)`` of the first of the first ``tries`` frames that is not damaged, else None."""
+        for i in range(min(len(self), tries)):
+            try:
+                return read(i)
+            except CorruptRecordingError:
+                continue
+        return None
 
     def verify(self) -> dict:
         """Read every record and check its checksum (reads the whole file)."""
