@@ -1,6 +1,6 @@
 """Recording benchmark: cost per frame and CPU share at 30 fps, compression, open/seek of one hour, memory.
 
-    python bench/bench_recording.py [--seconds 10] [--minutes 10] [--hour-size 160x120] [--quick]
+    python bench/bench_recording.py [--seconds 10] [--minutes 10] [--hour-size 160x120] [--quick] [--parts ...]
 
 Prints one JSON object. What is measured, and how:
 
@@ -20,6 +20,8 @@ Prints one JSON object. What is measured, and how:
   and decode of one 640x480 frame (what a seek costs at full size).
 - ``memory_10min``: RSS while recording ``--minutes`` of 640x480 frames at full
   speed (as fast as the writer takes them, no drops), sampled every 1000 frames.
+- ``replay_pacing``: wall time of a paced replay of 5 s of 640x480 frames at
+  30 fps, at speed 1 and 2, against the recorded time.
 """
 
 from __future__ import annotations
@@ -205,26 +207,58 @@ def memory_10min(results: list[FrameResult], minutes: float, folder: Path) -> di
             "file_gb": round(stats["bytes_written"] / 1e9, 2)}
 
 
+def replay_pacing(folder: Path) -> dict:
+    """Real clock: how long a paced replay of 5 s of 30 fps takes, at speed 1 and 2."""
+    from guidance.recording import write_recording
+    from guidance.recording.replay import RecordingSource
+
+    frames = [Frame(np.zeros((480, 640), np.uint8), i / 30.0, i, i) for i in range(151)]
+    path = write_recording(folder / "pacing.usrec", frames, {})
+    out = {}
+    for speed in (1.0, 2.0):
+        with RecordingSource(str(path), realtime=True, speed=speed) as src:
+            src.read()
+            t0 = time.monotonic()
+            while src.read() is not None:
+                pass
+            elapsed = time.monotonic() - t0
+        expected = 5.0 / speed
+        out[f"speed_{speed:g}"] = {"expected_s": expected, "elapsed_s": round(elapsed, 3),
+                                   "error_pct": round(100 * (elapsed - expected) / expected, 2)}
+    return out
+
+
+PARTS = ("live", "compression", "hour", "memory", "pacing")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--hour-size", default="160x120")
     ap.add_argument("--quick", action="store_true", help="3 s live, 1 min memory")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     args = ap.parse_args()
     if args.quick:
         args.seconds, args.minutes = 3.0, 1.0
     size = tuple(int(v) for v in args.hour_size.split("x"))
     folder = Path(tempfile.mkdtemp(prefix="bench_recording_"))
+    parts = set(args.parts.split(","))
     try:
-        results = sim_results(30)
-        out = {"machine": {"cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2)},
-               "live_30fps": live_30fps(results, args.seconds, folder),
-               "compression": compression(results),
-               "one_hour": one_hour(results, size, folder)}
-        (folder / "hour.usrec").unlink()
-        (folder / "hour_crashed.usrec").unlink()
-        out["memory_10min"] = memory_10min(results, args.minutes, folder)
+        out = {"machine": {"cpus": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2)}}
+        results = sim_results(30) if parts - {"pacing"} else []
+        if "live" in parts:
+            out["live_30fps"] = live_30fps(results, args.seconds, folder)
+        if "compression" in parts:
+            out["compression"] = compression(results)
+        if "hour" in parts:
+            out["one_hour"] = one_hour(results, size, folder)
+            (folder / "hour.usrec").unlink()
+            (folder / "hour_crashed.usrec").unlink()
+        if "memory" in parts:
+            out["memory_10min"] = memory_10min(results, args.minutes, folder)
+        if "pacing" in parts:
+            out["replay_pacing"] = replay_pacing(folder)
         out["machine"]["load_avg_1min_end"] = round(os.getloadavg()[0], 2)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
