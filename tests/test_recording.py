@@ -244,6 +244,12 @@ def test_cli_info_replay_export_repair_import(tmp_path, capsys, replay_sequence)
     # The overlay is burnt in: colour where the grey frame has none.
     assert np.abs(first.astype(int) - first.mean(axis=2, keepdims=True)).max() > 40
 
+    plus = tmp_path / "ins.seq.nrrd"
+    assert main(["export", str(rec), "--plus", str(plus)]) == 0
+    with open_source(str(plus)) as src:
+        first_plus = src.read()
+        assert np.array_equal(first_plus.image, RecordingReader(rec).frame(0).image)
+
     assert main(["recording", "repair", str(rec), "--out", str(tmp_path / "r.usrec")]) == 0
     assert main(["export", str(rec)]) == 2  # nothing asked for: one clear line
 
