@@ -16,6 +16,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
+from .errors import InputError
 from .types import FrameResult, ImagingRegion, Spacing
 
 _BLOCK_PX = 8          # content is judged in blocks of this size
@@ -267,7 +268,7 @@ class RegionStage:
         frame = result.frame
         height, width = frame.image.shape
         if self.override is not None:
-            region = self.override.clip_to(height, width)
+            region = _user_region_in_frame(self.override, height, width)
         elif (self._count % self.every_n_frames == 0 or self.estimator.region is None
               or self.estimator.frame_shape != frame.image.shape):
             region = self.estimator.update(frame.image)
@@ -284,6 +285,19 @@ class RegionStage:
             frame = replace(frame, spacing_mm=spacing)
             return replace(result, frame=frame, region=region)
         return replace(result, region=region)
+
+
+def _user_region_in_frame(region: ImagingRegion, height_px: int, width_px: int) -> ImagingRegion:
+    """The user's region clipped to the frame; refused when it misses the frame entirely.
+
+    Clipping such a region would leave a 1-pixel sliver in a corner: detection
+    would silently find nothing, frame after frame, with no hint why.
+    """
+    if (region.x_px >= width_px or region.y_px >= height_px
+            or region.x_px + region.width_px <= 0 or region.y_px + region.height_px <= 0):
+        raise InputError(f"imaging region {region.x_px},{region.y_px},{region.width_px},{region.height_px}: "
+                         f"outside the {width_px}x{height_px} frame")
+    return region.clip_to(height_px, width_px)
 
 
 def read_depth_scale(image: np.ndarray, region: ImagingRegion) -> float | None:

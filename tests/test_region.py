@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from guidance.errors import InputError
 from guidance.region import RegionEstimator, RegionStage, find_imaging_region, read_depth_scale
 from guidance.sources.base import SourceBase
 from guidance.types import FrameResult, ImagingRegion
@@ -172,3 +173,9 @@ def test_ruler_readings_on_simulated_screens_are_right_or_absent():
             read += 1
             assert scale == pytest.approx(sample.spacing_mm[1], rel=0.03), f"seed {seed}"
     assert screens >= 8 and read >= 0.5 * screens, (screens, read)
+
+
+def test_region_stage_refuses_an_override_outside_the_frame():
+    screen = np.zeros((480, 720), np.uint8)
+    with pytest.raises(InputError, match=r"5000,5000,10,10: outside the 720x480 frame"):
+        RegionStage(override=ImagingRegion(5000, 5000, 10, 10))(_result(screen))
