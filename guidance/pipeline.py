@@ -385,7 +385,9 @@ class LivePipeline:
         unexpected are retried with backoff instead.
         """
         if isinstance(exc, GuidanceError) and not isinstance(exc, SourceDisconnected):
-            log.error("%s: %s", getattr(source, "name", "source"), exc)
+            # The state and message carry it to the user (status line, UI banner); logging it at
+            # error level as well printed it twice on a terminal, the file's name doubled.
+            log.info("source cannot be used: %s", self._named(exc, "cannot be used"))
             with self._cond:
                 self._fatal_message = str(exc)
             self._set_state("error", str(exc))
