@@ -120,8 +120,19 @@ def test_live_prints_status_lines_and_ends_with_the_file(clip):
 
 def test_live_with_a_missing_device_reports_no_signal_and_stops_on_time():
     proc = run_cli("live", "--source", "97", "--duration", "1.5", "--model", "classical")
-    assert proc.returncode == 0, proc.stderr
     assert "state=no_signal" in proc.stdout and "capture device 97" in proc.stdout
+    # never a frame: the run failed, said once on stderr
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "capture device 97" in proc.stderr
+
+
+def test_live_on_a_corrupt_file_says_so_once(tmp_path):
+    bad = tmp_path / "x.mp4"
+    bad.write_bytes(b"")
+    proc = run_cli("live", "--source", str(bad), "--duration", "3", "--model", "classical")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"guidance live: {bad}: cannot open as a video "
+                                                "(corrupt, empty or unsupported codec)"]
 
 
 def test_bench_prints_the_contract_json():

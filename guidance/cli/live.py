@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     end_s = t0 + args.duration if args.duration else float("inf")
     next_print_s = t0 + 1.0
+    status = pipeline.status()
     with pipeline:
         try:
             while True:
@@ -60,9 +61,15 @@ def run(args: argparse.Namespace) -> int:
                     break
         except KeyboardInterrupt:
             pass
+    why = status.message.split("; retrying in")[0]  # what was wrong while running: stopping clears it
     status = pipeline.status()
     if status.state == "error":
         print(f"guidance live: {status.message}", file=sys.stderr)
+        return 2
+    if status.frames_received == 0:
+        # Retrying an absent device is right while running (a cable may be plugged in), but a
+        # run that never saw a frame failed: say why once and let scripts see it.
+        print(f"guidance live: {why or f'{args.source}: no frame received'}", file=sys.stderr)
         return 2
     return 0
 
