@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import socket
 import threading
 import time
@@ -13,57 +12,13 @@ import numpy as np
 import pyigtl
 import pytest
 
+from igtl_server import ImageServer, free_port, pattern, restore_signals  # noqa: F401 - a fixture
+
 from guidance.errors import InputError, SourceDisconnected
 from guidance.io.igtl import IgtlResultSender, IgtlSource, parse_spec
 from guidance.sources import open_source
 from guidance.types import (Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, TargetDetection,
                             Trajectory)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def restore_signals():
-    """pyigtl's server installs its own SIGINT/SIGTERM handlers: put ours back."""
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for sig, handler in saved.items():
-        signal.signal(sig, handler)
-
-
-def pattern(seed: int, h=48, w=64) -> np.ndarray:
-    y, x = np.mgrid[0:h, 0:w]
-    return ((x * 3 + y * 5 + seed * 17) % 256).astype(np.uint8)
-
-
-class ImageServer:
-    """A real pyigtl server that keeps sending one IMAGE (as PLUS does at its frame rate)."""
-
-    def __init__(self, port: int, seed: int, spacing=(0.2, 0.3), device="Image_Reference"):
-        self.server = pyigtl.OpenIGTLinkServer(port=port, local_server=True)
-        self.image = pattern(seed)
-        self.matrix = np.diag([spacing[0], spacing[1], 1.0, 1.0])
-        self.device = device
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            if self.server.is_connected():
-                msg = pyigtl.ImageMessage(self.image[np.newaxis], ijk_to_world_matrix=self.matrix,
-                                          device_name=self.device)
-                self.server.send_message(msg, wait=False)
-            time.sleep(1 / 30)
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(2)
-        self.server.stop()
 
 
 def read_until(src, predicate, timeout_s=10.0):
