@@ -96,17 +96,16 @@ def test_kill_9_of_the_record_command_leaves_a_readable_file(tmp_path):
         assert rd.record(len(rd) - 1)["frame"] == rd.frame(len(rd) - 1).index
 
 
-DISK_FULL_CHILD = r"""
-import json, resource, signal, sys, time
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
-limit = int(sys.argv[2])
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+# A live pipeline on the simulator recording until the recorder reports an error, then 1.5 s more
+# (the pipeline must go on); SEED is the simulator's seed.
+RECORD_UNTIL_ERROR = r"""
+import json, sys, time
 from guidance.pipeline import LivePipeline
-from guidance.recording import Recorder
+from guidance.recording import Recorder, RecordingReader
 from guidance.sources import open_source
 from guidance.stages import build_stages
 rec = Recorder(sys.argv[1], {"source": "disk full test"}).start()
-pipe = LivePipeline(lambda: open_source("sim:insertion:7", realtime=True, fps=30, size_px=(160, 128)),
+pipe = LivePipeline(lambda: open_source("sim:insertion:SEED", realtime=True, fps=30, size_px=(160, 128)),
                     build_stages(detector="classical", track=False))
 pipe.add_consumer(rec.submit)
 pipe.start()
@@ -116,6 +115,14 @@ while rec.error is None and time.monotonic() < deadline:
 at_error = pipe.status().frames_processed
 time.sleep(1.5)
 status = pipe.status()
+"""
+
+DISK_FULL_CHILD = r"""
+import resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+limit = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+""" + RECORD_UNTIL_ERROR.replace("SEED", "7") + r"""
 out = {"error": rec.error, "stats": rec.stats, "at_error": at_error, "after": status.frames_processed,
        "state": status.state}
 pipe.stop()
@@ -144,23 +151,8 @@ def test_disk_full_stops_the_recording_with_a_message_while_the_pipeline_goes_on
         rd.record(len(rd) - 1)
 
 
-DISK_FULL_TMPFS_CHILD = r"""
-import json, sys, time
-from guidance.pipeline import LivePipeline
-from guidance.recording import Recorder, RecordingReader
-from guidance.sources import open_source
-from guidance.stages import build_stages
-rec = Recorder(sys.argv[1], {"source": "tmpfs test"}).start()
-pipe = LivePipeline(lambda: open_source("sim:insertion:8", realtime=True, fps=30, size_px=(160, 128)),
-                    build_stages(detector="classical", track=False))
-pipe.add_consumer(rec.submit)
-pipe.start()
-deadline = time.monotonic() + 60
-while rec.error is None and time.monotonic() < deadline:
-    time.sleep(0.05)
-at_error = pipe.status().frames_processed
-time.sleep(1.5)
-after = pipe.status().frames_processed
+DISK_FULL_TMPFS_CHILD = RECORD_UNTIL_ERROR.replace("SEED", "8") + r"""
+after = status.frames_processed
 pipe.stop()
 stats = rec.stop()
 with RecordingReader(sys.argv[1]) as rd:
