@@ -279,6 +279,15 @@ def test_record_command_refuses_bad_sources_and_paths_without_creating_files(tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and "missing.mp4" in err[0] and ".usrec" in err[1] and "no such folder" in err[2]
     assert list(tmp_path.iterdir()) == []
+    # a source that opens but never gives a frame: no header-only file that looks like a session
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    assert main(["record", "--source", str(empty), "--out", str(tmp_path / "b.usrec"), "--quiet"]) == 2
+    assert main(["record", "--source", "97", "--out", str(tmp_path / "c.usrec"), "--duration", "1", "--quiet"]) == 2
+    assert not list(tmp_path.glob("*.usrec*"))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "empty.mp4: cannot open" in err[0] and "capture device 97" in err[1]
+    assert all("nothing recorded" in line for line in err)
 
 
 def test_a_folder_with_one_recording_opens_as_that_recording(tmp_path):

@@ -106,6 +106,10 @@ def run_record(args: argparse.Namespace) -> int:
     from ..recording.session_meta import describe_stages
     from ..sources import classify_spec, open_source
 
+    import cv2
+
+    # OpenCV's own warnings on every failed reconnect would bury our lines; its errors still show.
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     out = _record_path(args.out)
     opts = source_options(args, realtime=True, loop=False)
     kind = classify_spec(args.source)
@@ -156,6 +160,13 @@ def run_record(args: argparse.Namespace) -> int:
         pipeline.stop()
         stats = recorder.stop()
         signal.signal(signal.SIGTERM, previous)
+    if stats["frames_written"] == 0 and not recorder.error:
+        # A header-only file would look like a finished (empty) session: do not leave one.
+        out.unlink(missing_ok=True)
+        why = status.message.split("; retrying in")[0] if status is not None and status.message else ""
+        print(f"guidance record: {why or f'{args.source}: no frame received'}; nothing recorded, "
+              f"{out} not kept", file=sys.stderr)
+        return 2
     print(json.dumps(stats), flush=True)
     if recorder.error:
         print(f"guidance record: {recorder.error}", file=sys.stderr)
