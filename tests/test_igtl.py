@@ -199,6 +199,8 @@ def test_dead_peer_is_dropped_and_port_in_use_is_clear():
         assert sender.clients == 0
         with pytest.raises(InputError, match="cannot listen"):
             IgtlResultSender(port=sender.port)
+    with pytest.raises(InputError, match="cannot listen on 127.0.0.1:99999"):  # a mistyped port
+        IgtlResultSender(port=99999)
 
 
 def test_our_image_server_speaks_to_pyigtl_and_to_our_source(restore_signals):

@@ -131,8 +131,9 @@ class IgtlServer:
         self.send_timeout_s = float(send_timeout_s)
         try:
             self._server = socket.create_server((host, int(port)))
-        except OSError as exc:
-            raise InputError(f"{what}: cannot listen on {host}:{port} ({exc.strerror or exc})") from None
+        except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
+            reason = getattr(exc, "strerror", None) or exc
+            raise InputError(f"{what}: cannot listen on {host}:{port} ({reason})") from None
         self._server.settimeout(0.2)
         self.address = self._server.getsockname()[:2]
         self.host, self.port = self.address
