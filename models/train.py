@@ -237,7 +237,8 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=cache_dir / "train_seed{seed}_{samples}.npz")
     ap.add_argument("--out", type=Path, default=REPO / "models" / "needle_target.onnx")
     ap.add_argument("--checkpoint", type=Path, default=cache_dir / "last.pt")
-    ap.add_argument("--max-minutes", type=float, default=None, help="stop early (and export) after this long")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="time budget: the learning-rate schedule runs over it when it ends before --steps")
     args = ap.parse_args(argv)
 
     import torch
@@ -258,7 +259,6 @@ def main(argv=None) -> int:
     n_params = sum(p.numel() for p in net.parameters())
     print(f"network: {n_params} parameters", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.steps, pct_start=0.08)
     vx = torch.from_numpy(vimg.astype(np.float32)[:, None] / 255.0)
     vy = torch.from_numpy(vtg.astype(np.float32) / 255.0)
 
@@ -266,7 +266,19 @@ def main(argv=None) -> int:
     log_every = 50
     running = {}
     step = 0
+    budget_s = args.max_minutes * 60 if args.max_minutes else float("inf")
+    progress = 0.0
     for step in range(1, args.steps + 1):
+        # warm-up then cosine decay over the run; the run is the step count or the time budget,
+        # whichever ends first (on a shared machine the step rate varies), so the rate always anneals
+        progress = max((step - 1) / args.steps, (time.time() - t_train) / budget_s)
+        if progress >= 1.0:
+            print(f"time budget of {args.max_minutes} min reached at step {step - 1}", flush=True)
+            step -= 1
+            break
+        lr = args.lr * (progress / 0.05 if progress < 0.05 else 0.5 * (1 + math.cos(math.pi * (progress - 0.05) / 0.95)))
+        for g in opt.param_groups:
+            g["lr"] = lr
         idx = rng.integers(0, len(images), args.batch)
         pairs = [augment(rng, images[i], targets[i].astype(np.float32) / 255.0) for i in idx]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])
@@ -276,25 +288,21 @@ def main(argv=None) -> int:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        sched.step()
         for k, v in parts.items():
             running[k] = running.get(k, 0.0) + v / log_every
         if step % log_every == 0:
             el = time.time() - t_train
             print(f"step {step}/{args.steps} " + " ".join(f"{k} {v:.4f}" for k, v in running.items())
-                  + f" lr {sched.get_last_lr()[0]:.2e} {el / step:.2f} s/step eta {el / step * (args.steps - step) / 60:.1f} min",
+                  + f" lr {lr:.2e} {el / step:.2f} s/step progress {100 * progress:.0f}%",
                   flush=True)
             running = {}
-        if step % 500 == 0 or step == args.steps:
+        if step % 250 == 0 or step == args.steps:
             net.eval()
             with torch.no_grad():
                 vl = [loss_fn(net(vx[i:i + 16]), vy[i:i + 16])[0].item() for i in range(0, len(vx), 16)]
             print(f"val loss {np.mean(vl):.4f} at step {step}", flush=True)
             args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"step": step, "state": net.state_dict(), "args": vars(args)}, args.checkpoint)
-        if args.max_minutes and time.time() - t_train > args.max_minutes * 60:
-            print(f"time budget of {args.max_minutes} min reached at step {step}", flush=True)
-            break
 
     export_onnx(net, args.out)
     info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,

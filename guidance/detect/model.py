@@ -91,10 +91,9 @@ class ModelDetector:
         probs = self.maps(crop)
         mh, mw = probs.shape[1:]
         scale = pp.Scale(crop.shape[1] / mw, crop.shape[0] / mh, ox, oy)
-        image_f = crop.astype(np.float32)
         cand = pp.needle_from_prob(probs[0], tip_heat=probs[3], threshold=self.needle_threshold,
                                    min_length_px=max(6.0, 0.04 * mw))
-        needle = make_needle(cand, scale, image_f, refine_line=self.refine_line,
+        needle = make_needle(cand, scale, crop.astype(np.float32), refine_line=self.refine_line,
                              refine_tip=self.refine_tip) if cand is not None else None
         xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
         top = pp.band_top_above(probs[2], xs, ys) if len(xs) else None

@@ -313,21 +313,23 @@ def _drop_short_runs(ok: np.ndarray, min_run: int) -> np.ndarray:
 
 
 def band_top_above(band_prob: np.ndarray, xs: np.ndarray, bone_ys: np.ndarray, *, threshold: float = 0.5,
-                   max_gap: int = 2) -> np.ndarray:
+                   max_gap: int = 2, max_rows: int | None = None) -> np.ndarray:
     """Top of the band (e.g. cartilage) lying on a surface, per surface column.
 
     For each column ``xs`` with the surface at ``bone_ys`` (working pixels),
     walks up from the surface while ``band_prob > threshold`` (allowing a gap
     of ``max_gap`` rows just above the surface) and returns the sub-pixel top
-    edge, NaN where no band sits on the surface.
+    edge, NaN where no band sits on the surface. The band is searched up to
+    ``max_rows`` rows above the surface (a quarter of the map's height if None).
     """
     h, w = band_prob.shape
     if len(xs) == 0:
         return np.zeros(0)
     xi = np.clip(np.round(xs).astype(int), 0, w - 1)
     yb = np.clip(np.round(bone_ys).astype(int), 0, h - 1)
-    up = np.arange(0, h)
-    rows = yb[None, :] - up[:, None]                        # (h, n): rows going up from the surface
+    h_up = max_rows or max(8, h // 4)
+    up = np.arange(0, h_up)
+    rows = yb[None, :] - up[:, None]                        # (h_up, n): rows going up from the surface
     inside = rows >= 0
     vals = np.where(inside, band_prob[np.clip(rows, 0, h - 1), xi[None, :]], 0.0)
     on = vals > threshold
@@ -335,13 +337,13 @@ def band_top_above(band_prob: np.ndarray, xs: np.ndarray, bone_ys: np.ndarray, *
     first_on = np.argmax(on, axis=0)
     has = on.any(axis=0) & (first_on <= max_gap)
     # after entering the band, the first row that leaves it
-    after = np.arange(h)[:, None] > first_on[None, :]
+    after = np.arange(h_up)[:, None] > first_on[None, :]
     leave = after & ~on
-    k = np.where(leave.any(axis=0), np.argmax(leave, axis=0), h)
+    k = np.where(leave.any(axis=0), np.argmax(leave, axis=0), h_up)
     # sub-pixel: interpolate the threshold crossing between rows k-1 (in) and k (out)
-    kk = np.clip(k, 1, h - 1)
+    kk = np.clip(k, 1, h_up - 1)
     v_in = vals[kk - 1, np.arange(len(xi))]
-    v_out = np.where(k < h, vals[kk, np.arange(len(xi))], 0.0)
+    v_out = np.where(k < h_up, vals[kk, np.arange(len(xi))], 0.0)
     frac = np.clip((v_in - threshold) / np.maximum(v_in - v_out, 1e-6), 0, 1)
     top = bone_ys - (kk - 1 + frac)
     return np.where(has & (k > first_on + 1), top, np.nan)
