@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import zlib
 
 import numpy as np
@@ -140,7 +141,17 @@ def test_truncated_compressed_mha_gives_a_clear_error(shared_data, tmp_path):
     data = (shared_data / BONE).read_bytes()
     bad = tmp_path / "cut.igs.mha"
     bad.write_bytes(data[: len(data) // 2])
-    seq = read_sequence(bad)
+    # said on opening (plus-info too), from the header's CompressedDataSize, not after half the frames
+    with pytest.raises(InputError, match="truncated: 3690039 bytes of compressed pixel data expected"):
+        read_sequence(bad)
+
+
+def test_truncated_compressed_mha_without_a_size_fails_at_the_missing_frame(tmp_path):
+    path = write_sequence(tmp_path / "z.mha", _gradient_frames(), compress=True)
+    data, found = re.subn(rb"CompressedDataSize = \d+\n", b"", path.read_bytes())
+    assert found == 1
+    path.write_bytes(data[:-40])
+    seq = read_sequence(path)
     with pytest.raises(InputError, match="truncated|corrupt"):
         for i in range(len(seq)):
             seq.frame(i)

@@ -161,6 +161,8 @@ def validate_header(fields: dict[str, str], path: Path, data_offset: int) -> Met
         if need > have * 1100 + (1 << 16):
             raise InputError(f"{where}: truncated or corrupt: the header promises {need >> 20} MB of pixels, "
                              f"the file holds {have} compressed bytes")
+        if csize is not None and have < csize:  # cut off (a copy or download that stopped): say so up front
+            raise InputError(f"{where}: truncated: {csize} bytes of compressed pixel data expected, {have} found")
     return MetaHeader(fields, w, h, n, channels, dtype, compressed, data_path, data_offset, csize)
 
 
