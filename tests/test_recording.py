@@ -231,6 +231,14 @@ def test_cli_info_replay_export_repair_import(tmp_path, capsys, replay_sequence)
         assert lines == [rd.record(i) for i in range(len(rd))]
     assert main(["replay", str(rec), "--recompute", "--check", "--model", "classical",
                  "--out", str(tmp_path / "re.jsonl")]) == 0
+    capsys.readouterr()
+    far = len(lines)  # a position past the end printed nothing, with exit 0
+    assert main(["replay", str(rec), "--start", str(far), "--out", str(tmp_path / "far.jsonl")]) == 2
+    assert main(["replay", str(rec), "--start", "3", "--stop", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "ins.usrec" in err[0]
+    assert f"--start {far}: the recording has positions 0 to {far - 1}" in err[0]
+    assert "--stop 3 must be after --start 3" in err[1] and not (tmp_path / "far.jsonl").exists()
 
     mp4 = tmp_path / "ins.mp4"
     assert main(["export", str(rec), "--mp4", str(mp4)]) == 0

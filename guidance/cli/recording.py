@@ -193,6 +193,11 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"guidance replay: {args.recording}: {reader.lost_info.message}", file=sys.stderr)
     if args.check and not args.recompute:
         raise InputError("--check compares recomputed guidance with the recorded one: add --recompute")
+    n = len(reader)
+    if n and not 0 <= args.start < n:  # clipping would print nothing (or from frame 0) without a word
+        raise InputError(f"{args.recording}: --start {args.start}: the recording has positions 0 to {n - 1}")
+    if args.stop is not None and args.stop <= args.start:
+        raise InputError(f"{args.recording}: --stop {args.stop} must be after --start {args.start}")
     out_fh, finish = _open_out(args.out)
     differing = 0
     try:
