@@ -18,6 +18,9 @@ from ..errors import InputError
 from ._args import add_stage_options, positive_float, positive_int, source_options, stages_from_args
 
 
+REC_HELP = "a .usrec recording (or a folder holding one), from 'guidance record' or the live view"
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "record", help="record a live session losslessly to a .usrec file",
@@ -36,7 +39,7 @@ def register(subparsers) -> None:
         "replay", help="replay a recording headless: per-frame results as recorded or recomputed",
         description="Print one JSON line per frame of REC (as `guidance detect` does): the guidance as it was "
                     "shown live, or with --recompute the pipeline's output on the recorded frames now.")
-    p.add_argument("recording", metavar="REC")
+    p.add_argument("recording", metavar="REC", help=REC_HELP)
     p.add_argument("--out", metavar="FILE", help="write the lines to FILE instead of standard output")
     p.add_argument("--realtime", action="store_true", help="pace frames by their recorded timestamps")
     p.add_argument("--speed", type=positive_float, default=1.0, help="speed factor with --realtime (default 1)")
@@ -50,14 +53,14 @@ def register(subparsers) -> None:
 
     p = subparsers.add_parser("info", help="metadata, duration, frames, dropped frames and losses of a recording",
                               description="Describe a .usrec recording as JSON.")
-    p.add_argument("recording", metavar="REC")
+    p.add_argument("recording", metavar="REC", help=REC_HELP)
     p.add_argument("--verify", action="store_true", help="also read every record and check its checksum")
     p.set_defaults(func=run_info)
 
     p = subparsers.add_parser("export", help="export a recording: MP4 with the guidance burnt in, PLUS sequence",
                               description="Export REC as a video with the overlay burnt in (for teaching and "
                                           "sharing) and/or a PLUS sequence for 3D Slicer.")
-    p.add_argument("recording", metavar="REC")
+    p.add_argument("recording", metavar="REC", help=REC_HELP)
     p.add_argument("--mp4", metavar="OUT", help="write an MP4 video with the recorded guidance drawn on it")
     p.add_argument("--plus", metavar="OUT", help="write a PLUS sequence (.seq.nrrd or .mha) for 3D Slicer")
     p.add_argument("--no-overlay", action="store_true", help="MP4 of the plain frames")
@@ -71,7 +74,7 @@ def register(subparsers) -> None:
                        description="Copy every intact record of REC to a new file with a fresh index and footer. "
                                    "Without --out, REC is replaced (via a temporary file and a rename) and the "
                                    "original kept as REC.orig.")
-    r.add_argument("recording", metavar="REC")
+    r.add_argument("recording", metavar="REC", help=REC_HELP)
     r.add_argument("--out", metavar="FILE", help="write the repaired copy here instead of replacing REC")
     r.set_defaults(func=run_repair)
     r = sub.add_parser("import", aliases=["import-folder"], help="convert a file input to a .usrec recording",
