@@ -360,3 +360,20 @@ def test_any_damage_gives_a_clear_error_or_what_can_be_recovered(tmp_path_factor
             assert all(np.array_equal(rd.frame(i).image, by_seq[rd.frame(i).seq].image) for i in range(len(rd)))
 
     check()
+
+
+def test_exported_video_lasts_as_long_as_the_session(tmp_path):
+    """A live session keeps only the frames it processed: here source frame 0, then 10 to 20 (30 fps)."""
+    import cv2
+
+    indices = [0, *range(10, 21)]
+    frames = [Frame(np.full((64, 80), 40 + k, np.uint8), i / 30.0, i, k, (0.1, 0.1), "t")
+              for k, i in enumerate(indices)]
+    rec = write_recording(tmp_path / "s.usrec", frames, {"source": "t"})
+    mp4 = tmp_path / "s.mp4"
+    assert main(["export", str(rec), "--mp4", str(mp4), "--no-overlay"]) == 0
+    cap = cv2.VideoCapture(str(mp4))
+    fps, count = cap.get(cv2.CAP_PROP_FPS), int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    # 12 frames over the 20/30 s session: 16.5 fps, not the 30 fps of most gaps (a video 1.8x too fast)
+    assert count == 12 and fps == pytest.approx(11 / (20 / 30), rel=0.02)

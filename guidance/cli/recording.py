@@ -330,10 +330,11 @@ def export_mp4(reader, out: str, *, overlay: bool = True, fps: float | None = No
     import numpy as np
 
     render = _overlay_renderer() if overlay else None
+    # One video frame per recorded frame at the mean recorded rate, so the video lasts as long as the
+    # session: a live session records fewer frames than the source gave (stale ones are dropped).
     ts = np.asarray(reader.timestamps_s, dtype=float)
-    dt = np.diff(ts)
-    dt = dt[dt > 0]
-    fps = fps or (float(1.0 / np.median(dt)) if len(dt) else 30.0)
+    span_s = float(ts[-1] - ts[0]) if len(ts) > 1 else 0.0
+    fps = fps or ((len(ts) - 1) / span_s if span_s > 0 else 30.0)
     target = Path(out)
     partial = target.with_name(target.stem + ".partial" + (target.suffix or ".mp4"))
     first = reader.frame(0)
