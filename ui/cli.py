@@ -75,7 +75,11 @@ def _run_demo(args) -> int:
 
 
 def _run_ui(args) -> int:
+    from guidance.sources.opencv import quiet_opencv_warnings
+
     from .app import run_live, run_player
+
+    quiet_opencv_warnings()  # the live view says what is wrong; OpenCV's warnings per retry only bury it
 
     if args.play:
         return run_player(args.play, detector=args.model, quit_after_s=args.quit_after)

@@ -26,13 +26,11 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import cv2
-
     from ..pipeline import LivePipeline
     from ..sources import open_source
+    from ..sources.opencv import quiet_opencv_warnings
 
-    # OpenCV's own warnings on every failed reconnect would bury the status lines; its errors still show.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    quiet_opencv_warnings()
 
     options = source_options(args, realtime=True, loop=args.loop)
     first = [open_source(args.source, **options)]  # a bad spec fails here, with one line

@@ -109,10 +109,9 @@ def run_record(args: argparse.Namespace) -> int:
     from ..recording.session_meta import describe_stages
     from ..sources import classify_spec, open_source
 
-    import cv2
+    from ..sources.opencv import quiet_opencv_warnings
 
-    # OpenCV's own warnings on every failed reconnect would bury our lines; its errors still show.
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    quiet_opencv_warnings()
     out = _record_path(args.out)
     opts = source_options(args, realtime=True, loop=False)
     kind = classify_spec(args.source)

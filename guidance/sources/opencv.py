@@ -32,6 +32,15 @@ DEFAULT_STILL_FPS = 30.0
 """Frame rate assumed for image folders without ``fps``: tracking needs a time base."""
 
 
+def quiet_opencv_warnings() -> None:
+    """Keep OpenCV's own warnings off the terminal (its errors still show).
+
+    For the commands that keep reopening a lost device or stream: OpenCV warns on
+    every failed attempt, burying the one line that says what is wrong.
+    """
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def as_spacing(value, where: str = "spacing") -> Spacing | None:
     """Normalise a spacing option: None, one number (square pixels) or (sx, sy), in mm per pixel."""
     if value is None:
