@@ -274,3 +274,14 @@ def test_live_pipeline_to_slicer_end_to_end(shared_data):
 
     line = json.loads(record.string)
     assert line["spacing_mm"] == pytest.approx([0.085, 0.085]) and line["needle"] is None
+
+
+def test_igtl_results_command_runs_and_a_dead_source_is_one_line(capsys):
+    from guidance.cli import main
+
+    assert main(["igtl-results", "--source", "sim", "--duration", "1.5", "--port", "0", "--model", "classical"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out and "state=running" in out[-1] and "peers=0" in out[-1]
+    assert main(["igtl-results", "--source", "97", "--duration", "1", "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("guidance igtl-results: capture device 97: cannot open")

@@ -116,8 +116,10 @@ def _igtl_results(args: argparse.Namespace) -> int:
     from ..io.igtl import IgtlResultSender
     from ..pipeline import LivePipeline
     from ..sources import open_source
-    from .live import format_status
+    from ..sources.opencv import quiet_opencv_warnings
+    from .live import watch
 
+    quiet_opencv_warnings()
     options = {"realtime": True, "loop": args.loop}
     if args.spacing is not None:
         options["spacing_mm"] = args.spacing
@@ -130,21 +132,5 @@ def _igtl_results(args: argparse.Namespace) -> int:
         print(f"results for 3D Slicer on igtl://{sender.host}:{sender.port}", file=sys.stderr)
         pipeline = LivePipeline(factory, stages_from_args(args), region=args.region)
         pipeline.add_consumer(sender.send)
-        t0 = time.monotonic()
-        end_s = t0 + args.duration if args.duration else float("inf")
-        with pipeline:
-            try:
-                while True:
-                    time.sleep(max(0.0, min(1.0, end_s - time.monotonic())))
-                    status = pipeline.status()
-                    now = time.monotonic()
-                    print(f"{format_status(status, now - t0)} peers={sender.clients}", flush=True)
-                    if now >= end_s or status.state in ("ended", "error"):
-                        break
-            except KeyboardInterrupt:
-                pass
-        status = pipeline.status()
-    if status.state == "error":
-        print(f"guidance igtl-results: {status.message}", file=sys.stderr)
-        return 2
-    return 0
+        return watch(pipeline, prog="guidance igtl-results", source=args.source, duration_s=args.duration,
+                     suffix=lambda: f" peers={sender.clients}")

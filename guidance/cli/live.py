@@ -31,7 +31,6 @@ def run(args: argparse.Namespace) -> int:
     from ..sources.opencv import quiet_opencv_warnings
 
     quiet_opencv_warnings()
-
     options = source_options(args, realtime=True, loop=args.loop)
     first = [open_source(args.source, **options)]  # a bad spec fails here, with one line
 
@@ -40,8 +39,15 @@ def run(args: argparse.Namespace) -> int:
 
     pipeline = LivePipeline(factory, stages_from_args(args), stall_timeout_s=args.stall_timeout,
                             region=args.region)
+    return watch(pipeline, prog="guidance live", source=args.source, duration_s=args.duration)
+
+
+def watch(pipeline, *, prog: str, source: str, duration_s: float | None, suffix=lambda: "") -> int:
+    """Run ``pipeline``, print its status once a second (plus ``suffix()``) until ``duration_s``,
+    the source's end or error, or Ctrl-C; return the exit status (2, said on stderr, for a source
+    that failed or never gave a frame)."""
     t0 = time.monotonic()
-    end_s = t0 + args.duration if args.duration else float("inf")
+    end_s = t0 + duration_s if duration_s else float("inf")
     next_print_s = t0 + 1.0
     status = pipeline.status()
     with pipeline:
@@ -53,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
                 status = pipeline.status()
                 finished = now >= end_s or status.state in ("ended", "error")
                 if now >= next_print_s or finished:
-                    print(format_status(status, now - t0), flush=True)
+                    print(format_status(status, now - t0) + suffix(), flush=True)
                     next_print_s += 1.0
                 if finished:
                     break
@@ -62,12 +68,12 @@ def run(args: argparse.Namespace) -> int:
     why = status.message.split("; retrying in")[0]  # what was wrong while running: stopping clears it
     status = pipeline.status()
     if status.state == "error":
-        print(f"guidance live: {status.message}", file=sys.stderr)
+        print(f"{prog}: {status.message}", file=sys.stderr)
         return 2
     if status.frames_received == 0:
         # Retrying an absent device is right while running (a cable may be plugged in), but a
         # run that never saw a frame failed: say why once and let scripts see it.
-        print(f"guidance live: {why or f'{args.source}: no frame received'}", file=sys.stderr)
+        print(f"{prog}: {why or f'{source}: no frame received'}", file=sys.stderr)
         return 2
     return 0
 
