@@ -377,3 +377,19 @@ def test_exported_video_lasts_as_long_as_the_session(tmp_path):
     cap.release()
     # 12 frames over the 20/30 s session: 16.5 fps, not the 30 fps of most gaps (a video 1.8x too fast)
     assert count == 12 and fps == pytest.approx(11 / (20 / 30), rel=0.02)
+
+
+def test_export_to_a_folder_is_one_line_and_a_cut_recording_is_exported_with_a_warning(tmp_path, capsys):
+    frames = [Frame(np.full((64, 80), 40 + i, np.uint8), i / 30.0, i, i, (0.1, 0.1), "t") for i in range(20)]
+    rec = write_recording(tmp_path / "s.usrec", frames, {"source": "t"})
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    assert main(["export", str(rec), "--mp4", str(folder), "--no-overlay"]) == 2  # was a traceback
+    assert "videos: is a folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.usrec", "videos"]  # no .partial left
+
+    cut = tmp_path / "cut.usrec"
+    cut.write_bytes(rec.read_bytes()[: rec.stat().st_size * 2 // 3])
+    assert main(["export", str(cut), "--mp4", str(tmp_path / "cut.mp4"), "--no-overlay"]) == 0
+    err = capsys.readouterr().err
+    assert "cut.usrec: not closed properly" in err and "frames recovered" in err

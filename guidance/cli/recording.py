@@ -305,6 +305,8 @@ def run_export(args: argparse.Namespace) -> int:
     with RecordingReader(args.recording) as reader:
         if not len(reader):
             raise InputError(f"{args.recording}: the recording has no frames")
+        if reader.lost_info.message:  # exported all the same: what was recovered is worth having
+            print(f"guidance export: {args.recording}: {reader.lost_info.message}", file=sys.stderr)
         if args.mp4:
             n = export_mp4(reader, args.mp4, overlay=not args.no_overlay, fps=args.fps)
             print(f"{args.mp4}: {n} frames", file=sys.stderr)
@@ -335,6 +337,8 @@ def export_mp4(reader, out: str, *, overlay: bool = True, fps: float | None = No
     span_s = float(ts[-1] - ts[0]) if len(ts) > 1 else 0.0
     fps = fps or ((len(ts) - 1) / span_s if span_s > 0 else 30.0)
     target = Path(out)
+    if target.is_dir():
+        raise InputError(f"{target}: is a folder; give the video's file name (e.g. session.mp4)")
     partial = target.with_name(target.stem + ".partial" + (target.suffix or ".mp4"))
     first = reader.frame(0)
     size = (first.width_px, first.height_px)
