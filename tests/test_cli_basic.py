@@ -51,6 +51,15 @@ def test_detect_writes_one_contract_line_per_frame(clip, tmp_path):
     assert not (tmp_path / "out.jsonl.partial").exists()
 
 
+def test_detect_out_to_a_folder_is_one_line_before_any_work(clip, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    proc = run_cli("detect", str(clip), "--out", str(folder), "--model", "classical")
+    assert proc.returncode == 2  # was a traceback after processing the whole input
+    assert proc.stderr.strip().splitlines() == [f"guidance detect: {folder}: is a folder; give a file name"]
+    assert list(folder.iterdir()) == [] and not (tmp_path / "results.partial").exists()
+
+
 def test_detect_to_stdout_with_region_override(clip):
     proc = run_cli("detect", str(clip), "--region", "10,20,60,50", "--no-track", "--model", "classical")
     assert proc.returncode == 0, proc.stderr

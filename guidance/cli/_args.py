@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import sys
+from pathlib import Path
 
+from ..errors import InputError
 from ..types import ImagingRegion
 
 
@@ -110,3 +114,32 @@ def stages_from_args(args: argparse.Namespace):
 
     return build_stages(detector=args.model, track=not args.no_track, target_point_px=args.target,
                         region=args.region, spacing_mm=args.spacing)
+
+
+def open_output(out: str | None):
+    """(file, finish(ok)) for JSON Lines output: stdout, or FILE written whole through FILE.partial.
+
+    ``finish(True)`` puts FILE in place; ``finish(False)`` removes the partial file, so an input
+    that turns out bad midway never leaves a FILE that looks complete.
+    """
+    if out is None:
+        return sys.stdout, lambda ok: sys.stdout.flush()
+    target = Path(out)
+    if target.is_dir():  # found now, not after the whole input has been processed
+        raise InputError(f"{target}: is a folder; give a file name")
+    partial = target.with_name(target.name + ".partial")
+    try:
+        fh = open(partial, "w", encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{target}: cannot write ({exc.strerror})") from None
+
+    def finish(ok: bool) -> None:
+        fh.close()
+        try:
+            if ok:
+                os.replace(partial, target)
+        except OSError as exc:
+            raise InputError(f"{target}: cannot write ({exc.strerror})") from None
+        finally:
+            partial.unlink(missing_ok=True)
+    return fh, finish

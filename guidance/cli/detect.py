@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from pathlib import Path
 
 from ..errors import InputError
-from ._args import add_stage_options, source_options, stages_from_args
+from ._args import add_stage_options, open_output, source_options, stages_from_args
 
 
 def register(subparsers) -> None:
@@ -34,22 +31,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.input}: detect reads files; use 'guidance live --source {args.input}' for a live source")
     source = open_source(args.input, **source_options(args, realtime=False, loop=False))
     stages = stages_from_args(args)
-    if args.out is None:
-        _write(run_offline(source, stages), sys.stdout, dumps, result_to_record)
-        return 0
-    out = Path(args.out)
-    partial = out.with_name(out.name + ".partial")
+    fh, finish = open_output(args.out)
     try:
-        fh = open(partial, "w", encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{out}: cannot write ({exc.strerror})") from None
-    try:
-        with fh:
-            _write(run_offline(source, stages), fh, dumps, result_to_record)
-        os.replace(partial, out)  # no half-written FILE if the input turns out bad midway
-    finally:
-        if partial.exists():
-            partial.unlink()
+        _write(run_offline(source, stages), fh, dumps, result_to_record)
+        finish(True)
+    except BaseException:
+        finish(False)
+        raise
     return 0
 
 

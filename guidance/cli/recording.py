@@ -15,7 +15,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import InputError
-from ._args import add_stage_options, positive_float, positive_int, source_options, stages_from_args
+from ._args import (add_stage_options, open_output, positive_float, positive_int, source_options,
+                    stages_from_args)
 
 
 REC_HELP = "a .usrec recording (or a folder holding one), from 'guidance record' or the live view"
@@ -200,7 +201,7 @@ def run_replay(args: argparse.Namespace) -> int:
         raise InputError(f"{args.recording}: --start {args.start}: the recording has positions 0 to {n - 1}")
     if args.stop is not None and args.stop <= args.start:
         raise InputError(f"{args.recording}: --stop {args.stop} must be after --start {args.start}")
-    out_fh, finish = _open_out(args.out)
+    out_fh, finish = open_output(args.out)
     differing = 0
     try:
         if args.recompute:
@@ -262,26 +263,6 @@ def _paced_positions(timestamps_s, start: int, stop: int | None, realtime: bool,
             if wait > 0:
                 time.sleep(wait)
         yield i
-
-
-def _open_out(out: str | None):
-    """(file, finish(ok)): stdout, or FILE written whole through FILE.partial."""
-    if out is None:
-        return sys.stdout, lambda ok: sys.stdout.flush()
-    target = Path(out)
-    partial = target.with_name(target.name + ".partial")
-    try:
-        fh = open(partial, "w", encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{target}: cannot write ({exc.strerror})") from None
-
-    def finish(ok: bool) -> None:
-        fh.close()
-        if ok:
-            os.replace(partial, target)
-        else:
-            partial.unlink(missing_ok=True)
-    return fh, finish
 
 
 # --- info, export, repair, import ---------------------------------------------------------------
