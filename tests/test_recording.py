@@ -198,6 +198,14 @@ def test_bad_files_give_one_clear_line_naming_the_file(tmp_path, capsys, content
     assert str(path) in err and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_file_cut_inside_its_metadata_is_not_sent_to_repair(tmp_path, capsys):
+    path = tmp_path / "cut.usrec"
+    path.write_bytes(fmt.file_header() + b"\0" * 40)
+    assert main(["recording", "repair", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be read or repaired" in err and "try" not in err  # it said: try 'guidance recording repair'
+
+
 def test_newer_format_version_is_refused_clearly(tmp_path):
     path = tmp_path / "v9.usrec"
     head = bytearray(fmt.file_header())

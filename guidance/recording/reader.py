@@ -104,8 +104,9 @@ class RecordingReader:
             raise InputError(f"{self.path}: {exc}") from None
         meta = self._read_record_at(fmt.FILE_HEADER_SIZE)
         if meta is None or meta[0] != fmt.META:
-            raise InputError(f"{self.path}: the metadata record is missing or corrupt; "
-                             "try 'guidance recording repair'")
+            # Not "try repair": repair needs this record too, so it would fail with this same line.
+            raise InputError(f"{self.path}: the metadata record is missing or corrupt (cut off or damaged "
+                             "at its start); the recording cannot be read or repaired")
         try:
             self.metadata = json.loads(meta[1].decode("utf-8"))
         except ValueError:
