@@ -148,7 +148,10 @@ def readout_lines(result: FrameResult) -> list[str]:
     lines = []
     track = result.track
     if track is not None:
-        lines.append(f"needle: {track.state}")
+        # "lost" only while the needle_lost alert says there was a needle a moment ago; on a scan that
+        # never had one (or long after) it would suggest something went missing.
+        state = "not seen" if track.state == "lost" and "needle_lost" not in result.alerts else track.state
+        lines.append(f"needle: {state}")
     elif result.needle is None:
         lines.append("needle: not seen")
     tr = result.trajectory

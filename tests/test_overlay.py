@@ -93,6 +93,8 @@ def test_lost_needle_is_not_drawn_even_if_a_detection_existed():
     img = render_overlay(lost)
     assert colour_present(img, NEEDLE_BGR) == 0
     assert any("lost" in line for line in readout_lines(lost))
+    never = replace(r, track=NeedleTrack("lost", None), trajectory=None, alerts=())
+    assert "needle: not seen" in readout_lines(never)  # no needle a moment ago: nothing was lost
 
 
 def test_readouts_state_distance_depth_and_angle():

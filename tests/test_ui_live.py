@@ -81,6 +81,16 @@ def test_overlay_items_sit_where_the_result_says(window, qtbot):
     assert window.readouts.texts()["state"] == "TRACKING"
 
 
+def test_state_says_lost_only_for_a_needle_seen_a_moment_ago(window):
+    from dataclasses import replace
+
+    gone = replace(make_result(), track=NeedleTrack("lost", None), trajectory=None)
+    window.show_result(replace(gone, alerts=("needle_lost",)))
+    assert window.readouts.texts()["state"] == "LOST"
+    window.show_result(replace(gone, alerts=()))  # no needle yet (or long gone): nothing was lost
+    assert window.readouts.texts()["state"] == "NOT SEEN"
+
+
 def test_rendered_overlay_lands_on_the_tip_pixel(window, qtbot):
     """Grab the screen: the yellow tip ring is drawn around the tip's widget position."""
     res = make_result(tip=(320.0, 240.0))

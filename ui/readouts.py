@@ -102,6 +102,8 @@ class ReadoutPanel(QtWidgets.QFrame):
             text, role = DASH, "white"
         else:
             state = result.track.state if result.track is not None else ("tracking" if result.needle else None)
+            if state == "lost" and "needle_lost" not in result.alerts:
+                state = None  # as the overlay: LOST (in alert colour) only for a needle seen a moment ago
             text, role = STATE_TEXT.get(state, STATE_TEXT[None])
         self.state.setText(text)
         self.state.setStyleSheet(f"color: {css(role)}; font-size: 16pt; font-weight: bold;")
