@@ -190,3 +190,25 @@ def test_practice_opens_from_the_player_data_with_truth_beside_the_file(qtbot, t
     dlg.panel.click_at(*cp.tip_px)
     dlg.panel.click_at(*cp.surface_px[3])
     assert run.answers[0].tip_error_mm == pytest.approx(0.0)
+
+
+def test_player_opens_practice_mode(qtbot, tmp_path):
+    """The replay player's Practice action (Ctrl+P) starts practice on the open recording."""
+    recording = pytest.importorskip("guidance.recording")
+    from guidance.training.session import record_to_result
+    from ui.player import PlayerWindow
+    from ui.settings import Settings, ini_settings
+
+    s = scripted_insertion(Script(pass_angles_deg=(30.0,)))
+    rec = recording.write_recording(tmp_path / "s.usrec",
+                                    (record_to_result(r, s.image(i)) for i, r in enumerate(s.records)),
+                                    {"fps": 20.0})
+    win = PlayerWindow(Settings(ini_settings(tmp_path / "player.ini")), detector="classical")
+    qtbot.addWidget(win)
+    win.open(rec)
+    win.act_practice.trigger()
+    dlg = win.practice_dialog
+    assert dlg is not None and dlg.isVisible()
+    qtbot.addWidget(dlg)
+    assert dlg.panel.run.reference == "recorded detections" and dlg.panel.run.checkpoints
+    assert not win.playing

@@ -122,6 +122,7 @@ class PlayerWindow(QtWidgets.QMainWindow):
         self.act_snapshot = self._action("Snapshot", "Ctrl+S", self.snapshot)
         self.act_spacing = self._action("Spacing\u2026", "Ctrl+D", self.edit_spacing)
         self.act_full = self._action("Full screen", ["F11", "F"], self.toggle_fullscreen)
+        self.act_practice = self._action("Practice\u2026", "Ctrl+P", self.start_practice)
         self.speed_box = QtWidgets.QComboBox()
         for s in SPEEDS:
             self.speed_box.addItem(f"{s:g}x", s)
@@ -145,6 +146,7 @@ class PlayerWindow(QtWidgets.QMainWindow):
         tb.addWidget(self.mode_box)
         tb.addAction(self.act_spacing)
         tb.addAction(self.act_snapshot)
+        tb.addAction(self.act_practice)
 
     # -- opening -----------------------------------------------------------
     def _open_dialog(self) -> None:
@@ -423,6 +425,14 @@ class PlayerWindow(QtWidgets.QMainWindow):
         self.centralWidget().grab().save(str(path), "PNG")
         self.statusBar().showMessage(f"Snapshot saved: {path}", 4000)
         return path
+
+    def start_practice(self):
+        """Practice mode on this file (ui/practice.py): guidance hidden, the trainee clicks tip and target."""
+        from .practice import open_practice
+
+        self.pause()
+        self.practice_dialog = open_practice(self, self.data)
+        return self.practice_dialog
 
     def toggle_fullscreen(self) -> None:
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
