@@ -123,13 +123,13 @@ def build_cache(path: Path, seeds: list[int], workers: int) -> tuple[np.ndarray,
 
 # ----------------------------------------------------------------------------- network
 
-def build_net(width: int = 1):
+def build_net(width: int = 1, leaky: float = 0.05):
     import torch
     from torch import nn
 
     def cbr(cin, cout, k=3, s=1, groups=1, dil=1):
         return [nn.Conv2d(cin, cout, k, s, padding=dil * (k // 2), dilation=dil, groups=groups, bias=False),
-                nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                nn.BatchNorm2d(cout), nn.LeakyReLU(leaky, inplace=True) if leaky else nn.ReLU(inplace=True)]
 
     class DS(nn.Sequential):
         """Depthwise 3x3 (optionally strided/dilated) then pointwise 1x1."""
@@ -237,6 +237,9 @@ def main(argv=None) -> int:
     ap.add_argument("--cache", type=Path, default=cache_dir / "train_seed{seed}_{samples}.npz")
     ap.add_argument("--out", type=Path, default=REPO / "models" / "needle_target.onnx")
     ap.add_argument("--checkpoint", type=Path, default=cache_dir / "last.pt")
+    ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
+    ap.add_argument("--leaky", type=float, default=0.05,
+                    help="LeakyReLU slope (0: plain ReLU; the first stage of the committed model used 0)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="time budget: the learning-rate schedule runs over it when it ends before --steps")
     args = ap.parse_args(argv)
@@ -255,7 +258,10 @@ def main(argv=None) -> int:
                             [VAL_SEED0 + i for i in range(args.val)], args.workers)
     print(f"data ready in {time.time() - t_start:.0f} s", flush=True)
 
-    net = build_net()
+    net = build_net(leaky=args.leaky)
+    if args.init is not None:
+        net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["state"])
+        print(f"initialised from {args.init}", flush=True)
     n_params = sum(p.numel() for p in net.parameters())
     print(f"network: {n_params} parameters", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)

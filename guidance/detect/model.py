@@ -36,7 +36,8 @@ class ModelDetector:
 
     def __init__(self, path: str | Path, *, threads: int | None = None,
                  needle_threshold: float = 0.5, surface_threshold: float = 0.4,
-                 refine_line: bool = True, refine_tip: bool = True) -> None:
+                 min_needle_length: float = 0.065, min_needle_confidence: float = 0.8,
+                 refine_line: bool = False, refine_tip: bool = False, use_tip_heat: bool = False) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -56,7 +57,13 @@ class ModelDetector:
         self.name = f"model:{self.path.stem}"
         self.needle_threshold = needle_threshold
         self.surface_threshold = surface_threshold
+        self.min_needle_length, self.min_needle_confidence = min_needle_length, min_needle_confidence
+        # Refining on the image measured worse on the simulator (the brightest echo is the upper
+        # wall, not the centreline the model learned): off by default, kept for other data.
         self.refine_line, self.refine_tip = refine_line, refine_tip
+        # The tip heat-map of the committed model is not reliable enough to pick the tip end
+        # (measured): the deeper end of the shaft is, for needles entering from the skin.
+        self.use_tip_heat = use_tip_heat
         self.maps(np.zeros((64, 64), np.uint8))  # warm-up: first run allocates and plans
 
     def _check_io(self) -> tuple[int, int]:
@@ -88,11 +95,16 @@ class ModelDetector:
     def detect(self, image_u8: np.ndarray, spacing_mm: Spacing | None = None,
                region: ImagingRegion | None = None) -> Detection:
         crop, ox, oy = crop_to_region(image_u8, region)
-        probs = self.maps(crop)
+        return self.from_maps(crop, self.maps(crop), (ox, oy), spacing_mm)
+
+    def from_maps(self, crop: np.ndarray, probs: np.ndarray, offset_px=(0, 0),
+                  spacing_mm: Spacing | None = None) -> Detection:
+        """Post-processing of the probability maps of ``crop`` (its top-left at ``offset_px`` in the frame)."""
         mh, mw = probs.shape[1:]
-        scale = pp.Scale(crop.shape[1] / mw, crop.shape[0] / mh, ox, oy)
-        cand = pp.needle_from_prob(probs[0], tip_heat=probs[3], threshold=self.needle_threshold,
-                                   min_length_px=max(6.0, 0.04 * mw))
+        scale = pp.Scale(crop.shape[1] / mw, crop.shape[0] / mh, offset_px[0], offset_px[1])
+        cand = pp.needle_from_prob(probs[0], tip_heat=probs[3] if self.use_tip_heat else None, threshold=self.needle_threshold,
+                                   min_length_px=self.min_needle_length * mw,
+                                   min_confidence=self.min_needle_confidence)
         needle = make_needle(cand, scale, crop.astype(np.float32), refine_line=self.refine_line,
                              refine_tip=self.refine_tip) if cand is not None else None
         xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
