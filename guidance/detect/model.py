@@ -36,7 +36,7 @@ class ModelDetector:
 
     def __init__(self, path: str | Path, *, threads: int | None = None,
                  needle_threshold: float = 0.5, surface_threshold: float = 0.4,
-                 min_needle_length: float = 0.065, min_needle_confidence: float = 0.8,
+                 min_needle_length: float = 0.065, min_needle_confidence: float = 0.89,
                  refine_line: bool = False, refine_tip: bool = False, use_tip_heat: bool = False) -> None:
         import onnxruntime as ort
 
