@@ -276,3 +276,29 @@ def test_detect_command_reads_a_seq_nrrd_with_its_spacing(shared_data, tmp_path)
     assert [line["frame"] for line in lines] == [0, 1, 2]
     assert lines[1]["t_s"] == pytest.approx(232.628014, abs=1e-6)
     assert lines[0]["spacing_mm"] == pytest.approx([0.085, 0.085])
+
+
+@pytest.mark.parametrize("suffix", [".seq.nrrd", ".mha"])
+def test_exported_sequence_reads_in_itk_as_slicer_would(tmp_path, suffix):
+    """An independent reader (ITK, under 3D Slicer's own) gets the same pixels, spacing and per-frame fields."""
+    import SimpleITK as sitk
+
+    rec = _Recording()
+    out = export_recording_to_plus(rec, tmp_path / f"rec{suffix}")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(out))
+    image = reader.Execute()
+    pixels = sitk.GetArrayFromImage(image)
+    if suffix == ".seq.nrrd":
+        # Slicer's volume-sequence layout: X, Y, 1 and a list axis of frames (ITK: a vector per pixel).
+        assert pixels.shape == (1, 40, 48, 6)
+        frames = np.moveaxis(pixels[0], -1, 0)
+    else:
+        assert pixels.shape == (6, 40, 48)
+        frames = pixels
+    assert all(np.array_equal(frames[i], rec.images[i]) for i in range(6))
+    assert image.GetSpacing()[:2] == pytest.approx((0.1, 0.1))
+    if suffix == ".mha":
+        # ITK keeps the PLUS per-frame fields as metadata; Slicer's sequence reader parses the same lines.
+        assert reader.GetMetaData("Seq_Frame0003_NeedleTipPx").strip() == "23.00 15.00"
+        assert float(reader.GetMetaData("Seq_Frame0004_Timestamp")) == pytest.approx(0.5 + 4 / 30.0, abs=1e-6)
