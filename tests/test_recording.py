@@ -288,6 +288,13 @@ def test_record_command_into_a_folder_then_info(tmp_path, capsys):
     assert info["region_px"] is not None and info["frames_dropped"] == 0
 
 
+def test_record_command_creates_a_new_folder_named_without_a_suffix(tmp_path, capsys):
+    folder = tmp_path / "knee_session"
+    assert main(["record", "--source", "sim:insertion:9", "--out", str(folder), "--frames", "3", "--quiet",
+                 "--model", "classical"]) == 0
+    assert len(list(folder.glob("session_*.usrec"))) == 1
+
+
 def test_record_command_refuses_bad_sources_and_paths_without_creating_files(tmp_path, capsys):
     assert main(["record", "--source", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "a.usrec")]) == 2
     assert main(["record", "--source", "sim", "--out", str(tmp_path / "a.txt")]) == 2

@@ -94,8 +94,11 @@ def register(subparsers) -> None:
 
 def _record_path(out: str) -> Path:
     p = Path(out)
-    if p.is_dir() or out.endswith(os.sep):
-        p.mkdir(parents=True, exist_ok=True)
+    # A name without a suffix ("--out session1") means a folder, as the help says.
+    if p.is_dir() or out.endswith(os.sep) or (not p.suffix and not p.exists()):
+        if not p.parent.is_dir():
+            raise InputError(f"{p.parent}: no such folder")
+        p.mkdir(exist_ok=True)
         return p / f"session_{datetime.now():%Y%m%d_%H%M%S}.usrec"
     if p.suffix.lower() != ".usrec":
         raise InputError(f"{p}: a recording file must end in .usrec (or give a folder)")
