@@ -137,3 +137,19 @@ def test_smooth_polyline_drops_a_spike():
     ys[20] = 40
     x2, y2 = pp.smooth_polyline_y(xs, ys, ksize=7, max_jump_px=3)
     assert 20 not in x2 and len(x2) == 49
+
+
+def test_clean_band_top_keeps_a_band_and_drops_spikes_slivers_and_scraps():
+    xs = np.arange(60, dtype=float)
+    bone = 100.0 + 0.2 * xs                       # a sloping surface
+    top = bone - 12.0                             # a 12 px band on it...
+    top[20] = bone[20] - 30.0                     # ...a column caught on a tissue layer above
+    top[40] = bone[40] - 0.5                      # ...a sliver thinner than a pixel
+    top[50:53] = bone[50:53] - 12.0               # a 3-point scrap after a gap
+    top[45:50] = np.nan
+    top[53:] = np.nan
+    out = pp.clean_band_top(xs, bone, top, ksize=9, min_run=5)
+    assert np.isnan(out[[20, 40]]).all()          # spike and sliver gone
+    assert np.isnan(out[50:53]).all()             # scrap too short to be a band
+    keep = np.r_[0:20, 21:40, 41:45]
+    assert np.array_equal(out[keep], top[keep])   # the band itself is untouched

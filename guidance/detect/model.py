@@ -108,6 +108,11 @@ class ModelDetector:
         needle = make_needle(cand, scale, crop.astype(np.float32), refine_line=self.refine_line,
                              refine_tip=self.refine_tip) if cand is not None else None
         xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
+        # Real frames showed single columns caught on a deeper echo and a ragged band top: keep the
+        # surface continuous and the band a band (the classical detector cleans its surface the same way).
+        xs, ys = pp.smooth_polyline_y(xs, ys, ksize=max(9, (mw // 12) | 1), max_jump_px=max(3.0, mh / 60))
         top = pp.band_top_above(probs[2], xs, ys) if len(xs) else None
+        if top is not None:
+            top = pp.clean_band_top(xs, ys, top, ksize=max(9, (mw // 12) | 1), min_run=max(3, mw // 40))
         target = make_target(xs, ys, top, scale, spacing_mm)
         return Detection(needle=needle, target=target, detector=self.name)

@@ -372,6 +372,35 @@ def smooth_polyline_y(xs: np.ndarray, ys: np.ndarray, *, ksize: int = 9, max_jum
     return xs[keep], ys[keep]
 
 
+def clean_band_top(xs: np.ndarray, bone_ys: np.ndarray, top_ys: np.ndarray, *, ksize: int = 9,
+                   max_dev_px: float = 2.0, min_thick_px: float = 1.0, min_run: int = 5) -> np.ndarray:
+    """Keep only the points of a band's top edge that look like one band over the surface.
+
+    Cartilage is a band of slowly changing thickness, so a column whose
+    thickness (``bone_ys - top_ys``, pixels) is under ``min_thick_px`` or off
+    the running median of its ``ksize`` neighbours by more than
+    ``max(max_dev_px, 35 %)`` is a speckle or a tissue layer, not cartilage;
+    pieces shorter than ``min_run`` points (single gaps bridged) are dropped.
+
+    Returns ``top_ys`` with the rejected points set to NaN (same length as ``xs``).
+    """
+    top = np.array(top_ys, dtype=float)
+    thick = np.asarray(bone_ys, dtype=float) - top
+    ok = np.isfinite(thick) & (thick >= min_thick_px)
+    # run lengths bridge single missing points: one bad column does not cut a band in two
+    bridged = ok.copy()
+    bridged[1:-1] |= ok[:-2] & ok[2:]
+    ok &= _drop_short_runs(bridged, min_run)
+    if ok.sum() >= 3:
+        from scipy.ndimage import median_filter
+
+        idx = np.flatnonzero(ok)
+        med = median_filter(thick[idx], size=min(ksize, len(idx) | 1), mode="nearest")
+        ok[idx[np.abs(thick[idx] - med) > np.maximum(max_dev_px, 0.35 * med)]] = False
+    top[~ok] = np.nan
+    return top
+
+
 def surfaces_to_image(xs: np.ndarray, bone_ys: np.ndarray, top_ys: np.ndarray | None,
                       scale: Scale) -> tuple[np.ndarray, np.ndarray | None]:
     """Bone (and optional band top) from working pixels to image pixels, (N, 2) each."""
