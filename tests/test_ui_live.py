@@ -254,7 +254,7 @@ def test_starts_on_the_simulator_and_draws_its_guidance(window, qtbot):
     assert _close(ov.tip.pos(), res.needle.tip_px)
     assert _close(ov.needle.points(), [res.needle.tail_px, res.needle.tip_px])
     assert np.array_equal(window.view.image_item.image, res.frame.image)  # guidance drawn on its own frame
-    assert window.lab_model.text().startswith("model ")
+    assert window.lab_model.text().startswith("detector ")
     qtbot.waitUntil(lambda: window.display_fps() > 0 and "fps" in window.lab_fps.text(), timeout=3000)
     window.close()
     assert window.worker is None  # closing stops the pipeline

@@ -200,7 +200,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         self.lab_fps = QtWidgets.QLabel("display \u2014 fps")
         self.lab_latency = QtWidgets.QLabel("latency \u2014")
         self.lab_dropped = QtWidgets.QLabel("dropped 0")
-        self.lab_model = QtWidgets.QLabel("model \u2014")
+        self.lab_model = QtWidgets.QLabel("detector \u2014")
         self.lab_record = QtWidgets.QLabel("not recording")
         for lab in (self.lab_fps, self.lab_latency, self.lab_dropped, self.lab_model, self.lab_record):
             lab.setContentsMargins(6, 0, 6, 0)
@@ -275,7 +275,7 @@ class LiveWindow(QtWidgets.QMainWindow):
         self.result = None
         self.act_start.setChecked(True)
         self.act_start.setText("Stop")
-        self.lab_model.setText(f"model {model_name(self.stages)}")
+        self.lab_model.setText(f"detector {model_name(self.stages)}")
         self.settings.set("source/kind", self.source_kind.currentData())
         self.settings.set("source/spec", spec)
         self.strip.set_message("info", "Starting\u2026")
