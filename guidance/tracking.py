@@ -64,8 +64,9 @@ class NeedleTracker:
         this many frames in a row replaces the track: a new needle.
     confirm_frames : int
         A track coasts through missed detections only once this many
-        detections have confirmed it; a needle seen once (maybe a spurious
-        detection) is shown for that frame only.
+        detections have confirmed it (``NeedleTrack.confirmed``); a needle
+        seen once (maybe a spurious detection) is shown for that frame only,
+        and dropping it raises no alert.
     use_flow : bool
         Add the picture's motion around the shaft (Lucas-Kanade flow) to each
         prediction.
@@ -269,7 +270,7 @@ class NeedleTracker:
             if det is None:
                 if self._t_detect_s is not None:
                     self._frames_since += 1
-                return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
+                return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
             self._new_filter(det)
             self._t_detect_s = t
             self._frames_since = 0
@@ -306,12 +307,12 @@ class NeedleTracker:
         if t - self._t_detect_s > self.coast_s or self._hits < self.confirm_frames:
             self._kf = None
             self._pending = [det] if det is not None else []
-            return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
+            return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
         self._accept_prediction()
         tip = self._kf.statePost[0:2, 0]
         if not (0 <= tip[0] < frame.width_px and 0 <= tip[1] < frame.height_px):
             self._kf = None  # coasted out of the picture: do not draw it off-frame
-            return NeedleTrack("lost", None, frames_since_detection=self._frames_since)
+            return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
         return self._output("coasting", fade=1.0 - (t - self._t_detect_s) / self.coast_s)
 
     def _output(self, state: str, fade: float = 1.0) -> NeedleTrack:
@@ -325,7 +326,8 @@ class NeedleTracker:
         var_perp = float(perp @ kf.errorCovPost[4:6, 4:6] @ perp)
         angle_sd_deg = math.degrees(math.sqrt(max(var_perp, 0.0)))
         needle = NeedleDetection(tip, tail, self._confidence * max(0.0, min(1.0, fade)))
-        return NeedleTrack(state, needle, (float(s[2]), float(s[3])), angle_sd_deg, self._frames_since)
+        return NeedleTrack(state, needle, (float(s[2]), float(s[3])), angle_sd_deg, self._frames_since,
+                           confirmed=self._hits >= self.confirm_frames)
 
 
 def _consistent(a: NeedleDetection, b: NeedleDetection, tip_px: float = 15.0, angle_deg: float = 10.0) -> bool:

@@ -153,7 +153,9 @@ class GuidanceStage:
     - ``"near_bone"``: tip within ``near_bone_mm`` of the bone surface (needs spacing).
     - ``"off_target"``: a target point is set and the path passes farther than
       ``off_target_mm`` from it (``off_target_px`` when the spacing is unknown).
-    - ``"needle_lost"``: the tracker lost a needle it had within ``lost_alert_s``.
+    - ``"needle_lost"``: no confirmed needle now, and the tracker had a
+      confirmed one within ``lost_alert_s`` (a track of a frame or two that
+      goes away raises nothing).
     """
 
     def __init__(self, name: str = "guidance", target_point_px=None, near_bone_mm: float = 2.0,
@@ -188,8 +190,12 @@ class GuidanceStage:
                                   cone_k=self.cone_k)
         alerts = list(result.alerts)
         t_s = result.frame.timestamp_s
-        if needle is not None:
+        # Only a confirmed needle can be "lost": one seen for a frame or two (maybe a false
+        # detection) was never worth the user's attention, so its going away is not either.
+        confirmed = needle is not None and (track is None or track.confirmed)
+        if confirmed:
             self._last_needle_t_s = t_s
+        if needle is not None:
             if spacing is not None and target is not None and len(target.bone_px):
                 if tip_to_bone_mm(needle, target.bone_px, spacing) <= self.near_bone_mm:
                     alerts.append(ALERT_NEAR_BONE)
@@ -197,8 +203,10 @@ class GuidanceStage:
                 miss = float(np.hypot(*miss_vector(needle, self._target_point_px, spacing)))
                 if miss > (self.off_target_mm if spacing is not None else self.off_target_px):
                     alerts.append(ALERT_OFF_TARGET)
-        elif (track is not None and track.state == "lost" and self._last_needle_t_s is not None
-              and 0.0 <= t_s - self._last_needle_t_s <= self.lost_alert_s):
+        if (track is not None and not confirmed and self._last_needle_t_s is not None
+                and 0.0 <= t_s - self._last_needle_t_s <= self.lost_alert_s):
+            # Also while a new track is not yet confirmed: a flicker of detection does not end
+            # the alert and start it again (one loss, one alert).
             alerts.append(ALERT_NEEDLE_LOST)
         return replace(result, trajectory=traj, alerts=tuple(alerts))
 

@@ -166,7 +166,9 @@ class NeedleTrack:
 
     ``needle`` is ``None`` when the state is ``lost``: a lost needle is never
     invented. ``angle_sd_deg`` is the shaft-angle uncertainty (one standard
-    deviation) used for the uncertainty cone.
+    deviation) used for the uncertainty cone. ``confirmed`` is False while the
+    track rests on too few detections to be trusted (maybe a spurious one):
+    losing such a track is not worth an alert.
     """
 
     state: TrackingState
@@ -174,6 +176,7 @@ class NeedleTrack:
     tip_velocity_px_s: PointPx = (0.0, 0.0)
     angle_sd_deg: float = 0.0
     frames_since_detection: int = 0
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)

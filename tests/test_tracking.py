@@ -169,6 +169,13 @@ def speckle_with_needle(shift=(0.0, 0.0), seed=5) -> np.ndarray:
     return cv2.warpAffine(base, m, (base.shape[1], base.shape[0]), borderMode=cv2.BORDER_REFLECT)[20:260, 20:340]
 
 
+def test_track_is_confirmed_only_after_confirm_frames_detections():
+    tr = NeedleTracker(confirm_frames=3)
+    flags = [tr.update(frame(i), det((150, 120), (50, 50))).confirmed for i in range(4)]
+    assert flags == [False, False, True, True]
+    assert tr.update(frame(4), Detection()).confirmed          # coasting on a confirmed track
+
+
 def test_optical_flow_carries_the_needle_through_a_missed_detection():
     tip0 = np.array([180.0, 110.0])   # (200, 130) in the cropped image
     tail0 = np.array([40.0, 20.0])

@@ -189,6 +189,47 @@ def test_needle_lost_alert_only_after_a_needle_was_tracked():
     assert all(("needle_lost" in r.alerts) == (r.track.state == "lost") for r in after)
 
 
+def _run(needles, t0_s: float = 0.0):
+    """Track + guidance over a list of needles (None: nothing detected), 30 fps; the results."""
+    track, guide = TrackStage(coast_s=0.5), GuidanceStage()
+    return [guide(track(_result(n, flat_surface(100), t_s=t0_s + i / 30))) for i, n in enumerate(needles)]
+
+
+def _onsets(results, alert: str = "needle_lost") -> int:
+    """How many times ``alert`` starts (what the user notices and the timeline marks)."""
+    on = [alert in r.alerts for r in results]
+    return sum(1 for prev, cur in zip([False] + on, on) if cur and not prev)
+
+
+@pytest.mark.parametrize("false_frames", [1, 2])
+def test_false_detection_for_a_frame_or_two_then_nothing_raises_no_needle_lost(false_frames):
+    spurious = needle((50, 0), (50, 50))
+    results = _run([None] * 5 + [spurious] * false_frames + [None] * 60)
+    assert any(r.needle is not None for r in results)        # the detection was passed on ...
+    assert not any("needle_lost" in r.alerts for r in results)  # ... but its going raises nothing
+
+
+def test_confirmed_needle_that_disappears_past_the_coast_raises_exactly_one_needle_lost():
+    results = _run([needle((50, 0), (50, 50))] * 10 + [None] * 60)
+    states = [r.track.state for r in results[10:]]
+    assert "coasting" in states and states[-1] == "lost"
+    assert _onsets(results) == 1
+    assert all("needle_lost" in r.alerts for r in results[10:] if r.track.state == "lost")
+
+
+def test_a_flicker_of_detection_while_lost_does_not_start_a_second_needle_lost():
+    n = needle((50, 0), (50, 50))
+    results = _run([n] * 10 + [None] * 30 + [needle((120, 10), (150, 60))] + [None] * 30)
+    assert _onsets(results) == 1
+
+
+def test_needle_lost_ends_once_the_needle_is_confirmed_again():
+    n = needle((50, 0), (50, 50))
+    results = _run([n] * 10 + [None] * 30 + [n] * 10)
+    assert _onsets(results) == 1
+    assert "needle_lost" not in results[-1].alerts and results[-1].track.confirmed
+
+
 # --- properties over random geometry ---------------------------------------------
 
 from hypothesis import given, settings  # noqa: E402
