@@ -33,7 +33,7 @@ def check_qt() -> None:
 
 def ensure_app():
     """The running QApplication, created (with our names and a dark style) if needed."""
-    from PySide6 import QtGui, QtWidgets
+    from PySide6 import QtWidgets
 
     app = QtWidgets.QApplication.instance()
     if app is None:
@@ -42,16 +42,23 @@ def ensure_app():
         app = QtWidgets.QApplication(sys.argv[:1])
         app.setOrganizationName("KneeGuidance")
         app.setApplicationName("guidance-ui")
-        app.setStyle("Fusion")
-        pal = QtGui.QPalette()
-        for role, colour in ((QtGui.QPalette.ColorRole.Window, "#1b1b1b"), (QtGui.QPalette.ColorRole.WindowText, "#e0e0e0"),
-                             (QtGui.QPalette.ColorRole.Base, "#121212"), (QtGui.QPalette.ColorRole.Text, "#e0e0e0"),
-                             (QtGui.QPalette.ColorRole.Button, "#2a2a2a"), (QtGui.QPalette.ColorRole.ButtonText, "#e0e0e0"),
-                             (QtGui.QPalette.ColorRole.Highlight, "#0072b2"), (QtGui.QPalette.ColorRole.ToolTipBase, "#2a2a2a"),
-                             (QtGui.QPalette.ColorRole.ToolTipText, "#e0e0e0")):
-            pal.setColor(role, QtGui.QColor(colour))
-        app.setPalette(pal)
+        apply_style(app)
     return app
+
+
+def apply_style(app) -> None:
+    """Dark Fusion style: the image stays the brightest thing on screen in a dimmed room."""
+    from PySide6 import QtGui
+
+    app.setStyle("Fusion")
+    pal = QtGui.QPalette()
+    for role, colour in ((QtGui.QPalette.ColorRole.Window, "#1b1b1b"), (QtGui.QPalette.ColorRole.WindowText, "#e0e0e0"),
+                         (QtGui.QPalette.ColorRole.Base, "#121212"), (QtGui.QPalette.ColorRole.Text, "#e0e0e0"),
+                         (QtGui.QPalette.ColorRole.Button, "#2a2a2a"), (QtGui.QPalette.ColorRole.ButtonText, "#e0e0e0"),
+                         (QtGui.QPalette.ColorRole.Highlight, "#0072b2"), (QtGui.QPalette.ColorRole.ToolTipBase, "#2a2a2a"),
+                         (QtGui.QPalette.ColorRole.ToolTipText, "#e0e0e0")):
+        pal.setColor(role, QtGui.QColor(colour))
+    app.setPalette(pal)
 
 
 def run_live(spec: str, *, source_options: dict | None = None, detector: str | None = None,

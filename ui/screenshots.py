@@ -4,8 +4,8 @@
 
 Runs the live view on the simulator until guidance is on screen, saves
 ``screenshot_live.png``; then opens the player on a short recording of the
-same session (or on a video written from the simulator when recordings are
-not available) and saves ``screenshot_player.png``.
+same session and saves ``screenshot_player.png``. ``tests/test_ui_screenshots.py``
+runs this (into ``docs/`` with ``GUIDANCE_DOCS_SCREENSHOTS=1``).
 """
 
 from __future__ import annotations
@@ -82,47 +82,28 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from .app import ensure_app
+    from .app import apply_style, ensure_app
     from .player import PlayerWindow
     from .settings import Settings, ini_settings
 
     app = ensure_app()
-    tmp = Path(tempfile.mkdtemp(prefix="guidance-shots-"))
-    try:
-        import guidance.recording  # noqa: F401
-        record_to = tmp / "session.usrec"
-    except ImportError:
-        record_to = None
-    win, recording = live_screenshot(out / "screenshot_live.png", record_to=record_to)
-    win.close()
-    if recording is None:  # no recorder yet: play a simulated clip as a video file
-        import cv2
-
-        from guidance.sources import open_source
-
-        path = tmp / "clip.avi"
-        src = open_source("sim:insertion:1", realtime=False, size_px=(640, 480), fps=30)
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480), False)
-        with src:
-            for _ in range(120):
-                f = src.read()
-                if f is None:
-                    break
-                writer.write(f.image)
-        writer.release()
-        recording = path
-    player = PlayerWindow(Settings(ini_settings(tmp / "player.ini")))
-    player.resize(1400, 700)
-    player.show()
-    player.open(str(recording))
-    player.set_mode("side" if player.data.has_recorded_guidance else "recomputed")
-    guided = [i for i in range(len(player.data))
-              if (player.data.record(i) or {}).get("trajectory") and (player.data.record(i) or {}).get("tracking") == "tracking"]
-    player.seek(guided[len(guided) // 2] if guided else len(player.data) // 2)
-    _wait(app, lambda: player.results["recomputed"] is not None, 30)
-    _wait(app, lambda: False, 0.3)
-    player.grab().save(str(out / "screenshot_player.png"))
-    player.close()
+    apply_style(app)  # as the app looks, also when a test made the QApplication
+    with tempfile.TemporaryDirectory(prefix="guidance-shots-") as tmpd:
+        tmp = Path(tmpd)
+        win, recording = live_screenshot(out / "screenshot_live.png", record_to=tmp / "session.usrec")
+        win.close()
+        player = PlayerWindow(Settings(ini_settings(tmp / "player.ini")))
+        player.resize(1400, 700)
+        player.show()
+        player.open(str(recording))
+        player.set_mode("side" if player.data.has_recorded_guidance else "recomputed")
+        guided = [i for i in range(len(player.data))
+                  if (player.data.record(i) or {}).get("trajectory") and (player.data.record(i) or {}).get("tracking") == "tracking"]
+        player.seek(guided[len(guided) // 2] if guided else len(player.data) // 2)
+        _wait(app, lambda: player.results["recomputed"] is not None, 30)
+        _wait(app, lambda: False, 0.3)
+        player.grab().save(str(out / "screenshot_player.png"))
+        player.close()
     print(f"saved {out / 'screenshot_live.png'} and {out / 'screenshot_player.png'}")
     return 0
 

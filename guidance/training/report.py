@@ -67,6 +67,7 @@ def _fmt_value(v, unit: str) -> str:
     if unit == "%":
         return f"{100 * v:.0f} %"
     if isinstance(v, float):
+        v = 0.0 if abs(v) < 0.005 else v  # no "-0.00 mm"
         return f"{v:.2f} {unit}".strip()
     return f"{v} {unit}".strip()
 
