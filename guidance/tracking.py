@@ -48,7 +48,15 @@ class NeedleTracker:
         and across it. Detectors place the tip less surely along the shaft
         (where the bright line fades out) than across it.
     dir_sd : float
-        Measurement noise of the detector's unit direction (1 SD; 0.02 ~ 1.1 deg).
+        Least measurement noise of the detector's unit direction (1 SD; 0.02 ~ 1.1 deg).
+    dir_endpoint_sd_px : float
+        Error of the detector's shaft ends across the shaft (1 SD, px): the
+        direction's noise is ``sqrt(2) * dir_endpoint_sd_px / length`` when that
+        is larger, so a short visible shaft is trusted less. 2.5 px matches the
+        model detector on the simulator (angle error x shaft length ~ constant).
+        The reported ``angle_sd_deg`` never drops below one detection's: the
+        detector's angle errors persist over many frames, averaging does not
+        remove them, and the cone must not claim it does.
     accel_noise : float
         Process noise of the tip: square root of the white-acceleration spectral
         density (px / s^1.5) while the needle moves as the filter expects. It
@@ -75,7 +83,7 @@ class NeedleTracker:
     """
 
     def __init__(self, coast_s: float = 0.5, *, tip_along_sd_px: float = 2.0, tip_across_sd_px: float = 1.0,
-                 dir_sd: float = 0.02,
+                 dir_sd: float = 0.02, dir_endpoint_sd_px: float = 2.5,
                  accel_noise: float = 20.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
                  gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3, confirm_frames: int = 3,
                  use_flow: bool = True, flow_tip_sd_px: float = 0.3) -> None:
@@ -83,6 +91,7 @@ class NeedleTracker:
         self.tip_along_sd_px = tip_along_sd_px
         self.tip_across_sd_px = tip_across_sd_px
         self.dir_sd = dir_sd
+        self.dir_endpoint_sd_px = dir_endpoint_sd_px
         self.accel_noise = accel_noise
         self.max_noise_gain = max_noise_gain
         self.dir_rate_sd_s = dir_rate_sd_s
@@ -118,9 +127,10 @@ class NeedleTracker:
         u = det.direction
         kf.statePost = np.array([[det.tip_px[0]], [det.tip_px[1]], [0.0], [0.0], [u[0]], [u[1]]], _F64)
         # Velocity unknown at first: a wide prior lets the first frames set it.
-        kf.errorCovPost = np.diag([self.tip_along_sd_px**2] * 2 + [60.0**2] * 2 + [self.dir_sd**2] * 2).astype(_F64)
+        kf.errorCovPost = np.diag([self.tip_along_sd_px**2] * 2 + [60.0**2] * 2 + [self._dir_var(det)] * 2).astype(_F64)
         self._kf = kf
         self._length_px = float(np.hypot(*np.subtract(det.tip_px, det.tail_px)))
+        self._dir_var_meas = self._dir_var(det)
         self._confidence = float(det.confidence)
         self._pending = []
         self._nis = 2.0
@@ -175,8 +185,13 @@ class NeedleTracker:
         n = np.array([-u[1], u[0]])
         r = np.zeros((4, 4), _F64)
         r[0:2, 0:2] = self.tip_along_sd_px**2 * np.outer(u, u) + self.tip_across_sd_px**2 * np.outer(n, n)
-        r[2, 2] = r[3, 3] = self.dir_sd**2
+        r[2, 2] = r[3, 3] = self._dir_var(det)
         return r
+
+    def _dir_var(self, det: NeedleDetection) -> float:
+        """Variance of the measured unit direction: endpoint errors across the shaft over its length."""
+        length = max(float(np.hypot(*np.subtract(det.tip_px, det.tail_px))), 1.0)
+        return max(self.dir_sd**2, 2.0 * (self.dir_endpoint_sd_px / length) ** 2)
 
     @staticmethod
     def _measurement(det: NeedleDetection) -> np.ndarray:
@@ -288,6 +303,7 @@ class NeedleTracker:
                 self._correct(z, r)
                 self._length_px += 0.3 * (float(np.hypot(*np.subtract(det.tip_px, det.tail_px))) - self._length_px)
                 self._confidence = float(det.confidence)
+                self._dir_var_meas = float(r[2, 2])
                 self._t_detect_s = t
                 self._frames_since = 0
                 self._pending = []
@@ -323,7 +339,10 @@ class NeedleTracker:
         tail = (float(s[0] - self._length_px * u[0]), float(s[1] - self._length_px * u[1]))
         # Angle SD: the direction's covariance across the shaft, over its length.
         perp = np.array([-u[1], u[0]])
-        var_perp = float(perp @ kf.errorCovPost[4:6, 4:6] @ perp)
+        # Floored at one detection's own variance: a detector's angle error persists over many
+        # frames (a bias of the visible shaft, not independent noise), so averaging frames does
+        # not shrink it and the cone must not claim it does.
+        var_perp = max(float(perp @ kf.errorCovPost[4:6, 4:6] @ perp), self._dir_var_meas)
         angle_sd_deg = math.degrees(math.sqrt(max(var_perp, 0.0)))
         needle = NeedleDetection(tip, tail, self._confidence * max(0.0, min(1.0, fade)))
         return NeedleTrack(state, needle, (float(s[2]), float(s[3])), angle_sd_deg, self._frames_since,

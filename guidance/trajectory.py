@@ -103,9 +103,9 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
     cos_a = abs(float(np.dot(tangent, d_m))) / (np.hypot(*tangent) * np.hypot(*d_m))
     approach_deg = math.degrees(math.acos(min(1.0, cos_a)))
 
-    distance_mm = float(np.hypot(*to_mm(intercept - tip, spacing_mm))) if spacing_mm else None
+    distance_mm = float(np.hypot(*to_mm(intercept - tip, spacing_mm))) if spacing_mm is not None else None
     skin = 0.0 if skin_y_px is None else float(skin_y_px)
-    tip_depth_mm = (float(tip[1]) - skin) * spacing_mm[1] if spacing_mm else None
+    tip_depth_mm = (float(tip[1]) - skin) * spacing_mm[1] if spacing_mm is not None else None
 
     cone = _cone(tip, d_m, m, surface, cone_k * float(angle_sd_deg), t_px) if angle_sd_deg > 0 else None
 
