@@ -44,8 +44,8 @@ def ray_polyline_hits(origin, directions, poly, *, min_t: float = 0.0) -> tuple[
 
     Parameters
     ----------
-    origin : (2,) array-like
-        Common start of the rays.
+    origin : (2,) or (K, 2) array-like
+        Start of the rays: one for all, or one per ray.
     directions : (K, 2) array-like
         Ray directions (``t`` is in units of each direction's length).
     poly : (N, 2) array
@@ -64,15 +64,15 @@ def ray_polyline_hits(origin, directions, poly, *, min_t: float = 0.0) -> tuple[
     k = len(dirs)
     if poly.ndim != 2 or len(poly) < 2:
         return np.full(k, np.nan), np.full(k, -1)
-    p = np.asarray(origin, dtype=float)
+    p = np.atleast_2d(np.asarray(origin, dtype=float))  # (1 or K, 2)
     a = poly[:-1]
     e = poly[1:] - a                                     # (N-1, 2) segment vectors
-    w = a - p
+    w = a[None] - p[:, None]                             # (1 or K, N-1, 2)
     dx, dy = dirs[:, :1], dirs[:, 1:]                    # (K, 1)
     denom = dx * e[:, 1] - dy * e[:, 0]                  # cross(d, e): (K, N-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        t = (w[:, 0] * e[:, 1] - w[:, 1] * e[:, 0]) / denom  # cross(w, e) / cross(d, e)
-        s = (w[:, 0] * dy - w[:, 1] * dx) / denom             # cross(w, d) / cross(d, e)
+        t = (w[..., 0] * e[:, 1] - w[..., 1] * e[:, 0]) / denom  # cross(w, e) / cross(d, e)
+        s = (w[..., 0] * dy - w[..., 1] * dx) / denom             # cross(w, d) / cross(d, e)
     eps = 1e-9
     ok = (np.abs(denom) > 1e-12) & (t >= min_t) & (s >= -eps) & (s <= 1 + eps)
     t = np.where(ok, t, np.inf)

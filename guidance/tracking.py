@@ -344,9 +344,11 @@ class NeedleTracker:
         # not shrink it and the cone must not claim it does.
         var_perp = max(float(perp @ kf.errorCovPost[4:6, 4:6] @ perp), self._dir_var_meas)
         angle_sd_deg = math.degrees(math.sqrt(max(var_perp, 0.0)))
+        # The tip across the shaft, floored at one detection's for the same reason.
+        tip_across_sd_px = math.sqrt(max(float(perp @ kf.errorCovPost[0:2, 0:2] @ perp), self.tip_across_sd_px**2))
         needle = NeedleDetection(tip, tail, self._confidence * max(0.0, min(1.0, fade)))
         return NeedleTrack(state, needle, (float(s[2]), float(s[3])), angle_sd_deg, self._frames_since,
-                           confirmed=self._hits >= self.confirm_frames)
+                           confirmed=self._hits >= self.confirm_frames, tip_across_sd_px=tip_across_sd_px)
 
 
 def _consistent(a: NeedleDetection, b: NeedleDetection, tip_px: float = 15.0, angle_deg: float = 10.0) -> bool:

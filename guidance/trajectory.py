@@ -59,7 +59,7 @@ def miss_vector(needle: NeedleDetection, target_point_px, spacing_mm: Spacing | 
 def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection | None,
                        spacing_mm: Spacing | None, *, angle_sd_deg: float = 0.0,
                        target_point_px=None, skin_y_px: float | None = None,
-                       cone_k: float = 2.0) -> Trajectory | None:
+                       cone_k: float = 2.0, tip_sd_px: float = 0.0) -> Trajectory | None:
     """Where the needle's extended line meets the target surface.
 
     Parameters
@@ -72,6 +72,10 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
         Millimetres per pixel along x and y.
     angle_sd_deg : float
         Shaft-angle uncertainty (1 SD); the cone spans ``±cone_k * angle_sd_deg``.
+    tip_sd_px : float
+        Uncertainty of the tip across the shaft (1 SD, px); the cone's lines
+        start ``±cone_k * tip_sd_px`` beside the tip, so the cone does not
+        shrink to a point where the tip is nearly on the surface.
     target_point_px : (x, y) or None
         A point the user picked; adds the miss split into depth and lateral mm.
     skin_y_px : float or None
@@ -107,7 +111,8 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
     skin = 0.0 if skin_y_px is None else float(skin_y_px)
     tip_depth_mm = (float(tip[1]) - skin) * spacing_mm[1] if spacing_mm is not None else None
 
-    cone = _cone(tip, d_m, m, surface, cone_k * float(angle_sd_deg), t_px) if angle_sd_deg > 0 else None
+    cone = (_cone(tip, d_m, m, surface, cone_k * float(angle_sd_deg), cone_k * float(tip_sd_px), t_px)
+            if angle_sd_deg > 0 or tip_sd_px > 0 else None)
 
     miss_depth = miss_lateral = None
     tp = None
@@ -123,17 +128,20 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
                       miss_depth_mm=miss_depth, miss_lateral_mm=miss_lateral)
 
 
-def _cone(tip, d_metric, m, surface, half_angle_deg: float, length_px: float):
-    """Two lines from the tip at ±half_angle (rotated in tissue space) to the surface.
+def _cone(tip, d_metric, m, surface, half_angle_deg: float, half_width_px: float, length_px: float):
+    """Two lines at ±half_angle (rotated in tissue space) from ±half_width beside the tip to the surface.
 
     A side that misses the surface is drawn as long as the main path.
     """
     d = to_px(rotate(np.stack([d_metric, d_metric]), np.array([-half_angle_deg, half_angle_deg])), m)
     d /= np.hypot(d[:, 0], d[:, 1])[:, None]
-    t, _ = ray_polyline_hits(tip, d, surface)
-    ends = tip + np.where(np.isfinite(t), t, length_px)[:, None] * d
-    start = (float(tip[0]), float(tip[1]))
-    return tuple((start, (float(x), float(y))) for x, y in ends)
+    u = to_px(d_metric, m)
+    u /= np.hypot(*u)
+    normal = np.array([-u[1], u[0]])                   # the side a positive rotation turns to
+    starts = tip + np.array([-half_width_px, half_width_px])[:, None] * normal
+    t, _ = ray_polyline_hits(starts, d, surface)
+    ends = starts + np.where(np.isfinite(t), t, length_px)[:, None] * d
+    return tuple(((float(s[0]), float(s[1])), (float(x), float(y))) for s, (x, y) in zip(starts, ends))
 
 
 def tip_to_bone_mm(needle: NeedleDetection, bone_px, spacing_mm: Spacing) -> float:
@@ -187,7 +195,8 @@ class GuidanceStage:
         traj = compute_trajectory(needle, target, spacing,
                                   angle_sd_deg=track.angle_sd_deg if track is not None else 0.0,
                                   target_point_px=self._target_point_px, skin_y_px=skin,
-                                  cone_k=self.cone_k)
+                                  cone_k=self.cone_k,
+                                  tip_sd_px=track.tip_across_sd_px if track is not None else 0.0)
         alerts = list(result.alerts)
         t_s = result.frame.timestamp_s
         # Only a confirmed needle can be "lost": one seen for a frame or two (maybe a false

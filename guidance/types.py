@@ -166,7 +166,8 @@ class NeedleTrack:
 
     ``needle`` is ``None`` when the state is ``lost``: a lost needle is never
     invented. ``angle_sd_deg`` is the shaft-angle uncertainty (one standard
-    deviation) used for the uncertainty cone. ``confirmed`` is False while the
+    deviation) used for the uncertainty cone, ``tip_across_sd_px`` the tip's
+    uncertainty across the shaft (the cone's width at the tip). ``confirmed`` is False while the
     track rests on too few detections to be trusted (maybe a spurious one):
     losing such a track is not worth an alert.
     """
@@ -177,6 +178,7 @@ class NeedleTrack:
     angle_sd_deg: float = 0.0
     frames_since_detection: int = 0
     confirmed: bool = True
+    tip_across_sd_px: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,7 @@ def test_angle_uncertainty_never_drops_below_one_detections_own():
     tr = NeedleTracker()
     sds = [tr.update(frame(i), det((150, 120), (50, 50))).angle_sd_deg for i in range(15)]
     assert sds[-1] == pytest.approx(np.degrees(np.sqrt(2) * 2.5 / np.hypot(100, 70)), rel=0.05)
+    assert tr.update(frame(15), det((150, 120), (50, 50))).tip_across_sd_px == pytest.approx(tr.tip_across_sd_px)
 
 
 def test_short_visible_shaft_gives_a_wider_angle_uncertainty_than_a_long_one():

@@ -118,6 +118,26 @@ def test_cone_lines_open_at_plus_minus_k_sd_in_mm_space():
         assert p1[1] == pytest.approx(100.0)  # both edges end on the surface
 
 
+def test_cone_starts_beside_the_tip_by_its_across_shaft_uncertainty():
+    # Vertical needle, tip at (50, 60), flat surface at y=100: without angle uncertainty the
+    # cone is a band of +-k * sd px about the path, each side ending on the surface.
+    tr = compute_trajectory(needle((50, 0), (50, 60)), flat_surface(100), (0.1, 0.1),
+                            tip_sd_px=1.5, cone_k=2.0)
+    starts = sorted(p0 for p0, _ in tr.cone_px)
+    ends = sorted(p1 for _, p1 in tr.cone_px)
+    assert starts == [pytest.approx((47.0, 60.0)), pytest.approx((53.0, 60.0))]
+    assert ends == [pytest.approx((47.0, 100.0)), pytest.approx((53.0, 100.0))]
+
+
+def test_cone_from_both_uncertainties_opens_outward_on_each_side():
+    tr = compute_trajectory(needle((50, 0), (50, 60)), flat_surface(100), (0.1, 0.1),
+                            angle_sd_deg=2.0, tip_sd_px=1.0, cone_k=2.0)
+    (left_start, left_end), (right_start, right_end) = sorted(tr.cone_px)
+    spread = math.tan(math.radians(4.0)) * 40
+    assert left_end == pytest.approx((48.0 - spread, 100.0))
+    assert right_end == pytest.approx((52.0 + spread, 100.0))
+
+
 def test_no_cone_without_uncertainty():
     assert compute_trajectory(needle((0, 0), (50, 50)), flat_surface(100), None).cone_px is None
 
