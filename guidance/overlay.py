@@ -6,8 +6,9 @@ colour-vision deficiencies) and every mark is drawn over a black halo so it
 reads on bright and dark ultrasound alike.
 
 Stale guidance is never shown: when ``now_monotonic_s`` is given and the
-result is older than ``max_age_ms`` (age from ``result.received_s``), only the
-frame is drawn, with a line saying why the guidance is hidden.
+result is older than ``max_age_ms`` (age from ``result.received_s``; a result
+without one counts as stale), only the frame is drawn, with a line saying why
+the guidance is hidden.
 """
 
 from __future__ import annotations
@@ -194,8 +195,10 @@ def render_overlay(result: FrameResult, *, now_monotonic_s: float | None = None,
     scale = max(0.4, min(h, w) / 900.0)
     thick = max(1, int(round(min(h, w) / 400.0)))
     if now_monotonic_s is not None and guidance_is_stale(result, now_monotonic_s, max_age_ms):
-        age = guidance_age_ms(result, now_monotonic_s)
-        _text(img, f"guidance hidden: {age:.0f} ms old", (8, 8), OKABE_ITO_BGR["yellow"], scale, box=True)
+        # A result with no receive time (a replayed one) has no live age: hidden, and said so plainly.
+        why = (f"{guidance_age_ms(result, now_monotonic_s):.0f} ms old" if result.received_s > 0
+               else "its age is unknown")
+        _text(img, f"guidance hidden: {why}", (8, 8), OKABE_ITO_BGR["yellow"], scale, box=True)
         return img
     show = ALL_LAYERS if layers is None else frozenset(layers)
     region = result.region

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from guidance.overlay import (NEEDLE_BGR, OKABE_ITO_BGR, OKABE_ITO_RGB, PATH_BGR, SURFACE_BGR,
                               guidance_is_stale, readout_lines, render_overlay)
+from guidance.pipeline import LivePipeline
+from guidance.sources.base import SourceBase
 from guidance.tracking import TrackStage
 from guidance.trajectory import GuidanceStage
 from guidance.types import Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, TargetDetection
@@ -119,3 +125,65 @@ def test_broken_needle_coordinates_draw_nothing_and_do_not_fail():
     r = GuidanceStage()(FrameResult(Frame(img, 0.0, 0, 0, None), detection=det))
     out = render_overlay(r)
     assert colour_present(out, NEEDLE_BGR) == 0
+
+
+def test_result_without_a_receive_time_is_hidden_when_checked_against_the_clock():
+    r = scene(received_s=0.0)   # e.g. rebuilt from a recording: no live age
+    img = render_overlay(r, now_monotonic_s=time.monotonic())
+    assert colour_present(img, NEEDLE_BGR) == 0 and colour_present(img, PATH_BGR) == 0
+    assert np.any(img[:40, :300] != GREY)
+
+
+# --- end to end: a live pipeline whose scanner freezes --------------------------------------
+
+class FreezableScanner(SourceBase):
+    """Grey frames, as fast as asked, until ``gate`` is cleared: then ``read`` blocks (frozen scanner)."""
+
+    name = "freezable scanner"
+    is_live = True
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.emitted = 0
+
+    def read(self):
+        self.gate.wait()
+        time.sleep(0.002)
+        self.emitted += 1
+        return self.make_frame(np.full((400, 480), GREY, np.uint8), self.emitted / 30, self.emitted, (0.1, 0.1))
+
+
+class SceneDetector:
+    """Detection stage that sees the needle and surface of :func:`scene` in every frame."""
+
+    name = "detect"
+
+    def __call__(self, result):
+        return replace(result, detection=scene().detection)
+
+
+def test_live_guidance_goes_stale_and_is_hidden_when_the_scanner_freezes():
+    source = FreezableScanner()
+    stages = [SceneDetector(), TrackStage(), GuidanceStage()]
+    with LivePipeline(source, stages, stall_timeout_s=0.3) as pipeline:
+        deadline = time.monotonic() + 20
+        while (pipeline.latest() is None or pipeline.latest().trajectory is None
+               or pipeline.status().frames_processed < 5):
+            assert time.monotonic() < deadline, "no guidance from the pipeline"
+            time.sleep(0.005)
+        fresh = pipeline.latest()
+        # Drawn when looked at within its age (the clock given, so the test does not depend on load).
+        assert near(render_overlay(fresh, now_monotonic_s=fresh.received_s + 0.05), (90, 90), NEEDLE_BGR)
+        source.gate.clear()   # the scanner freezes: the last result stays the newest
+        while pipeline.status().state != "no_signal":
+            assert time.monotonic() < deadline, "the pipeline never noticed the frozen scanner"
+            time.sleep(0.005)
+        frozen = pipeline.latest()
+        img = render_overlay(frozen, now_monotonic_s=time.monotonic())
+        source.gate.set()
+    assert time.monotonic() - frozen.received_s > 0.1
+    for colour in (NEEDLE_BGR, PATH_BGR, SURFACE_BGR):
+        assert colour_present(img, colour) == 0
+    assert np.all(img[60:, :] == GREY) and np.any(img[:40, :300] != GREY)
