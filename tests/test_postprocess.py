@@ -153,3 +153,53 @@ def test_clean_band_top_keeps_a_band_and_drops_spikes_slivers_and_scraps():
     assert np.isnan(out[50:53]).all()             # scrap too short to be a band
     keep = np.r_[0:20, 21:40, 41:45]
     assert np.array_equal(out[keep], top[keep])   # the band itself is untouched
+
+
+def test_tip_fall_off_finds_the_end_of_a_blurred_shaft():
+    p0, d = np.array([30.0, 40.0]), np.array([0.8, 0.6])
+    img = gaussian_line_image((200, 240), p0, d, t_end=120.4, sigma=2.0)
+    img = cv2.GaussianBlur(img, (0, 0), 2.0)  # the scanner's point-spread function
+    for guess in (114.0, 120.0, 125.0):  # segmentation short of, at, or past the end
+        assert abs(pp.tip_fall_off(img, p0, d, guess, search_px=8.0) - 120.4) < 0.5
+
+
+def test_tip_fall_off_keeps_the_guess_on_a_flat_image():
+    img = np.full((100, 100), 90.0, np.float32)
+    assert pp.tip_fall_off(img, np.array([10.0, 10.0]), np.array([1.0, 0.0]), 50.0) == 50.0
+
+
+def two_wall_needle(shape, centre, direction, t_end, *, radius=5.0, bright=170.0, dim=50.0, bg=40.0):
+    """A hollow shaft's echo: bright upper wall and faint lower wall ``radius`` px either side of the axis."""
+    d = np.asarray(direction, float) / np.hypot(*direction)
+    n = np.array([-d[1], d[0]])
+    up = -1.0 if n[1] > 0 else 1.0  # the upper wall is on the side of smaller y
+    img = np.full(shape, bg, np.float32)
+    for off, amp in ((up * radius, bright), (-up * radius, dim)):
+        img += gaussian_line_image(shape, centre + off * n, d, sigma=1.3, amp=amp, bg=0.0, t_end=t_end)
+    return cv2.GaussianBlur(img, (0, 0), 1.0)
+
+
+def test_hybrid_refinement_takes_the_angle_from_the_image_and_keeps_the_centreline():
+    centre, angle = np.array([60.3, 50.7]), np.radians(28.0)
+    d_true = np.array([np.cos(angle), np.sin(angle)])
+    img = two_wall_needle((256, 320), centre, d_true, t_end=180.0)
+    scale = pp.Scale(2.0, 2.0)
+    # the segmentation's line: on the centreline at its middle, 1.5 degrees off, tip 6 px short
+    mid = centre + 90.0 * d_true
+    a = angle + np.radians(1.5)
+    d0 = np.array([np.cos(a), np.sin(a)])
+    ends_img = np.array([mid - 85.0 * d0, mid + 84.0 * d0])
+    ends_work = (ends_img + 0.5) / 2.0 - 0.5
+    dw = ends_work[1] - ends_work[0]
+    length_w = np.hypot(*dw)
+    cand = pp.NeedleCandidate(point=ends_work[0], direction=dw / length_w, t_tail=0.0, t_tip=length_w,
+                              confidence=0.95)
+    tail, tip, _ = pp.needle_to_image(cand, scale, img, refine="direction", tip_refine=True)
+    d = (tip - tail) / np.hypot(*(tip - tail))
+    assert np.degrees(np.arccos(min(1.0, d @ d_true))) < 0.15
+    normal = np.array([-d_true[1], d_true[0]])
+    assert abs((tip - centre) @ normal) < 0.5  # on the axis, not on the bright upper wall 5 px above it
+    assert abs((tip - centre) @ d_true - 180.0) < 1.0
+    # "full" refinement moves the line onto the echo's centroid: off the axis, toward the upper wall
+    tail_f, tip_f, _ = pp.needle_to_image(cand, scale, img, refine="full", tip_refine=False)
+    assert abs((tip_f - centre) @ normal) > 2.0

@@ -94,7 +94,8 @@ def sample_along(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t: np.ndarr
 
 
 def refine_line_on_image(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0: float, t1: float,
-                         *, half_width_px: float = 5.0, step_px: float = 2.0) -> tuple[np.ndarray, np.ndarray, float]:
+                         *, half_width_px: float = 5.0, step_px: float = 2.0,
+                         chunk: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
     """Sub-pixel refinement of a bright line on the image itself.
 
     Samples intensity profiles perpendicular to the line every ``step_px``
@@ -109,7 +110,13 @@ def refine_line_on_image(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0:
         return p0, d, 0.0
     t = np.arange(t0, t1, step_px)
     s = np.arange(-half_width_px, half_width_px + 1e-6, 0.25)
-    prof = sample_along(image_f, p0, d, t, s)
+    if chunk > 1:
+        # average the profiles of ``chunk`` consecutive 1 px steps: speckle averages out, the line stays
+        tt = np.arange(t0, t0 + len(t) * step_px, step_px / chunk)
+        prof = sample_along(image_f, p0, d, tt, s).reshape(len(t), chunk, len(s)).mean(axis=1)
+        t = t + 0.5 * step_px * (chunk - 1) / chunk
+    else:
+        prof = sample_along(image_f, p0, d, t, s)
     bg = np.median(prof, axis=1, keepdims=True)
     excess = np.clip(prof - bg, 0, None)
     peak = excess.max(axis=1)
@@ -243,17 +250,66 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     return NeedleCandidate(point=c, direction=d, t_tail=t_lo, t_tip=t_tip, confidence=conf)
 
 
+def tip_fall_off(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_guess: float, *,
+                 half_band_px: float = 2.0, search_px: float = 12.0, smooth_px: float = 1.0) -> float:
+    """Position of the tip along the axis ``p0 + t d``: where the echo falls to half its last level.
+
+    The along-line profile is the mean across a band of ``+-half_band_px``
+    around the axis (the echo of the shaft and bevel, not one bright wall),
+    lightly smoothed. Its level at the end of the shaft is the maximum within
+    ``search_px`` of ``t_guess``; the background is the median beyond that
+    window. The tip is the first half-way crossing after that maximum,
+    interpolated between samples (half-maximum of a blurred step is the step
+    for a symmetric point-spread function). Returns ``t_guess`` when the end
+    does not stand out (less than 8 grey levels).
+    """
+    step = 0.5
+    t = np.arange(t_guess - 2 * search_px, t_guess + 2 * search_px + step, step)
+    s = np.arange(-half_band_px, half_band_px + 1e-6, 0.5)
+    prof = sample_along(image_f, p0, d, t, s).mean(axis=1)
+    if smooth_px > 0:
+        prof = cv2.GaussianBlur(prof.reshape(1, -1).astype(np.float32), (0, 0), sigmaX=smooth_px / step).ravel()
+    win = np.abs(t - t_guess) <= search_px
+    iw = np.flatnonzero(win)
+    k = int(iw[np.argmax(prof[iw])])
+    bg = float(np.median(prof[t > t_guess + search_px]))
+    peak = float(prof[k])
+    if peak - bg < 8.0:
+        return t_guess
+    half = 0.5 * (peak + bg)
+    below = np.flatnonzero(prof[k:] < half)
+    if len(below) == 0:
+        return t_guess
+    j = k + int(below[0])
+    frac = (prof[j - 1] - half) / max(prof[j - 1] - prof[j], 1e-6)
+    return float(t[j - 1] + frac * step)
+
+
 def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | None, *,
-                    refine: bool = True, tip_refine: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+                    refine: bool | str = True, tip_refine: bool = True,
+                    tip_half_band_px: float = 8.0, tip_search_px: float | None = None,
+                    tip_bias_px: float = 0.0, line_half_width_px: float | None = None,
+                    line_step_px: float = 8.0, line_chunk: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
     """Map a working-resolution needle to image pixels and refine it on the image.
 
     ``image_f`` is the (cropped) image as float32, in the pixels of the
     working grid's scale *without* the crop offset (``scale`` with ox=oy=0 maps
-    into it); the offset is added at the end. Returns (tail_px, tip_px,
-    contrast).
+    into it); the offset is added at the end. ``refine``:
+
+    - ``"direction"`` (hybrid): the direction comes from the image (a line
+      through the centroids of perpendicular profiles at full resolution), the
+      position across the line from the candidate. The brightest echo is the
+      shaft's upper wall, parallel to the axis but half a diameter off it, so
+      the image gives the angle and the segmentation its centreline.
+    - ``True`` / ``"full"``: direction and position from the image (the line
+      moves onto the echo's centroid).
+    - ``False``: no refinement.
+
+    With ``tip_refine`` the tip moves along the line to where the echo falls
+    off (:func:`tip_fall_off`), then by ``tip_bias_px`` (a measured constant).
+    Returns (tail_px, tip_px, contrast).
     """
     inner = Scale(scale.sx, scale.sy)
-    p = inner.points(cand.point)
     tip0 = inner.points(cand.point + cand.t_tip * cand.direction)
     tail0 = inner.points(cand.point + cand.t_tail * cand.direction)
     d = tip0 - tail0
@@ -263,15 +319,28 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
     contrast = 0.0
     if refine and image_f is not None and length > 8:
         # stay off the last few pixels before the tip: the bevel is not part of the straight shaft
-        p, d, contrast = refine_line_on_image(image_f, p, d, 0.0, length - 4.0,
-                                              half_width_px=max(4.0, 1.5 * max(scale.sx, scale.sy) + 2.0))
+        if line_half_width_px is not None:
+            hw = line_half_width_px
+        elif refine == "direction":
+            hw = 8.0  # chosen on tuning seeds (6-16 px tried): about a needle's echo at 512 px
+        else:
+            hw = max(4.0, 1.5 * max(scale.sx, scale.sy) + 2.0)
+        p_r, d_r, contrast = refine_line_on_image(image_f, p, d, 0.0, length - 4.0, half_width_px=hw,
+                                                  step_px=line_step_px, chunk=line_chunk)
+        if refine == "direction":
+            p = 0.5 * (tail0 + tip0)  # pivot about the middle of the segmented shaft
+            d = d_r
+
+        else:
+            p, d = p_r, d_r
         # re-project the ends onto the refined line
         t_tail = float((tail0 - p) @ d)
         t_tip = float((tip0 - p) @ d)
     else:
         t_tail, t_tip = 0.0, length
     if tip_refine and image_f is not None:
-        t_tip = tip_from_intensity(image_f, p, d, t_tip, search_px=max(6.0, 3.0 * max(scale.sx, scale.sy)))
+        search = tip_search_px if tip_search_px is not None else max(6.0, 3.0 * max(scale.sx, scale.sy))
+        t_tip = tip_fall_off(image_f, p, d, t_tip, half_band_px=tip_half_band_px, search_px=search) + tip_bias_px
     off = np.array([scale.ox, scale.oy])
     return p + t_tail * d + off, p + t_tip * d + off, contrast
 
