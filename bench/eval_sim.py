@@ -80,7 +80,7 @@ def run(detector_names: list[str], stride: int, out_dir: Path | None, randomize:
 
 
 def _short(r: dict) -> dict:
-    keep = ("tip_error", "angle_error_deg", "needle_recall", "false_positive_rate", "bone_distance",
+    keep = ("tip_error", "angle_error_deg", "needle_recall", "needle_recall_shaft_2mm", "false_positive_rate", "bone_distance",
             "cartilage_thickness_error_mm")
     return {k: (r[k]["median"], r[k]["p95"]) if isinstance(r[k], dict) else r[k] for k in keep}
 

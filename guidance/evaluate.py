@@ -5,7 +5,10 @@ Frames are matched by their ``frame`` number. Figures (see :func:`evaluate`):
 - needle tip error (mm when the spacing is known, else px): median, p95, mean;
 - shaft angle error (degrees, direction tail -> tip): median, p95;
 - needle recall on frames whose truth has a needle; false-positive rate on frames
-  whose truth has none;
+  whose truth has none; and, as a second figure, recall on frames whose visible
+  shaft is at least :data:`MIN_SHAFT_MM` long (a sliver of 1-2 mm at the frame's
+  edge, which the simulator still counts as a needle, has no direction a reader
+  could see);
 - bone-surface mean distance (vertical, mm or px) over the columns both
   surfaces cover, and the fraction of true columns the prediction covers;
 - cartilage thickness error (mm) and target-kind agreement.
@@ -29,6 +32,9 @@ from .contract import read_jsonl
 from .errors import InputError
 from .geometry import resample_on_grid
 
+MIN_SHAFT_MM = 2.0
+"""Shortest visible shaft counted by ``needle_recall_shaft_2mm`` (about three lateral resolution cells)."""
+
 SURFACE_GAP_PX = 12.0
 """Surface points farther apart than this in x are a gap, not interpolated across."""
 
@@ -44,6 +50,8 @@ class _Acc:
     kind_ok: list[bool] = field(default_factory=list)
     with_needle: int = 0
     found: int = 0
+    with_long: int = 0
+    found_long: int = 0
     without_needle: int = 0
     false_pos: int = 0
     with_target: int = 0
@@ -98,8 +106,14 @@ def _add_frame(acc: _Acc, pred: dict | None, truth: dict, spacing_mm) -> None:
     tn, pn = truth.get("needle"), pred.get("needle")
     if tn is not None:
         acc.with_needle += 1
+        long_shaft = False
+        if sp is not None and tn.get("shaft_px"):
+            shaft_mm = np.subtract(tn["tip_px"], tn["shaft_px"][0], dtype=float) * np.asarray(sp)
+            long_shaft = bool(np.hypot(*shaft_mm) >= MIN_SHAFT_MM)
+        acc.with_long += long_shaft
         if pn is not None:
             acc.found += 1
+            acc.found_long += long_shaft
             d = np.subtract(pn["tip_px"], tn["tip_px"], dtype=float)
             if sp is not None:
                 d = d * np.asarray(sp)
@@ -149,6 +163,8 @@ def _report(acc: _Acc) -> dict:
         "angle_error_deg": _stats(acc.angle),
         "needle_recall": round(acc.found / acc.with_needle, 4) if acc.with_needle else None,
         "needle_frames": acc.with_needle,
+        "needle_recall_shaft_2mm": round(acc.found_long / acc.with_long, 4) if acc.with_long else None,
+        "needle_frames_shaft_2mm": acc.with_long,
         "false_positive_rate": round(acc.false_pos / acc.without_needle, 4) if acc.without_needle else None,
         "needle_free_frames": acc.without_needle,
         "bone_distance": _stats(acc.bone),
@@ -278,7 +294,9 @@ def format_report(report: dict) -> str:
         + (f", {report['frames_without_prediction']} without a prediction" if report["frames_without_prediction"] else ""),
         f"tip error               {st(report['tip_error'], u)}",
         f"shaft angle error       {st(report['angle_error_deg'], 'deg')}",
-        f"needle recall           {pct(report['needle_recall'])} of {report['needle_frames']} frames with a needle",
+        f"needle recall           {pct(report['needle_recall'])} of {report['needle_frames']} frames with a needle"
+        + (f"; {pct(report['needle_recall_shaft_2mm'])} of {report['needle_frames_shaft_2mm']} with >= 2 mm of shaft"
+           if report.get("needle_recall_shaft_2mm") is not None else ""),
         f"false positives         {pct(report['false_positive_rate'])} of {report['needle_free_frames']} needle-free frames",
         f"bone surface distance   {st(report['bone_distance'], u)}; coverage {pct(report['bone_coverage'])}",
         f"target surface distance {st(report['surface_distance'], u)}",

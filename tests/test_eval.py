@@ -64,6 +64,21 @@ def test_evaluate_known_differences():
     assert r["target_kind_agreement"] == pytest.approx(1.0)
 
 
+def test_recall_on_shafts_of_2mm_leaves_out_slivers():
+    # shafts of 5 mm (found), 1.5 mm (missed) and 3 mm (missed) at 0.1 mm/px
+    truth = [rec(0, needle((0, 0), (30, 40)), spacing=[0.1, 0.1]),
+             rec(1, needle((500, 0), (491, 12)), spacing=[0.1, 0.1]),
+             rec(2, needle((0, 0), (18, 24)), spacing=[0.1, 0.1])]
+    pred = [rec(0, needle((0, 0), (30, 40))), rec(1), rec(2)]
+    r = evaluate(zip(pred, truth))
+    assert r["needle_recall"] == pytest.approx(1 / 3, abs=1e-4)
+    assert r["needle_frames_shaft_2mm"] == 2
+    assert r["needle_recall_shaft_2mm"] == pytest.approx(0.5)
+    # without a spacing the length in mm is unknown: no such figure
+    r = evaluate(zip(pred, [dict(t, spacing_mm=None) for t in truth]))
+    assert r["needle_recall_shaft_2mm"] is None
+
+
 def test_without_spacing_lengths_are_pixels_unless_given():
     truth = [rec(0, needle((0, 0), (30, 40)))]
     pred = [rec(0, needle((0, 0), (33, 44)))]
