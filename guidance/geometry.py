@@ -9,6 +9,8 @@ sx != sy).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .types import Spacing
@@ -92,11 +94,16 @@ def ray_polyline_hit(origin, direction, poly, *, min_t: float = 0.0) -> tuple[fl
 
 
 def point_polyline_distance(point, poly) -> float:
-    """Shortest distance from a point to a polyline (same units as the inputs)."""
+    """Shortest distance from a point to a polyline (same units as the inputs).
+
+    Segments touching a NaN row (a gap, see :func:`break_at_gaps`) are skipped;
+    a single finite vertex between gaps still counts.
+    """
     poly = np.asarray(poly, dtype=float)
     p = np.asarray(point, dtype=float)
-    if len(poly) == 1:
-        return float(np.hypot(*(poly[0] - p)))
+    vertex_d = np.hypot(*(poly - p).T)
+    if len(poly) == 1 or not np.isfinite(vertex_d).any():
+        return float(vertex_d[0]) if len(poly) == 1 else math.inf
     a = poly[:-1]
     e = poly[1:] - a
     ee = np.einsum("ij,ij->i", e, e)
@@ -104,15 +111,76 @@ def point_polyline_distance(point, poly) -> float:
         s = np.minimum(np.maximum(np.einsum("ij,ij->i", p - a, e) / ee, 0.0), 1.0)
     s = np.where(ee > 0, s, 0.0)
     closest = a + s[:, None] * e
-    return float(np.min(np.hypot(*(closest - p).T)))
+    return float(min(np.nanmin(vertex_d), np.nanmin(np.hypot(*(closest - p).T), initial=math.inf)))
 
 
-def polyline_y_at(poly, x: float) -> float | None:
-    """The polyline's y at column ``x`` (linear between vertices), None outside its x range."""
+def polyline_y_at(poly, x: float, max_gap_px: float = math.inf) -> float | None:
+    """The polyline's y at column ``x`` (linear between vertices).
+
+    None outside its x range, and inside a step wider than ``max_gap_px`` in x
+    (nothing was seen there).
+    """
     poly = np.asarray(poly, dtype=float)
     if len(poly) == 0 or x < poly[0, 0] or x > poly[-1, 0]:
         return None
+    j = int(np.clip(np.searchsorted(poly[:, 0], x, side="right"), 1, len(poly) - 1))
+    if poly[j, 0] - poly[j - 1, 0] > max_gap_px and x not in (poly[j - 1, 0], poly[j, 0]):
+        return None
     return float(np.interp(x, poly[:, 0], poly[:, 1]))
+
+
+def gap_px(poly, max_gap_px: float = 8.0) -> float:
+    """Widest step in x that is still one seen surface: ``max_gap_px``, or 3 median steps when coarser.
+
+    A surface sampled every 5 px is not all gaps; one with a 40 px hole is.
+    """
+    steps = np.diff(np.asarray(poly, dtype=float)[:, 0])
+    if not len(steps) or steps.max() <= max_gap_px:
+        return float(max_gap_px)   # nothing wider: no need for the median
+    return max(float(max_gap_px), 3.0 * float(np.median(steps)))
+
+
+def _gap_cuts(xs: np.ndarray, max_gap_px: float) -> np.ndarray:
+    """Indices where a gap starts (see :func:`gap_px`); empty without allocating much in the usual case."""
+    steps = np.diff(xs)
+    if not len(steps) or steps.max() <= max_gap_px:
+        return np.empty(0, dtype=int)
+    return np.flatnonzero(steps > max(float(max_gap_px), 3.0 * float(np.median(steps)))) + 1
+
+
+def break_at_gaps(poly, max_gap_px: float = 8.0) -> np.ndarray:
+    """The x-ordered polyline with a NaN row inserted wherever it jumps a gap in x.
+
+    Ray and distance functions here skip segments touching a NaN row, so a
+    surface is never invented across a stretch where nothing was seen. See
+    :func:`gap_px` for what counts as a gap.
+    """
+    poly = np.asarray(poly, dtype=float).reshape(-1, 2)
+    cut = _gap_cuts(poly[:, 0], max_gap_px)
+    return np.insert(poly, cut, np.nan, axis=0) if len(cut) else poly
+
+
+def fill_gaps(surface, fill, max_gap_px: float = 8.0) -> np.ndarray:
+    """``surface`` with the points of ``fill`` that lie inside its gaps, gaps left where both are unseen.
+
+    Both are x-ordered (N, 2) polylines: e.g. the cartilage top, and the bone
+    surface where no cartilage is seen. Returns a polyline broken with NaN
+    rows (:func:`break_at_gaps`).
+    """
+    surface = np.asarray(surface, dtype=float).reshape(-1, 2)
+    fill = np.asarray(fill, dtype=float).reshape(-1, 2)
+    if len(surface) < 2 or len(fill) == 0 or not len(_gap_cuts(surface[:, 0], max_gap_px)):
+        return break_at_gaps(surface, max_gap_px)
+    limit = gap_px(surface, max_gap_px)
+    xs = surface[:, 0]
+    j = np.searchsorted(xs, fill[:, 0], side="right")
+    inner = (j > 0) & (j < len(xs))
+    jj = np.clip(j, 1, len(xs) - 1)
+    in_gap = inner & (xs[jj] - xs[jj - 1] > limit) & (fill[:, 0] > xs[jj - 1]) & (fill[:, 0] < xs[jj])
+    merged = np.concatenate([surface, fill[in_gap]])
+    merged = merged[np.argsort(merged[:, 0], kind="stable")]
+    cut = np.flatnonzero(np.diff(merged[:, 0]) > max(limit, gap_px(fill, max_gap_px))) + 1
+    return np.insert(merged, cut, np.nan, axis=0) if len(cut) else merged
 
 
 def resample_on_grid(poly, grid_x: np.ndarray, max_gap_px: float) -> np.ndarray:

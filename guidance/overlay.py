@@ -16,6 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from .geometry import break_at_gaps
 from .types import FrameResult
 
 # Okabe-Ito palette, RGB (for Qt) and BGR (for OpenCV).
@@ -72,6 +73,17 @@ def _polyline(img, pts, colour, thickness: int) -> None:
         return
     cv2.polylines(img, [pts], False, HALO_BGR, thickness + 2, cv2.LINE_AA, _SHIFT)
     cv2.polylines(img, [pts], False, colour, thickness, cv2.LINE_AA, _SHIFT)
+
+
+def _surface(img, pts, colour, thickness: int) -> None:
+    """A surface polyline drawn in its seen pieces: no line across a gap where nothing was seen."""
+    poly = break_at_gaps(np.asarray(pts, dtype=float).reshape(-1, 2))
+    poly = poly[:, None, :]
+    pieces = [_fix(p[np.isfinite(p[:, 0, 0])]) for p in np.split(poly, np.flatnonzero(~np.isfinite(poly[:, 0, 0])))]
+    pieces = [p for p in pieces if len(p) >= 2]
+    if pieces:
+        cv2.polylines(img, pieces, False, HALO_BGR, thickness + 2, cv2.LINE_AA, _SHIFT)
+        cv2.polylines(img, pieces, False, colour, thickness, cv2.LINE_AA, _SHIFT)
 
 
 def _dashed(img, p0, p1, colour, thickness: int, dash_px: float = 8.0, gap_px: float = 6.0) -> None:
@@ -210,9 +222,9 @@ def render_overlay(result: FrameResult, *, now_monotonic_s: float | None = None,
     target = result.target
     if target is not None:
         if "bone" in show and target.kind == "cartilage" and len(target.bone_px) >= 2:
-            _polyline(img, target.bone_px, BONE_BGR, thick)
+            _surface(img, target.bone_px, BONE_BGR, thick)
         if "target" in show:
-            _polyline(img, target.surface_px, BONE_BGR if target.kind == "bone" else SURFACE_BGR, thick)
+            _surface(img, target.surface_px, BONE_BGR if target.kind == "bone" else SURFACE_BGR, thick)
 
     needle = result.needle
     if needle is not None and not np.isfinite([*needle.tip_px, *needle.tail_px]).all():

@@ -15,8 +15,8 @@ from dataclasses import replace
 import numpy as np
 
 from .errors import InputError
-from .geometry import (point_polyline_distance, polyline_y_at, ray_polyline_hit, ray_polyline_hits, rotate,
-                       to_mm, to_px)
+from .geometry import (break_at_gaps, fill_gaps, gap_px, point_polyline_distance, polyline_y_at, ray_polyline_hit,
+                       ray_polyline_hits, rotate, to_mm, to_px)
 from .types import FrameResult, NeedleDetection, Spacing, TargetDetection, Trajectory
 
 ALERT_NEAR_BONE = "near_bone"
@@ -59,7 +59,8 @@ def miss_vector(needle: NeedleDetection, target_point_px, spacing_mm: Spacing | 
 def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection | None,
                        spacing_mm: Spacing | None, *, angle_sd_deg: float = 0.0,
                        target_point_px=None, skin_y_px: float | None = None,
-                       cone_k: float = 2.0, tip_sd_px: float = 0.0) -> Trajectory | None:
+                       cone_k: float = 2.0, tip_sd_px: float = 0.0,
+                       max_gap_px: float = 8.0) -> Trajectory | None:
     """Where the needle's extended line meets the target surface.
 
     Parameters
@@ -76,6 +77,11 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
         Uncertainty of the tip across the shaft (1 SD, px); the cone's lines
         start ``±cone_k * tip_sd_px`` beside the tip, so the cone does not
         shrink to a point where the tip is nearly on the surface.
+    max_gap_px : float
+        A step in x wider than this (or than 3 median steps) between surface
+        points is a gap where the surface was not seen
+        (:func:`~guidance.geometry.break_at_gaps`): never crossed as if it were
+        surface; a cartilage gap is filled with the bone seen in it.
     target_point_px : (x, y) or None
         A point the user picked; adds the miss split into depth and lateral mm.
     skin_y_px : float or None
@@ -92,6 +98,11 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
     surface = np.asarray(target.surface_px, dtype=float)
     if surface.ndim != 2 or len(surface) < 2:
         return None
+    # Where the surface was not seen the path meets nothing invented: a straight bridge across a
+    # hole in the cartilage is no surface; the bone seen there is (the contract's "bone where
+    # no cartilage is seen"), and where neither was seen the path goes on to the next piece.
+    bone = np.asarray(target.bone_px, dtype=float).reshape(-1, 2)
+    surface = fill_gaps(surface, bone, max_gap_px) if target.kind == "cartilage" else break_at_gaps(surface, max_gap_px)
     m = _metric(spacing_mm)
     tip = np.asarray(needle.tip_px, dtype=float)
     d_px = needle.direction
@@ -144,13 +155,20 @@ def _cone(tip, d_metric, m, surface, half_angle_deg: float, half_width_px: float
     return tuple(((float(s[0]), float(s[1])), (float(x), float(y))) for s, (x, y) in zip(starts, ends))
 
 
-def tip_to_bone_mm(needle: NeedleDetection, bone_px, spacing_mm: Spacing) -> float:
-    """Shortest distance in mm from the tip to the bone polyline (0 when the tip is below it)."""
-    bone = np.asarray(bone_px, dtype=float)
-    y_bone = polyline_y_at(bone, needle.tip_px[0])
+def tip_to_bone_mm(needle: NeedleDetection, bone_px, spacing_mm: Spacing, max_gap_px: float = 8.0) -> float:
+    """Shortest distance in mm from the tip to the bone polyline (0 when the tip is below it).
+
+    Gaps in the bone (no bone seen over more than ``max_gap_px``) are not bone.
+    """
+    bone = np.asarray(bone_px, dtype=float).reshape(-1, 2)
+    if len(bone) == 0:
+        return math.inf
+    y_bone = polyline_y_at(bone, needle.tip_px[0], gap_px(bone, max_gap_px)) if len(bone) > 1 else None
     if y_bone is not None and needle.tip_px[1] >= y_bone:
         return 0.0
-    return point_polyline_distance(to_mm(needle.tip_px, spacing_mm), to_mm(bone, spacing_mm))
+    # Distance to bone that was seen: not to a bridge across a notch where there is none.
+    seen = break_at_gaps(bone, max_gap_px)
+    return point_polyline_distance(to_mm(needle.tip_px, spacing_mm), to_mm(seen, spacing_mm))
 
 
 class GuidanceStage:

@@ -187,3 +187,15 @@ def test_live_guidance_goes_stale_and_is_hidden_when_the_scanner_freezes():
     for colour in (NEEDLE_BGR, PATH_BGR, SURFACE_BGR):
         assert colour_present(img, colour) == 0
     assert np.all(img[60:, :] == GREY) and np.any(img[:40, :300] != GREY)
+
+
+def test_surface_is_not_drawn_across_a_gap_where_nothing_was_seen():
+    img = np.full((200, 300), GREY, np.uint8)
+    xs = np.arange(0.0, 300.0, 2.0)
+    seen = (xs < 100) | (xs > 200)
+    surf = np.stack([xs[seen], np.full(int(seen.sum()), 150.0)], axis=1)
+    r = FrameResult(Frame(img, 0.0, 0, 0, (0.1, 0.1)), detection=Detection(None, TargetDetection("bone", surf, surf)))
+    out = render_overlay(r, layers={"target"})
+    bone = OKABE_ITO_BGR["reddish_purple"]
+    assert near(out, (50, 150), bone) and near(out, (250, 150), bone)
+    assert not near(out, (150, 150), bone, radius=3)

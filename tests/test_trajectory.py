@@ -118,6 +118,46 @@ def test_cone_lines_open_at_plus_minus_k_sd_in_mm_space():
         assert p1[1] == pytest.approx(100.0)  # both edges end on the surface
 
 
+def surface_with_hole(y: float, hole=(80.0, 120.0), kind="cartilage", bone_dy: float = 10.0,
+                      bone_hole=None) -> TargetDetection:
+    """Flat surface at ``y`` sampled every 2 px over 0..200, not seen over ``hole``; bone ``bone_dy`` below."""
+    xs = np.arange(0.0, 201.0, 2.0)
+    surf = np.stack([xs, np.full_like(xs, y)], axis=1)
+    bone = surf + [0.0, bone_dy]
+    surf = surf[(xs <= hole[0]) | (xs >= hole[1])]
+    if bone_hole is not None:
+        bone = bone[(xs <= bone_hole[0]) | (xs >= bone_hole[1])]
+    return TargetDetection(kind, surf if kind == "cartilage" else bone, bone, 1.0)
+
+
+def test_needle_aimed_into_a_hole_in_the_cartilage_meets_the_bone_seen_there():
+    tr = compute_trajectory(needle((100, 0), (100, 50)), surface_with_hole(100), (0.1, 0.1))
+    assert tr.intercept_px == pytest.approx((100.0, 110.0))        # bone, not a bridge at y=100
+    assert tr.distance_mm == pytest.approx(6.0)
+
+
+def test_needle_aimed_into_a_hole_where_nothing_was_seen_meets_nothing():
+    hole = surface_with_hole(100, kind="bone", bone_dy=0.0, bone_hole=(80.0, 120.0))
+    assert compute_trajectory(needle((100, 0), (100, 50)), hole, (0.1, 0.1)) is None
+    assert compute_trajectory(needle((80, 0), (90, 30)), hole, (0.1, 0.1)) is None  # lands at x=113
+    beside = compute_trajectory(needle((50, 10), (60, 20)), hole, (0.1, 0.1))       # lands at x=140: seen
+    assert beside.intercept_px == pytest.approx((140.0, 100.0))
+
+
+def test_coarsely_sampled_surface_is_not_taken_for_gaps():
+    tr = compute_trajectory(needle((100, 0), (105, 50)), flat_surface(100, 0, 200, 6), (0.1, 0.1))  # a point / 40 px
+    assert tr.intercept_px == pytest.approx((110.0, 100.0))
+
+
+def test_tip_over_a_notch_in_the_bone_is_not_near_bone():
+    stage = GuidanceStage(near_bone_mm=2.0)
+    target = surface_with_hole(100, kind="bone", bone_dy=0.0, bone_hole=(60.0, 140.0))
+    over_notch = stage(_result(needle((100, 0), (100, 95)), target))     # 0.5 mm above the bridge
+    assert "near_bone" not in over_notch.alerts
+    over_bone = stage(_result(needle((40, 0), (40, 85)), target))         # 1.5 mm above bone
+    assert "near_bone" in over_bone.alerts
+
+
 def test_cone_starts_beside_the_tip_by_its_across_shaft_uncertainty():
     # Vertical needle, tip at (50, 60), flat surface at y=100: without angle uncertainty the
     # cone is a band of +-k * sd px about the path, each side ending on the surface.
