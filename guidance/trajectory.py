@@ -60,7 +60,7 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
                        spacing_mm: Spacing | None, *, angle_sd_deg: float = 0.0,
                        target_point_px=None, skin_y_px: float | None = None,
                        cone_k: float = 2.0, tip_sd_px: float = 0.0,
-                       max_gap_px: float = 8.0) -> Trajectory | None:
+                       max_gap_px: float = 8.0, reach_mm: float = 0.5) -> Trajectory | None:
     """Where the needle's extended line meets the target surface.
 
     Parameters
@@ -82,6 +82,12 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
         points is a gap where the surface was not seen
         (:func:`~guidance.geometry.break_at_gaps`): never crossed as if it were
         surface; a cartilage gap is filled with the bone seen in it.
+    reach_mm : float
+        A tip heading deeper that is past the surface by at most this much
+        along the path (less than the tip's and the surface's own errors) has
+        reached it: the intercept is the crossing just behind the tip and the
+        distance 0. Needs the spacing; without one the path must meet the
+        surface ahead of the tip.
     target_point_px : (x, y) or None
         A point the user picked; adds the miss split into depth and lateral mm.
     skin_y_px : float or None
@@ -91,7 +97,7 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
     -------
     Trajectory, or None when there is no needle or target, or when the line
     ahead of the tip does not meet the surface (parallel, pointing away,
-    passing beside it).
+    passing beside it, tip well past it).
     """
     if needle is None or target is None:
         return None
@@ -106,11 +112,12 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
     m = _metric(spacing_mm)
     tip = np.asarray(needle.tip_px, dtype=float)
     d_px = needle.direction
-    hit = ray_polyline_hit(tip, d_px, surface)
+    hit = _hit(tip, d_px, surface, reach_mm / float(np.hypot(*(d_px * m))) if spacing_mm is not None else 0.0)
     if hit is None:
         return None
     t_px, seg = hit
     intercept = tip + t_px * d_px
+    t_px = max(t_px, 0.0)   # a tip that has just reached the surface is at it: distance 0
 
     # Angle between the path and the local surface tangent, read in tissue space.
     tangent = (surface[seg + 1] - surface[seg]) * m
@@ -118,7 +125,7 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
     cos_a = abs(float(np.dot(tangent, d_m))) / (np.hypot(*tangent) * np.hypot(*d_m))
     approach_deg = math.degrees(math.acos(min(1.0, cos_a)))
 
-    distance_mm = float(np.hypot(*to_mm(intercept - tip, spacing_mm))) if spacing_mm is not None else None
+    distance_mm = float(np.hypot(*to_mm(t_px * d_px, spacing_mm))) if spacing_mm is not None else None
     skin = 0.0 if skin_y_px is None else float(skin_y_px)
     tip_depth_mm = (float(tip[1]) - skin) * spacing_mm[1] if spacing_mm is not None else None
 
@@ -137,6 +144,24 @@ def compute_trajectory(needle: NeedleDetection | None, target: TargetDetection |
                       distance_mm=distance_mm, distance_px=float(t_px), approach_deg=approach_deg,
                       tip_depth_mm=tip_depth_mm, cone_px=cone, target_point_px=tp,
                       miss_depth_mm=miss_depth, miss_lateral_mm=miss_lateral)
+
+
+def _hit(tip, d_px, surface, reach_px: float) -> tuple[float, int] | None:
+    """First crossing ahead of the tip, or one up to ``reach_px`` behind it when the needle is heading deeper.
+
+    A tip that has gone just past the surface, by less than the tip's and the
+    surface's own errors, has reached the target: the crossing behind it is
+    the intercept. A needle heading up out of the surface has none behind.
+    """
+    if reach_px > 0:
+        hit = ray_polyline_hit(tip, d_px, surface, min_t=-reach_px)
+        if hit is not None and hit[0] < 0:
+            e = surface[hit[1] + 1] - surface[hit[1]]
+            if e[0] * d_px[1] - e[1] * d_px[0] > 0:   # cross(segment, path) > 0: going deeper (y down)
+                return hit
+        elif hit is not None:
+            return hit
+    return ray_polyline_hit(tip, d_px, surface)
 
 
 def _cone(tip, d_metric, m, surface, half_angle_deg: float, half_width_px: float, length_px: float):

@@ -95,6 +95,22 @@ def test_tip_already_past_the_surface_gives_none():
     assert compute_trajectory(needle((0, 0), (120, 120)), flat_surface(100), (0.1, 0.1)) is None
 
 
+def test_tip_just_past_the_surface_has_reached_it():
+    # 45 deg needle, tip 0.3 mm (3 px) below a surface at y=100: within the 0.5 mm reach along the
+    # path (4.2 px = 0.42 mm), so it is at the target: the crossing behind the tip, distance 0.
+    tr = compute_trajectory(needle((0, 0), (103, 103)), flat_surface(100), (0.1, 0.1))
+    assert tr.intercept_px == pytest.approx((100.0, 100.0))
+    assert tr.distance_mm == 0.0 and tr.distance_px == 0.0
+    # 0.4 mm below is 0.57 mm along the path: past the reach.
+    assert compute_trajectory(needle((0, 0), (104, 104)), flat_surface(100), (0.1, 0.1)) is None
+    # Without a spacing there is no reach in mm: the surface must lie ahead.
+    assert compute_trajectory(needle((0, 0), (103, 103)), flat_surface(100), None) is None
+
+
+def test_needle_heading_up_just_above_the_surface_does_not_reach_it():
+    assert compute_trajectory(needle((100, 120), (100, 98)), flat_surface(100), (0.1, 0.1)) is None
+
+
 def test_missing_needle_or_target_gives_none():
     assert compute_trajectory(None, flat_surface(100), None) is None
     assert compute_trajectory(needle((0, 0), (10, 10)), None, None) is None
