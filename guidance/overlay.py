@@ -156,6 +156,18 @@ def _text_corner(result: FrameResult, shape, box_w: int, box_h: int) -> tuple[in
     return int(max(corners[best, 0], 0)), int(max(corners[best, 1], 0))
 
 
+def aim_spread_mm(trajectory, spacing_mm) -> float | None:
+    """Half the distance between the uncertainty cone's two ends, in mm: how surely the path lands.
+
+    None without a cone or a spacing. A short visible shaft gives a wide spread:
+    the readout says so instead of leaving the user to trust one thin line.
+    """
+    if trajectory is None or trajectory.cone_px is None or spacing_mm is None:
+        return None
+    (_, end_a), (_, end_b) = trajectory.cone_px
+    return float(np.hypot(*(np.subtract(end_a, end_b) * np.asarray(spacing_mm, float)))) / 2.0
+
+
 def readout_lines(result: FrameResult) -> list[str]:
     """The text readouts: tracking state, distance, tip depth, approach angle, miss."""
     lines = []
@@ -171,6 +183,9 @@ def readout_lines(result: FrameResult) -> list[str]:
     if tr is not None:
         lines.append(f"to target: {tr.distance_mm:.1f} mm" if tr.distance_mm is not None
                      else f"to target: {tr.distance_px:.0f} px (no scale)")
+        spread = aim_spread_mm(tr, result.frame.spacing_mm)
+        if spread is not None:
+            lines.append(f"aim: +/-{spread:.1f} mm")
         if tr.tip_depth_mm is not None:
             lines.append(f"tip depth: {tr.tip_depth_mm:.1f} mm")
         lines.append(f"approach: {tr.approach_deg:.0f} deg")
@@ -267,7 +282,7 @@ def render_overlay(result: FrameResult, *, now_monotonic_s: float | None = None,
     return img
 
 
-__all__ = ["render_overlay", "guidance_is_stale", "guidance_age_ms", "readout_lines",
+__all__ = ["render_overlay", "guidance_is_stale", "guidance_age_ms", "readout_lines", "aim_spread_mm",
            "OKABE_ITO_RGB", "OKABE_ITO_BGR", "ROLE_COLOURS", "ALL_LAYERS", "ALERT_TEXT",
            "NEEDLE_BGR", "TIP_BGR", "PATH_BGR", "SURFACE_BGR", "BONE_BGR", "ALERT_BGR",
            "TEXT_BGR", "HALO_BGR"]

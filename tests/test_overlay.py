@@ -9,7 +9,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from guidance.overlay import (NEEDLE_BGR, OKABE_ITO_BGR, OKABE_ITO_RGB, PATH_BGR, SURFACE_BGR,
+from guidance.overlay import (NEEDLE_BGR, aim_spread_mm, OKABE_ITO_BGR, OKABE_ITO_RGB, PATH_BGR, SURFACE_BGR,
                               guidance_is_stale, readout_lines, render_overlay)
 from guidance.pipeline import LivePipeline
 from guidance.sources.base import SourceBase
@@ -109,6 +109,10 @@ def test_readouts_state_distance_depth_and_angle():
     # Tip (140, 140) to intercept (300, 300) at 0.1 mm/px: 22.6 mm; tip depth 14.0 mm; 45 deg.
     assert "needle: tracking" in joined
     assert "22.6 mm" in joined and "14.0 mm" in joined and "45 deg" in joined
+    # The cone: the tracker's default 1 px across the tip and its angle SD on a 141 px shaft.
+    tr = scene().trajectory
+    (_, a), (_, b) = tr.cone_px
+    assert f"aim: +/-{np.hypot(*np.subtract(a, b)) * 0.1 / 2:.1f} mm" in joined
     no_scale = "\n".join(readout_lines(scene(spacing=None)))
     assert "226 px" in no_scale and "mm" not in no_scale
 
@@ -199,3 +203,16 @@ def test_surface_is_not_drawn_across_a_gap_where_nothing_was_seen():
     bone = OKABE_ITO_BGR["reddish_purple"]
     assert near(out, (50, 150), bone) and near(out, (250, 150), bone)
     assert not near(out, (150, 150), bone, radius=3)
+
+
+def test_aim_spread_is_half_the_cone_width_on_the_surface_in_mm():
+    # Vertical needle 40 px above a flat surface, +-2 SD of 2 deg and of 1 px: ends at x = 50 -+ (2 + 40 tan 4).
+    from guidance.trajectory import compute_trajectory
+    xs = np.arange(0.0, 200.0, 2.0)
+    surf = np.stack([xs, np.full_like(xs, 100.0)], axis=1)
+    tr = compute_trajectory(NeedleDetection((50.0, 60.0), (50.0, 0.0), 1.0), TargetDetection("bone", surf, surf),
+                            (0.1, 0.2), angle_sd_deg=2.0, tip_sd_px=1.0)
+    # Anisotropic: the cone opens by 4 deg in mm space; its x half-width in px is 2 + 40 * (0.2 / 0.1) * tan 4.
+    half_px = 2.0 + 40 * 2.0 * np.tan(np.radians(4.0))
+    assert aim_spread_mm(tr, (0.1, 0.2)) == pytest.approx(half_px * 0.1)
+    assert aim_spread_mm(tr, None) is None
