@@ -342,6 +342,7 @@ class _InterceptAccumulator:
         self.angle_by_len: list[tuple[float, float]] = []
         self.kind_mismatch = 0
         self.cone_in: list[tuple[float, bool]] = []
+        self.tracked_by: list[tuple[float, float, float]] = []   # (true distance mm, visible shaft px, error mm)
 
     def add(self, frames, truths, dets, runs) -> dict:
         seq = {k: [] for k in self.RUNS}
@@ -361,6 +362,10 @@ class _InterceptAccumulator:
                 seq[key].append(e)
             self._decompose(t, dets[i], sp, ti)
             traj = runs["tracked"][i].trajectory
+            if traj is not None:
+                shaft_px = float(np.hypot(*np.subtract(t["needle"]["tip_px"], t["needle"]["shaft_px"][0])))
+                err_mm = float(np.hypot(*((np.asarray(traj.intercept_px) - ti) * sp)))
+                self.tracked_by.append((tt["distance_mm"], shaft_px, err_mm))
             if traj is not None and traj.cone_px is not None:
                 self.cone_in.append((tt["distance_mm"], _between(traj.cone_px, ti)))
         return {k: _stats(v) for k, v in seq.items()}
@@ -394,9 +399,16 @@ class _InterceptAccumulator:
                 rms = float(np.sqrt(np.mean(lens[m, 1] ** 2)))
                 bins[f"{lo}-{hi}px"] = {"n": int(m.sum()), "rms_deg": round(rms, 2)}
         cone = np.array(self.cone_in, dtype=float).reshape(-1, 2)
+        by = np.array(self.tracked_by, dtype=float).reshape(-1, 3)
+        by_distance = {f"{lo}-{hi}mm": _stats(list(by[(by[:, 0] >= lo) & (by[:, 0] < hi), 2]))
+                       for lo, hi in ((0, 5), (5, 10), (10, 20.01))}
+        by_shaft = {f"{lo}-{hi}px": _stats(list(by[(by[:, 1] >= lo) & (by[:, 1] < hi), 2]))
+                    for lo, hi in ((0, 100), (100, 200), (200, 10_000))}
         return {
             **{k: _stats(v) for k, v in self.err.items()},
             "frames_without_intercept": self.missing,
+            "tracked_by_true_distance": by_distance,
+            "tracked_by_visible_shaft_length": by_shaft,
             "decomposition_one_detected_quantity_swapped_into_truth": {
                 k: _stats([e for e in v if e is not None]) for k, v in self.swap.items()},
             "detector_angle_error_by_visible_shaft_length": bins,
