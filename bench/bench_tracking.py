@@ -269,10 +269,16 @@ def sim_benchmarks(max_frames: int, sequences=SIM_SEQUENCES) -> dict:
         runs["perfect_raw"] = run_stages(frames, perfect, track=False)
         runs["perfect_tracked"] = run_stages(frames, perfect)
         per_seq[name]["intercept_error_mm_within_20mm"] = acc.add(frames, truths, dets, runs)
+        # How much the drawn aim point jumps: its wobble about its own 0.5 s running mean, all frames.
+        per_seq[name]["intercept_wobble_mm"] = {key: _aim_wobble_mm(runs[key], frames[0].spacing_mm)
+                                                for key in ("raw", "tracked")}
         times += run_stages(frames, dets, timed=True)[1]
         gaps[name] = _gap_report(runs["tracked"], dets, np.asarray(frames[0].spacing_mm))
     res["spacing_mm"] = list(frames[0].spacing_mm)
     res["sequences"] = per_seq
+    res["intercept_wobble_mm_mean_over_sequences"] = {
+        key: round(float(np.mean([q["intercept_wobble_mm"][key] for q in per_seq.values()
+                                  if q["intercept_wobble_mm"][key] is not None])), 3) for key in ("raw", "tracked")}
     res["intercept_error_mm_within_20mm"] = acc.summary()
     t_all = np.array(times)
     res["time_ms_per_frame"] = {"p50": round(float(np.median(t_all)), 3),
@@ -428,6 +434,13 @@ def _between(cone_px, point) -> bool:
         d, w = p1 - p0, np.asarray(point, float) - p0
         return np.sign(d[0] * w[1] - d[1] * w[0])
     return bool(side(a0, a1) * side(b0, b1) <= 0)
+
+
+def _aim_wobble_mm(results, spacing_mm) -> float | None:
+    pts = np.array([r.trajectory.intercept_px if r.trajectory is not None else (np.nan, np.nan) for r in results])
+    pts = pts * np.asarray(spacing_mm)
+    ok = np.isfinite(pts).all(axis=1)
+    return _wobble_mm(np.where(ok[:, None], pts, 0.0), ok)
 
 
 def _onsets(results, alert: str) -> int:
