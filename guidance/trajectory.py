@@ -199,7 +199,8 @@ def tip_to_bone_mm(needle: NeedleDetection, bone_px, spacing_mm: Spacing, max_ga
 class GuidanceStage:
     """Pipeline stage: trajectory and alerts from the tracked needle and smoothed target.
 
-    Alerts (strings in ``result.alerts``):
+    Alerts (strings in ``result.alerts``), raised for a confirmed needle only
+    (``NeedleTrack.confirmed``; any needle when tracking is off):
 
     - ``"near_bone"``: tip within ``near_bone_mm`` of the bone surface (needs spacing).
     - ``"off_target"``: a target point is set and the path passes farther than
@@ -247,7 +248,8 @@ class GuidanceStage:
         confirmed = needle is not None and (track is None or track.confirmed)
         if confirmed:
             self._last_needle_t_s = t_s
-        if needle is not None:
+            # Alerts too wait for a confirmed needle: a false detection near the bone for a frame
+            # would flash NEAR BONE; a real needle is confirmed within confirm_frames (~0.1 s).
             if spacing is not None and target is not None and len(target.bone_px):
                 if tip_to_bone_mm(needle, target.bone_px, spacing) <= self.near_bone_mm:
                     alerts.append(ALERT_NEAR_BONE)

@@ -306,6 +306,14 @@ def test_needle_lost_ends_once_the_needle_is_confirmed_again():
     assert "needle_lost" not in results[-1].alerts and results[-1].track.confirmed
 
 
+def test_near_bone_waits_for_a_confirmed_needle():
+    near = needle((50, 0), (50, 95))   # tip 0.5 mm above the surface (bone 1 mm below it)
+    flash = _run([None] * 3 + [near] + [None] * 10)
+    assert not any("near_bone" in r.alerts for r in flash)          # one false detection: no alert
+    steady = _run([near] * 6)
+    assert ["near_bone" in r.alerts for r in steady] == [False, False, True, True, True, True]
+
+
 # --- properties over random geometry ---------------------------------------------
 
 from hypothesis import given, settings  # noqa: E402
