@@ -4,7 +4,10 @@ Runs on synthetic detections with known truth (always) and, when the
 simulator and detector are installed, on simulated sequences through the real
 detector. Prints one JSON object.
 
-    python bench/bench_tracking.py [--frames N] [--no-sim]
+    python bench/bench_tracking.py [--frames N] [--sim-frames N] [--no-sim]
+
+With the simulator it also runs the two real PLUS sequences in ../shared/data/plus
+(no needle in them: every needle shown is false, every needle_lost alert noise).
 """
 
 from __future__ import annotations
@@ -502,6 +505,31 @@ def _wobble_mm(err_mm: np.ndarray, valid: np.ndarray, window: int = 15) -> float
     return round(float(np.sqrt(np.mean(np.sum(d**2, axis=1)))), 4) if len(d) else None
 
 
+SHARED_PLUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "plus")
+
+
+def real_benchmarks(folder: str = SHARED_PLUS) -> dict:
+    """The real PLUS sequences (bone, spine phantom: no needle in them), through the full pipeline.
+
+    Any needle is a false detection; a needle_lost alert there is noise a user would see.
+    """
+    from guidance.pipeline import run_offline
+    from guidance.sources import open_source
+    from guidance.stages import build_stages
+
+    if not os.path.isdir(folder):
+        return {"skipped": f"{folder} not found"}
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        if not name.endswith(".mha"):
+            continue
+        rs = list(run_offline(open_source(os.path.join(folder, name)), build_stages()))
+        out[name] = {"frames": len(rs), "frames_false_needle_shown": sum(r.needle is not None for r in rs),
+                     "frames_with_an_alert": sum(bool(r.alerts) for r in rs),
+                     "needle_lost_alerts": _onsets(rs, "needle_lost")}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=360, help="frames per synthetic sequence")
@@ -512,6 +540,7 @@ def main(argv=None) -> int:
               "synthetic": synthetic_benchmarks(args.frames)}
     why = "disabled (--no-sim)" if args.no_sim else sim_available()
     report["sim"] = {"skipped": why} if why else sim_benchmarks(args.sim_frames)
+    report["real_plus_no_needle"] = {"skipped": why} if why else real_benchmarks()
     print(json.dumps(report, indent=1))
     return 0
 
