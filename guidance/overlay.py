@@ -176,6 +176,8 @@ def readout_lines(result: FrameResult) -> list[str]:
         # "lost" only while the needle_lost alert says there was a needle a moment ago; on a scan that
         # never had one (or long after) it would suggest something went missing.
         state = "not seen" if track.state == "lost" and "needle_lost" not in result.alerts else track.state
+        if track.needle is not None and not track.confirmed:
+            state = "unconfirmed"   # seen in a frame or two only: maybe a false detection
         lines.append(f"needle: {state}")
     elif result.needle is None:
         lines.append("needle: not seen")

@@ -104,7 +104,8 @@ def test_lost_needle_is_not_drawn_even_if_a_detection_existed():
 
 
 def test_readouts_state_distance_depth_and_angle():
-    lines = readout_lines(scene())
+    r = scene()
+    lines = readout_lines(replace(r, track=replace(r.track, confirmed=True)))
     joined = "\n".join(lines)
     # Tip (140, 140) to intercept (300, 300) at 0.1 mm/px: 22.6 mm; tip depth 14.0 mm; 45 deg.
     assert "needle: tracking" in joined
@@ -216,3 +217,10 @@ def test_aim_spread_is_half_the_cone_width_on_the_surface_in_mm():
     half_px = 2.0 + 40 * 2.0 * np.tan(np.radians(4.0))
     assert aim_spread_mm(tr, (0.1, 0.2)) == pytest.approx(half_px * 0.1)
     assert aim_spread_mm(tr, None) is None
+
+
+def test_needle_seen_in_one_frame_only_reads_unconfirmed():
+    first = scene()                                   # one detection: the track is not confirmed yet
+    assert not first.track.confirmed and "needle: unconfirmed" in readout_lines(first)
+    confirmed = replace(first, track=replace(first.track, confirmed=True))
+    assert "needle: tracking" in readout_lines(confirmed)
