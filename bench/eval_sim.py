@@ -41,8 +41,10 @@ SEQUENCES = [
 ]
 
 
-def run(detector_names: list[str], stride: int, out_dir: Path | None, randomize: bool) -> dict:
-    dets = {name: load_detector(name) for name in detector_names}
+def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool) -> dict:
+    """Figures per detector; ``detector_names`` holds names for ``load_detector`` or detector objects."""
+    dets = {(d if isinstance(d, str) else d.name): (load_detector(d) if isinstance(d, str) else d)
+            for d in detector_names}
     pairs = {name: [] for name in dets}
     per_scn = {name: {} for name in dets}
     times = {name: [] for name in dets}
@@ -77,6 +79,12 @@ def run(detector_names: list[str], stride: int, out_dir: Path | None, randomize:
                          "per_scenario": {s: _short(evaluate(p)) for s, p in per_scn[name].items()},
                          "detect_ms_median": round(float(np.median(times[name])), 2)}
     return out
+
+
+def run_with(detector, stride: int = 3) -> dict:
+    """The overall figures of one detector object (e.g. a quantised model), in the short form."""
+    r = run([detector], stride, None, False)[detector.name]["overall"]
+    return _short(r)
 
 
 def _short(r: dict) -> dict:

@@ -198,6 +198,32 @@ def augment(rng: np.random.Generator, img: np.ndarray, tg: np.ndarray) -> tuple[
     return np.ascontiguousarray(x), np.ascontiguousarray(tg)
 
 
+def mine_hard_negatives(net, images: np.ndarray, targets: np.ndarray, pool: int) -> np.ndarray:
+    """Indices of the ``pool`` samples where ``net`` sees the most needle away from the true shaft.
+
+    False needle mass: the sum of needle probabilities above 0.5 farther than 3 px
+    from the true shaft (a tissue streak, a fascia, a burnt-in caliper taken for a
+    needle). Fine-tuning on these, with their true targets, teaches what is not a needle.
+    """
+    import cv2
+    import torch
+
+    net.eval()
+    mass = np.zeros(len(images))
+    kernel = np.ones((7, 7), np.uint8)
+    with torch.no_grad():
+        for i in range(0, len(images), 32):
+            x = torch.from_numpy(images[i:i + 32].astype(np.float32)[:, None] / 255.0)
+            p = torch.sigmoid(net(x)[:, 0]).numpy()
+            for k in range(len(p)):
+                near = cv2.dilate((targets[i + k, 0] > 127).astype(np.uint8), kernel) > 0
+                mass[i + k] = float(np.where((p[k] > 0.5) & ~near, p[k], 0.0).sum())
+    order = np.argsort(-mass)[:pool]
+    print(f"hard negatives: {int((mass > 0).sum())} of {len(images)} samples show needle away from the shaft; "
+          f"pool of {len(order)} with false mass >= {mass[order[-1]]:.1f} px", flush=True)
+    return order
+
+
 # ----------------------------------------------------------------------------- export
 
 def export_onnx(net, path: Path) -> None:
@@ -240,6 +266,11 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
     ap.add_argument("--leaky", type=float, default=0.05,
                     help="LeakyReLU slope (0: plain ReLU; the first stage of the committed model used 0)")
+    ap.add_argument("--hard-frac", type=float, default=0.0,
+                    help="fraction of each batch drawn from the hard-negative pool (0: none)")
+    ap.add_argument("--hard-pool", type=int, default=600,
+                    help="size of the hard-negative pool: the training samples where the starting "
+                         "weights see the most needle outside the true shaft")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="time budget: the learning-rate schedule runs over it when it ends before --steps")
     args = ap.parse_args(argv)
@@ -268,6 +299,9 @@ def main(argv=None) -> int:
     vx = torch.from_numpy(vimg.astype(np.float32)[:, None] / 255.0)
     vy = torch.from_numpy(vtg.astype(np.float32) / 255.0)
 
+    hard = mine_hard_negatives(net, images, targets, args.hard_pool) if args.hard_frac > 0 else None
+    n_hard = int(round(args.hard_frac * args.batch)) if hard is not None else 0
+
     t_train = time.time()
     log_every = 50
     running = {}
@@ -286,6 +320,8 @@ def main(argv=None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr
         idx = rng.integers(0, len(images), args.batch)
+        if n_hard:
+            idx[:n_hard] = hard[rng.integers(0, len(hard), n_hard)]
         pairs = [augment(rng, images[i], targets[i].astype(np.float32) / 255.0) for i in idx]
         x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))
@@ -310,9 +346,11 @@ def main(argv=None) -> int:
             args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"step": step, "state": net.state_dict(), "args": vars(args)}, args.checkpoint)
 
+    torch.save({"step": step, "state": net.state_dict(), "args": vars(args)}, args.checkpoint)
     export_onnx(net, args.out)
     info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "parameters": n_params,
+            "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
             "onnx_bytes": os.path.getsize(args.out)}

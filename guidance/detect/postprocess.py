@@ -289,7 +289,8 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
                     refine: bool | str = True, tip_refine: bool = True,
                     tip_half_band_px: float = 8.0, tip_search_px: float | None = None,
                     tip_bias_px: float = 0.0, line_half_width_px: float | None = None,
-                    line_step_px: float = 8.0, line_chunk: int = 8) -> tuple[np.ndarray, np.ndarray, float]:
+                    line_step_px: float = 8.0, line_chunk: int = 8,
+                    line_passes: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
     """Map a working-resolution needle to image pixels and refine it on the image.
 
     ``image_f`` is the (cropped) image as float32, in the pixels of the
@@ -325,12 +326,14 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
             hw = 8.0  # chosen on tuning seeds (6-16 px tried): about a needle's echo at 512 px
         else:
             hw = max(4.0, 1.5 * max(scale.sx, scale.sy) + 2.0)
-        p_r, d_r, contrast = refine_line_on_image(image_f, p, d, 0.0, length - 4.0, half_width_px=hw,
-                                                  step_px=line_step_px, chunk=line_chunk)
+        p_r, d_r = p, d
+        for _ in range(line_passes):  # a second pass samples the profiles across the corrected line
+            p_r, d_r, contrast = refine_line_on_image(image_f, p_r, d_r, 0.0, length - 4.0, half_width_px=hw,
+                                                      step_px=line_step_px, chunk=line_chunk)
+            p_r = p_r + float((tail0 - p_r) @ d_r) * d_r  # keep t = 0 at the tail for the next pass
         if refine == "direction":
             p = 0.5 * (tail0 + tip0)  # pivot about the middle of the segmented shaft
             d = d_r
-
         else:
             p, d = p_r, d_r
         # re-project the ends onto the refined line
