@@ -89,3 +89,27 @@ def test_model_on_replay_no_needle_reports_no_needle(model):
     r = score_replay(model, "no_needle")
     assert r["false_positive_rate"] <= 0.05
     assert r["bone_coverage"] > 0.8
+
+
+def needle_maps(length_px: float, prob: float, size: int = 256) -> np.ndarray:
+    """Probability maps with one needle line of ``length_px`` (working pixels) at probability ``prob``."""
+    maps = np.zeros((4, size, size), np.float32)
+    line = np.zeros((size, size), np.uint8)
+    x0, y0 = 40, 60
+    a = np.radians(30.0)
+    cv2.line(line, (x0, y0), (int(round(x0 + length_px * np.cos(a))), int(round(y0 + length_px * np.sin(a)))), 1, 3)
+    maps[0] = line * prob
+    return maps
+
+
+@pytest.mark.parametrize("length_px, prob, spacing, seen", [
+    (20.0, 0.905, (0.1, 0.1), False),  # 2 mm, just above the general threshold: a short echo, not reported
+    (20.0, 0.95, (0.1, 0.1), True),    # 2 mm but certain: an entering shaft
+    (60.0, 0.905, (0.1, 0.1), True),   # 6 mm: long enough for the general threshold
+    (20.0, 0.905, None, True),         # spacing unknown: the length in mm is unknown, the rule does not apply
+    (60.0, 0.85, (0.1, 0.1), False),   # below the general threshold whatever the length
+])
+def test_short_needles_need_more_confidence(model, length_px, prob, spacing, seen):
+    crop = np.full((256, 256), 60, np.uint8)  # flat image: refinement keeps the model's line
+    det = model.from_maps(crop, needle_maps(length_px, prob), (0, 0), spacing)
+    assert (det.needle is not None) == seen
