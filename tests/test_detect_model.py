@@ -106,7 +106,8 @@ def needle_maps(length_px: float, prob: float, size: int = 256) -> np.ndarray:
     (20.0, 0.905, (0.1, 0.1), False),  # 2 mm, just above the general threshold: a short echo, not reported
     (20.0, 0.95, (0.1, 0.1), True),    # 2 mm but certain: an entering shaft
     (60.0, 0.905, (0.1, 0.1), True),   # 6 mm: long enough for the general threshold
-    (20.0, 0.905, None, True),         # spacing unknown: the length in mm is unknown, the rule does not apply
+    (20.0, 0.905, None, False),        # spacing unknown: 20 of 256 px is under 3.5 mm of a 35 mm wide image
+    (60.0, 0.905, None, True),         # spacing unknown, 60 of 256 px: long enough
     (60.0, 0.85, (0.1, 0.1), False),   # below the general threshold whatever the length
 ])
 def test_short_needles_need_more_confidence(model, length_px, prob, spacing, seen):

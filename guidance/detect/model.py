@@ -71,7 +71,7 @@ class ModelDetector:
         self.tip_options = dict(tip_options or {})
         # A short piece of "needle" must be more certain: the false needles on tuning seeds were
         # 1.5-4 mm pieces of a fascia or septum scoring 0.89-0.92, while entering shafts that short
-        # mostly score above 0.92. Chosen on seeds 6101-6132 and 6200-6249; needs the spacing.
+        # mostly score above 0.92. Chosen on seeds 6101-6132 and 6200-6249.
         self.short_needle_mm, self.short_needle_min_confidence = short_needle_mm, short_needle_min_confidence
         self.maps(np.zeros((64, 64), np.uint8))  # warm-up: first run allocates and plans
 
@@ -116,10 +116,13 @@ class ModelDetector:
                                    min_confidence=self.min_needle_confidence)
         needle = make_needle(cand, scale, crop.astype(np.float32), refine_line=self.refine_line,
                              refine_tip=self.refine_tip, **self.tip_options) if cand is not None else None
-        if needle is not None and spacing_mm is not None and needle.confidence < self.short_needle_min_confidence:
-            dx_mm = (needle.tip_px[0] - needle.tail_px[0]) * spacing_mm[0]
-            dy_mm = (needle.tip_px[1] - needle.tail_px[1]) * spacing_mm[1]
-            if np.hypot(dx_mm, dy_mm) < self.short_needle_mm:
+        if needle is not None and needle.confidence < self.short_needle_min_confidence:
+            dx, dy = needle.tip_px[0] - needle.tail_px[0], needle.tip_px[1] - needle.tail_px[1]
+            if spacing_mm is not None:
+                short = np.hypot(dx * spacing_mm[0], dy * spacing_mm[1]) < self.short_needle_mm
+            else:  # spacing unknown: take the image as 35 mm wide, a linear probe's usual field
+                short = np.hypot(dx, dy) < self.short_needle_mm / 35.0 * crop.shape[1]
+            if short:
                 needle = None
         xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
         # Real frames showed single columns caught on a deeper echo and a ragged band top: keep the
