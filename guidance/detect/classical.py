@@ -55,7 +55,10 @@ class ClassicalDetector:
 
         floor_ys = bone_ys if top is None else np.where(np.isfinite(top), np.fmin(top, bone_ys), bone_ys)
         cand = self._needle(smooth, xs, floor_ys)
-        needle = make_needle(cand, scale, crop.astype(np.float32)) if cand is not None else None
+        # the baseline keeps its own refinement: the line onto the echo (profiles every 2 px) and the
+        # tip where the ridge falls below half the shaft's level
+        needle = make_needle(cand, scale, crop.astype(np.float32), line_step_px=2.0, line_chunk=1,
+                             tip_method="shaft_level") if cand is not None else None
         return Detection(needle=needle, target=target, detector=self.name)
 
     # ------------------------------------------------------------------ needle

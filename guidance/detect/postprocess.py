@@ -290,7 +290,7 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
                     tip_half_band_px: float = 8.0, tip_search_px: float | None = None,
                     tip_bias_px: float = 0.0, line_half_width_px: float | None = None,
                     line_step_px: float = 8.0, line_chunk: int = 8,
-                    line_passes: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
+                    line_passes: int = 1, tip_method: str = "fall_off") -> tuple[np.ndarray, np.ndarray, float]:
     """Map a working-resolution needle to image pixels and refine it on the image.
 
     ``image_f`` is the (cropped) image as float32, in the pixels of the
@@ -307,7 +307,9 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
     - ``False``: no refinement.
 
     With ``tip_refine`` the tip moves along the line to where the echo falls
-    off (:func:`tip_fall_off`), then by ``tip_bias_px`` (a measured constant).
+    off (``tip_method="fall_off"``: :func:`tip_fall_off`; ``"shaft_level"``:
+    :func:`tip_from_intensity`, the classical baseline's), then by
+    ``tip_bias_px`` (a measured constant).
     Returns (tail_px, tip_px, contrast).
     """
     inner = Scale(scale.sx, scale.sy)
@@ -343,7 +345,10 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
         t_tail, t_tip = 0.0, length
     if tip_refine and image_f is not None:
         search = tip_search_px if tip_search_px is not None else max(6.0, 3.0 * max(scale.sx, scale.sy))
-        t_tip = tip_fall_off(image_f, p, d, t_tip, half_band_px=tip_half_band_px, search_px=search) + tip_bias_px
+        if tip_method == "shaft_level":
+            t_tip = tip_from_intensity(image_f, p, d, t_tip, search_px=search) + tip_bias_px
+        else:
+            t_tip = tip_fall_off(image_f, p, d, t_tip, half_band_px=tip_half_band_px, search_px=search) + tip_bias_px
     off = np.array([scale.ox, scale.oy])
     return p + t_tail * d + off, p + t_tip * d + off, contrast
 
