@@ -101,9 +101,9 @@ def point_polyline_distance(point, poly) -> float:
     """
     poly = np.asarray(poly, dtype=float)
     p = np.asarray(point, dtype=float)
-    vertex_d = np.hypot(*(poly - p).T)
-    if len(poly) == 1 or not np.isfinite(vertex_d).any():
-        return float(vertex_d[0]) if len(poly) == 1 else math.inf
+    if len(poly) == 1:
+        return float(np.hypot(*(poly[0] - p)))
+    broken = bool(np.isnan(poly[:, 0]).any())
     a = poly[:-1]
     e = poly[1:] - a
     ee = np.einsum("ij,ij->i", e, e)
@@ -111,7 +111,12 @@ def point_polyline_distance(point, poly) -> float:
         s = np.minimum(np.maximum(np.einsum("ij,ij->i", p - a, e) / ee, 0.0), 1.0)
     s = np.where(ee > 0, s, 0.0)
     closest = a + s[:, None] * e
-    return float(min(np.nanmin(vertex_d), np.nanmin(np.hypot(*(closest - p).T), initial=math.inf)))
+    d = np.hypot(*(closest - p).T)
+    if not broken:
+        return float(np.min(d))
+    # Segments touching a gap are NaN; a lone vertex between two gaps still counts.
+    vertex_d = np.hypot(*(poly - p).T)
+    return float(min(np.nanmin(vertex_d, initial=math.inf), np.nanmin(d, initial=math.inf)))
 
 
 def polyline_y_at(poly, x: float, max_gap_px: float = math.inf) -> float | None:
@@ -123,10 +128,15 @@ def polyline_y_at(poly, x: float, max_gap_px: float = math.inf) -> float | None:
     poly = np.asarray(poly, dtype=float)
     if len(poly) == 0 or x < poly[0, 0] or x > poly[-1, 0]:
         return None
-    j = int(np.clip(np.searchsorted(poly[:, 0], x, side="right"), 1, len(poly) - 1))
-    if poly[j, 0] - poly[j - 1, 0] > max_gap_px and x not in (poly[j - 1, 0], poly[j, 0]):
-        return None
-    return float(np.interp(x, poly[:, 0], poly[:, 1]))
+    if len(poly) == 1:
+        return float(poly[0, 1])
+    j = min(max(int(np.searchsorted(poly[:, 0], x, side="right")), 1), len(poly) - 1)
+    (x0, y0), (x1, y1) = poly[j - 1], poly[j]
+    if x == x0:
+        return float(y0)
+    if x1 - x0 > max_gap_px:
+        return None if x != x1 else float(y1)
+    return float(y0 + (x - x0) * (y1 - y0) / (x1 - x0)) if x1 > x0 else float(y1)
 
 
 def gap_px(poly, max_gap_px: float = 8.0) -> float:
@@ -169,8 +179,10 @@ def fill_gaps(surface, fill, max_gap_px: float = 8.0) -> np.ndarray:
     """
     surface = np.asarray(surface, dtype=float).reshape(-1, 2)
     fill = np.asarray(fill, dtype=float).reshape(-1, 2)
-    if len(surface) < 2 or len(fill) == 0 or not len(_gap_cuts(surface[:, 0], max_gap_px)):
+    if len(surface) < 2 or len(fill) == 0:
         return break_at_gaps(surface, max_gap_px)
+    if not len(_gap_cuts(surface[:, 0], max_gap_px)):
+        return surface   # the usual case: seen all along
     limit = gap_px(surface, max_gap_px)
     xs = surface[:, 0]
     j = np.searchsorted(xs, fill[:, 0], side="right")

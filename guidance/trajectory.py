@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import InputError
 from .geometry import (break_at_gaps, fill_gaps, gap_px, point_polyline_distance, polyline_y_at, ray_polyline_hit,
-                       ray_polyline_hits, rotate, to_mm, to_px)
+                       ray_polyline_hits, to_mm)
 from .types import FrameResult, NeedleDetection, Spacing, TargetDetection, Trajectory
 
 ALERT_NEAR_BONE = "near_bone"
@@ -167,17 +167,24 @@ def _hit(tip, d_px, surface, reach_px: float) -> tuple[float, int] | None:
 def _cone(tip, d_metric, m, surface, half_angle_deg: float, half_width_px: float, length_px: float):
     """Two lines at ±half_angle (rotated in tissue space) from ±half_width beside the tip to the surface.
 
-    A side that misses the surface is drawn as long as the main path.
+    A side that misses the surface is drawn as long as the main path. Scalar
+    math on the two lines: numpy calls on 2-element arrays cost more than they do.
     """
-    d = to_px(rotate(np.stack([d_metric, d_metric]), np.array([-half_angle_deg, half_angle_deg])), m)
-    d /= np.hypot(d[:, 0], d[:, 1])[:, None]
-    u = to_px(d_metric, m)
-    u /= np.hypot(*u)
-    normal = np.array([-u[1], u[0]])                   # the side a positive rotation turns to
-    starts = tip + np.array([-half_width_px, half_width_px])[:, None] * normal
-    t, _ = ray_polyline_hits(starts, d, surface)
-    ends = starts + np.where(np.isfinite(t), t, length_px)[:, None] * d
-    return tuple(((float(s[0]), float(s[1])), (float(x), float(y))) for s, (x, y) in zip(starts, ends))
+    (dx, dy), (mx, my) = d_metric, m
+    c, s = math.cos(math.radians(half_angle_deg)), math.sin(math.radians(half_angle_deg))
+    dirs = np.empty((2, 2))
+    starts = np.empty((2, 2))
+    ux, uy = dx / mx, dy / my                          # the path in pixels
+    n = math.hypot(ux, uy)
+    nx, ny = -uy / n, ux / n                           # the side a positive rotation turns to
+    for i, sign in enumerate((-1.0, 1.0)):
+        rx, ry = (c * dx - sign * s * dy) / mx, (sign * s * dx + c * dy) / my   # rotated in mm, back to px
+        k = math.hypot(rx, ry)
+        dirs[i] = rx / k, ry / k
+        starts[i] = tip[0] + sign * half_width_px * nx, tip[1] + sign * half_width_px * ny
+    t, _ = ray_polyline_hits(starts, dirs, surface)
+    ends = starts + np.where(np.isfinite(t), t, length_px)[:, None] * dirs
+    return tuple(((float(a[0]), float(a[1])), (float(b[0]), float(b[1]))) for a, b in zip(starts, ends))
 
 
 def tip_to_bone_mm(needle: NeedleDetection, bone_px, spacing_mm: Spacing, max_gap_px: float = 8.0) -> float:
