@@ -6,9 +6,9 @@ adds the picture's own motion around the shaft, measured by Lucas-Kanade
 optical flow (hand tremor, probe drift), so the drawn needle stays on the
 needle while detector noise is smoothed. Detections outside the filter's
 innovation gate are rejected (a persistent one starts a new track); frames
-where the detector misses are carried by the prediction and the flow, for at
-most ``coast_s`` seconds: then the needle is ``lost`` and is not shown. A lost
-needle is never invented.
+where the detector misses hold the last position, moved by the flow (not by
+the old velocity), for at most ``coast_s`` seconds: then the needle is
+``lost`` and is not shown. A lost needle is never invented.
 
 :class:`TargetSmoother` smooths the target surfaces (cartilage top, bone) over
 time on a common 1-pixel x-grid and follows probe motion by re-registering or
@@ -71,7 +71,15 @@ class NeedleTracker:
         Innovation gate on the squared Mahalanobis distance.
     reinit_frames : int
         A detection outside the gate that persists (consistent with itself) for
-        this many frames in a row replaces the track: a new needle.
+        this many frames in a row replaces the track: a new needle, or the same
+        one redirected.
+    manoeuvre_across_px, manoeuvre_angle_deg, manoeuvre_jump_px : float
+        A detection whose shaft lies on the track's own line (within these of
+        it; its tip up to 60 px along it) but whose tip is outside the gate or
+        more than ``manoeuvre_jump_px`` from the prediction is the same needle
+        advancing or withdrawing faster than the filter expected (a sudden
+        pull-back): the filter restarts on it and the track goes on, rather
+        than drawing the tip where the old velocity says.
     confirm_frames : int
         A track coasts through missed detections only once this many
         detections have confirmed it (``NeedleTrack.confirmed``); a needle
@@ -87,7 +95,8 @@ class NeedleTracker:
     def __init__(self, coast_s: float = 0.5, *, tip_along_sd_px: float = 4.0, tip_across_sd_px: float = 1.0,
                  dir_sd: float = 0.02, dir_endpoint_sd_px: float = 2.5,
                  accel_noise: float = 20.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
-                 gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 3, confirm_frames: int = 3,
+                 gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 2, confirm_frames: int = 3,
+                 manoeuvre_across_px: float = 6.0, manoeuvre_angle_deg: float = 8.0, manoeuvre_jump_px: float = 12.0,
                  use_flow: bool = True, flow_tip_sd_px: float = 0.3) -> None:
         self.coast_s = float(coast_s)
         self.tip_along_sd_px = tip_along_sd_px
@@ -99,6 +108,8 @@ class NeedleTracker:
         self.dir_rate_sd_s = dir_rate_sd_s
         self.gate_chi2 = gate_chi2
         self.reinit_frames = max(1, int(reinit_frames))
+        self.manoeuvre_across_px, self.manoeuvre_angle_deg = manoeuvre_across_px, manoeuvre_angle_deg
+        self.manoeuvre_jump_px = manoeuvre_jump_px
         self.confirm_frames = max(1, int(confirm_frames))
         self.use_flow = use_flow
         self._flow_var = flow_tip_sd_px**2
@@ -114,6 +125,7 @@ class NeedleTracker:
         self._confidence = 0.0
         self._frames_since = 0
         self._pending: list[NeedleDetection] = []  # consecutive gated-out detections
+        self._pending_t: list[float] = []           # and their times
         self._prev_image: np.ndarray | None = None
         self._nis = 2.0                         # running mean of the tip's normalised innovation
         self._hits = 0                          # detections accepted by the current track
@@ -122,19 +134,20 @@ class NeedleTracker:
     def active(self) -> bool:
         return self._kf is not None
 
-    def _new_filter(self, det: NeedleDetection) -> None:
+    def _new_filter(self, det: NeedleDetection, velocity_px_s: np.ndarray | None = None) -> None:
         kf = cv2.KalmanFilter(6, 4, 0, cv2.CV_64F)
         kf.measurementMatrix = np.array([[1, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0],
                                          [0, 0, 0, 0, 1, 0], [0, 0, 0, 0, 0, 1]], _F64)
         u = det.direction
-        kf.statePost = np.array([[det.tip_px[0]], [det.tip_px[1]], [0.0], [0.0], [u[0]], [u[1]]], _F64)
-        # Velocity unknown at first: a wide prior lets the first frames set it.
+        v = (0.0, 0.0) if velocity_px_s is None else (float(velocity_px_s[0]), float(velocity_px_s[1]))
+        kf.statePost = np.array([[det.tip_px[0]], [det.tip_px[1]], [v[0]], [v[1]], [u[0]], [u[1]]], _F64)
+        # Velocity unknown at first (or from two detections only): a wide prior lets the next frames set it.
         kf.errorCovPost = np.diag([self.tip_along_sd_px**2] * 2 + [60.0**2] * 2 + [self._dir_var(det)] * 2).astype(_F64)
         self._kf = kf
         self._length_px = float(np.hypot(*np.subtract(det.tip_px, det.tail_px)))
         self._dir_var_meas = self._dir_var(det)
         self._confidence = float(det.confidence)
-        self._pending = []
+        self._pending, self._pending_t = [], []
         self._nis = 2.0
         self._hits = 1
 
@@ -194,6 +207,13 @@ class NeedleTracker:
         """Variance of the measured unit direction: endpoint errors across the shaft over its length."""
         length = max(float(np.hypot(*np.subtract(det.tip_px, det.tail_px))), 1.0)
         return max(self.dir_sd**2, 2.0 * (self.dir_endpoint_sd_px / length) ** 2)
+
+    def _on_own_line(self, det: NeedleDetection) -> bool:
+        """``det`` lies on the track's last shaft line, its tip moved along it only."""
+        s = self._kf.statePost[:, 0]
+        u = s[4:6] / max(math.hypot(s[4], s[5]), 1e-9)
+        last = NeedleDetection((float(s[0]), float(s[1])), (float(s[0] - u[0]), float(s[1] - u[1])), 1.0)
+        return _consistent(last, det, across_px=self.manoeuvre_across_px, angle_deg=self.manoeuvre_angle_deg)
 
     @staticmethod
     def _measurement(det: NeedleDetection) -> np.ndarray:
@@ -301,21 +321,42 @@ class NeedleTracker:
         if det is not None:
             z = self._measurement(det)
             r = self._detection_noise(det)
-            if self._mahalanobis2(z, r) <= self.gate_chi2:
-                self._correct(z, r)
+            along_own_line = self._on_own_line(det)
+            jump = along_own_line and (self._mahalanobis2(z, r) > self.gate_chi2 or math.hypot(
+                *np.subtract(det.tip_px, self._kf.statePre[0:2, 0])) > self.manoeuvre_jump_px)
+            if jump or self._mahalanobis2(z, r) <= self.gate_chi2:
+                if jump:
+                    # The needle moved along its own shaft faster than the filter expected (an
+                    # advance after a pause, a withdrawal): the same needle, so restart the filter
+                    # on it and keep the track. Coasting on the old velocity here drew the tip
+                    # millimetres deeper than it was while the detector saw it withdrawing.
+                    # Its speed is left for the next frames to measure: one detection's error
+                    # turned into a velocity would throw the track off the needle.
+                    hits = self._hits
+                    self._new_filter(det)
+                    self._hits = hits
+                else:
+                    self._correct(z, r)
                 self._length_px += 0.3 * (float(np.hypot(*np.subtract(det.tip_px, det.tail_px))) - self._length_px)
                 self._confidence = float(det.confidence)
                 self._dir_var_meas = float(r[2, 2])
                 self._t_detect_s = t
                 self._frames_since = 0
-                self._pending = []
+                self._pending, self._pending_t = [], []
                 self._hits += 1
                 return self._output("tracking")
             if self._pending and not _consistent(self._pending[-1], det):
-                self._pending = []
+                self._pending, self._pending_t = [], []
             self._pending.append(det)
+            self._pending_t.append(t)
             if len(self._pending) >= self.reinit_frames:
-                self._new_filter(det)  # a persistent new needle replaces the track
+                # A persistent new needle (or the same one redirected) replaces the track, moving
+                # as its last two detections did.
+                v = None
+                if len(self._pending) >= 2 and self._pending_t[-1] > self._pending_t[-2]:
+                    v = np.subtract(self._pending[-1].tip_px, self._pending[-2].tip_px) / (
+                        self._pending_t[-1] - self._pending_t[-2])
+                self._new_filter(det, v)
                 self._hits = self.reinit_frames  # already seen that many times
                 self._t_detect_s = t
                 self._frames_since = 0
@@ -324,9 +365,17 @@ class NeedleTracker:
         self._frames_since += 1
         if t - self._t_detect_s > self.coast_s or self._hits < self.confirm_frames:
             self._kf = None
-            self._pending = [det] if det is not None else []
+            self._pending, self._pending_t = ([det], [t]) if det is not None else ([], [])
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
+        # Coasting (no detection, or one that disagrees with the track) holds the last position,
+        # moved by the picture's flow, and does not extrapolate the velocity: a needle leaving
+        # the plane, stopping or pulled back is not where its old speed says, and a tip drawn
+        # deeper than the real one is the worst thing this can show.
         self._accept_prediction()
+        held = self._kf.statePost.copy()
+        held[0:2, 0] = before[0:2, 0] + (motion if motion is not None else 0.0)
+        held[2:4, 0] = 0.0
+        self._kf.statePost = held
         tip = self._kf.statePost[0:2, 0]
         if not (0 <= tip[0] < frame.width_px and 0 <= tip[1] < frame.height_px):
             self._kf = None  # coasted out of the picture: do not draw it off-frame
@@ -353,12 +402,19 @@ class NeedleTracker:
                            confirmed=self._hits >= self.confirm_frames, tip_across_sd_px=tip_across_sd_px)
 
 
-def _consistent(a: NeedleDetection, b: NeedleDetection, tip_px: float = 15.0, angle_deg: float = 10.0) -> bool:
-    """Two detections plausibly of the same needle in consecutive frames."""
-    if math.hypot(a.tip_px[0] - b.tip_px[0], a.tip_px[1] - b.tip_px[1]) > tip_px:
+def _consistent(a: NeedleDetection, b: NeedleDetection, across_px: float = 8.0, along_px: float = 60.0,
+                angle_deg: float = 10.0) -> bool:
+    """Two detections plausibly of the same needle in consecutive frames.
+
+    A needle moves along its own axis (advance, withdrawal) much faster than
+    across it: the tips may be ``along_px`` apart along ``a``'s shaft but only
+    ``across_px`` beside it, with the shafts within ``angle_deg``.
+    """
+    if float(np.dot(a.direction, b.direction)) < math.cos(math.radians(angle_deg)):
         return False
-    cos = float(np.dot(a.direction, b.direction))
-    return cos >= math.cos(math.radians(angle_deg))
+    u = np.asarray(a.direction, dtype=float)
+    d = np.subtract(b.tip_px, a.tip_px)
+    return abs(float(d @ np.array([-u[1], u[0]]))) <= across_px and abs(float(d @ u)) <= along_px
 
 
 class TargetSmoother:

@@ -331,3 +331,52 @@ def test_broken_detections_with_nan_do_not_poison_the_track():
     bad.surface_px[9, 1] = np.nan
     out = sm.update(frame(0), bad)
     assert np.isfinite(out.surface_px).all() and np.allclose(out.surface_px[:, 1], 150)
+
+
+def _along(i0: int, start, u, step_px: float, n: int):
+    """Tips moving ``step_px`` per frame along unit direction ``u`` from ``start``."""
+    return [(i0 + k, np.asarray(start, float) + (k + 1) * step_px * np.asarray(u)) for k in range(n)]
+
+
+def test_sudden_withdrawal_seen_by_the_detector_is_shown_where_it_is():
+    """After a fast advance the physician pulls back: the drawn tip follows the detector, never runs on deeper."""
+    u = np.array([0.8, 0.6])
+    entry = np.array([20.0, 20.0])
+    tr = NeedleTracker()
+    tip = entry + 60 * u
+    for i in range(15):                                   # advancing 6 px per frame (18 mm/s at 0.1 mm/px)
+        tip = tip + 6 * u
+        tr.update(frame(i), det(tip, entry))
+    for i, tip in _along(15, tip, -u, 12.0, 6):           # withdrawing twice as fast
+        t = tr.update(frame(i), det(tip, entry))
+        # (the old tracker coasted on: 1.3, 3.1, 4.8 mm deeper than the needle)
+        assert t.state == "tracking" and np.hypot(*np.subtract(t.needle.tip_px, tip)) < 6.0
+
+
+def test_a_needle_lost_while_advancing_is_held_where_last_seen_not_extrapolated():
+    u = np.array([0.8, 0.6])
+    entry = np.array([20.0, 20.0])
+    tr = NeedleTracker(coast_s=0.5)
+    tip = entry + 60 * u
+    for i in range(20):
+        tip = tip + 6 * u
+        tr.update(frame(i), det(tip, entry))
+    depth_seen = float(tip @ u)
+    for i in range(20, 30):                               # out of plane: no detection for 1/3 s
+        t = tr.update(frame(i), Detection())
+        assert t.state == "coasting"
+        assert float(np.asarray(t.needle.tip_px) @ u) < depth_seen + 3.0   # never drawn deeper than seen
+
+
+def test_a_redirected_needle_is_followed_from_its_second_frame():
+    entry = np.array([20.0, 20.0])
+    u1, u2 = np.array([0.8, 0.6]), np.array([0.94, 0.34])   # a 17 degree redirection
+    tr = NeedleTracker()
+    for i in range(15):
+        tr.update(frame(i), det(entry + (80 + 3 * i) * u1, entry))
+    errors = []
+    for k, i in enumerate(range(15, 25)):
+        tip = entry + (60 + 6 * k) * u2
+        t = tr.update(frame(i), det(tip, entry))
+        errors.append(np.inf if t.needle is None else float(np.hypot(*np.subtract(t.needle.tip_px, tip))))
+    assert max(errors[1:]) < 2.0
