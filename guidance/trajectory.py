@@ -212,9 +212,10 @@ class GuidanceStage:
     - ``"near_bone"``: tip within ``near_bone_mm`` of the bone surface (needs spacing).
     - ``"off_target"``: a target point is set and the path passes farther than
       ``off_target_mm`` from it (``off_target_px`` when the spacing is unknown).
-    - ``"needle_lost"``: no confirmed needle now, and the tracker had a
-      confirmed one within ``lost_alert_s`` (a track of a frame or two that
-      goes away raises nothing).
+    - ``"needle_lost"``: no needle now, and the tracker had a confirmed one
+      within ``lost_alert_s``; a track of a frame or two that goes away raises
+      nothing, and a needle taken up by a new, not yet confirmed track (a
+      redirect) neither starts nor ends the alert.
     """
 
     def __init__(self, name: str = "guidance", target_point_px=None, near_bone_mm: float = 2.0,
@@ -228,6 +229,7 @@ class GuidanceStage:
         self.lost_alert_s = lost_alert_s
         self._target_point_px = None
         self._last_needle_t_s: float | None = None
+        self._lost_on = False
         self.set_target_point(target_point_px)
 
     @property
@@ -264,10 +266,13 @@ class GuidanceStage:
                 miss = float(np.hypot(*miss_vector(needle, self._target_point_px, spacing)))
                 if miss > (self.off_target_mm if spacing is not None else self.off_target_px):
                     alerts.append(ALERT_OFF_TARGET)
-        if (track is not None and not confirmed and self._last_needle_t_s is not None
-                and 0.0 <= t_s - self._last_needle_t_s <= self.lost_alert_s):
-            # Also while a new track is not yet confirmed: a flicker of detection does not end
-            # the alert and start it again (one loss, one alert).
+        recent = self._last_needle_t_s is not None and 0.0 <= t_s - self._last_needle_t_s <= self.lost_alert_s
+        # No needle: lost. An unconfirmed one only keeps an alert already on (a flicker of
+        # detection does not end it and start it again: one loss, one alert) and starts none
+        # (a redirected needle taken up by a new track for a frame or two was never lost).
+        lost = track is not None and recent and (needle is None or (not confirmed and self._lost_on))
+        self._lost_on = lost
+        if lost:
             alerts.append(ALERT_NEEDLE_LOST)
         return replace(result, trajectory=traj, alerts=tuple(alerts))
 

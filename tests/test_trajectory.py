@@ -299,6 +299,15 @@ def test_a_flicker_of_detection_while_lost_does_not_start_a_second_needle_lost()
     assert _onsets(results) == 1
 
 
+def test_redirected_needle_taken_up_by_a_new_track_raises_no_needle_lost():
+    # Same entry point, new angle: the tracker replaces the track after a couple of frames, and
+    # the new track is briefly unconfirmed; the needle never went away, so nothing was lost.
+    before, after = needle((0, 0), (50, 50)), needle((0, 0), (30, 65))
+    results = _run([before] * 15 + [after] * 15)
+    assert all(r.needle is not None for r in results)
+    assert not any("needle_lost" in r.alerts for r in results)
+
+
 def test_needle_lost_ends_once_the_needle_is_confirmed_again():
     n = needle((50, 0), (50, 50))
     results = _run([n] * 10 + [None] * 30 + [n] * 10)
