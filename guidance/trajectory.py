@@ -229,7 +229,7 @@ class GuidanceStage:
         self.lost_alert_s = lost_alert_s
         self._target_point_px = None
         self._last_needle_t_s: float | None = None
-        self._lost_on = False
+        self._on: frozenset[str] = frozenset()   # this stage's alerts on the previous frame
         self.set_target_point(target_point_px)
 
     @property
@@ -252,28 +252,27 @@ class GuidanceStage:
                                   tip_sd_px=track.tip_across_sd_px if track is not None else 0.0)
         alerts = list(result.alerts)
         t_s = result.frame.timestamp_s
-        # Only a confirmed needle can be "lost": one seen for a frame or two (maybe a false
-        # detection) was never worth the user's attention, so its going away is not either.
+        # Alerts are for a confirmed needle: one seen for a frame or two (maybe a false detection)
+        # would flash NEAR BONE, and its going away is no loss. An unconfirmed needle may only
+        # keep an alert that is already on (a redirect taken up by a new track, a flicker of
+        # detection while lost): it never starts one, nor breaks one into two.
         confirmed = needle is not None and (track is None or track.confirmed)
         if confirmed:
             self._last_needle_t_s = t_s
-            # Alerts too wait for a confirmed needle: a false detection near the bone for a frame
-            # would flash NEAR BONE; a real needle is confirmed within confirm_frames (~0.1 s).
-            if spacing is not None and target is not None and len(target.bone_px):
-                if tip_to_bone_mm(needle, target.bone_px, spacing) <= self.near_bone_mm:
-                    alerts.append(ALERT_NEAR_BONE)
-            if self._target_point_px is not None:
-                miss = float(np.hypot(*miss_vector(needle, self._target_point_px, spacing)))
-                if miss > (self.off_target_mm if spacing is not None else self.off_target_px):
-                    alerts.append(ALERT_OFF_TARGET)
+        on = confirmed or needle is not None and bool(self._on)
+        if on and spacing is not None and target is not None and len(target.bone_px):
+            if tip_to_bone_mm(needle, target.bone_px, spacing) <= self.near_bone_mm:
+                alerts.append(ALERT_NEAR_BONE)
+        if on and self._target_point_px is not None:
+            miss = float(np.hypot(*miss_vector(needle, self._target_point_px, spacing)))
+            if miss > (self.off_target_mm if spacing is not None else self.off_target_px):
+                alerts.append(ALERT_OFF_TARGET)
         recent = self._last_needle_t_s is not None and 0.0 <= t_s - self._last_needle_t_s <= self.lost_alert_s
-        # No needle: lost. An unconfirmed one only keeps an alert already on (a flicker of
-        # detection does not end it and start it again: one loss, one alert) and starts none
-        # (a redirected needle taken up by a new track for a frame or two was never lost).
-        lost = track is not None and recent and (needle is None or (not confirmed and self._lost_on))
-        self._lost_on = lost
-        if lost:
+        if track is not None and recent and (needle is None or not confirmed):
             alerts.append(ALERT_NEEDLE_LOST)
+        if needle is not None and not confirmed:   # keep only what was on before
+            alerts = [a for a in alerts if a in self._on or a in result.alerts]
+        self._on = frozenset(alerts)
         return replace(result, trajectory=traj, alerts=tuple(alerts))
 
 

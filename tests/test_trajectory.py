@@ -323,6 +323,13 @@ def test_near_bone_waits_for_a_confirmed_needle():
     assert ["near_bone" in r.alerts for r in steady] == [False, False, True, True, True, True]
 
 
+def test_near_bone_stays_one_alert_through_a_redirect():
+    before, after = needle((50, 0), (50, 95)), needle((20, 0), (50, 95))   # same tip, 17 deg apart
+    results = _run([before] * 10 + [after] * 10)
+    assert _onsets(results, "near_bone") == 1 and "near_bone" in results[-1].alerts
+    assert not any("needle_lost" in r.alerts for r in results)
+
+
 # --- properties over random geometry ---------------------------------------------
 
 from hypothesis import given, settings  # noqa: E402
