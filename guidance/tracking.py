@@ -333,8 +333,20 @@ class NeedleTracker:
                     # Its speed is left for the next frames to measure: one detection's error
                     # turned into a velocity would throw the track off the needle.
                     hits = self._hits
+                    u_pre, p_pre = self._kf.statePre[4:6, 0].copy(), self._kf.errorCovPre[4:6, 4:6].copy()
                     self._new_filter(det)
                     self._hits = hits
+                    # The shaft did not turn (the detection lies on the track's line): keep the
+                    # filtered direction, folded with this detection's, not the one detection's.
+                    kf = self._kf
+                    v_meas, v_pre = r[2, 2], max(float(np.trace(p_pre)) / 2, 1e-12)
+                    u = (u_pre / v_pre + kf.statePost[4:6, 0] / v_meas) / (1 / v_pre + 1 / v_meas)
+                    post = kf.statePost.copy()
+                    post[4:6, 0] = u / max(math.hypot(*u), 1e-9)
+                    kf.statePost = post
+                    cov = kf.errorCovPost.copy()
+                    cov[4:6, 4:6] = np.eye(2) / (1 / v_pre + 1 / v_meas)
+                    kf.errorCovPost = cov
                 else:
                     self._correct(z, r)
                 self._length_px += 0.3 * (float(np.hypot(*np.subtract(det.tip_px, det.tail_px))) - self._length_px)
