@@ -380,3 +380,19 @@ def test_a_redirected_needle_is_followed_from_its_second_frame():
         t = tr.update(frame(i), det(tip, entry))
         errors.append(np.inf if t.needle is None else float(np.hypot(*np.subtract(t.needle.tip_px, tip))))
     assert max(errors[1:]) < 2.0
+
+
+def test_pull_back_along_the_shaft_keeps_the_filtered_direction():
+    # A needle at 45 deg held still, then pulled back 20 px along its shaft: the detection on the
+    # jump frame is 3 deg off. The track restarts on the new tip but the shaft did not turn, so
+    # its direction stays near the filtered 45 deg rather than taking the one detection's 48.
+    tr = NeedleTracker(use_flow=False)
+    u = np.array([1.0, 1.0]) / np.sqrt(2)
+    tip = np.array([200.0, 160.0])
+    for i in range(20):
+        tr.update(frame(i), det(tip, tip - 120 * u))
+    back = tip - 20 * u
+    off = np.radians(48.0)
+    t = tr.update(frame(20), det(back, back - 120 * np.array([np.cos(off), np.sin(off)])))
+    assert t.state == "tracking" and t.needle.tip_px == pytest.approx(tuple(back), abs=1.0)
+    assert abs(t.needle.angle_deg - 45.0) < 1.0
