@@ -91,6 +91,18 @@ def test_state_says_lost_only_for_a_needle_seen_a_moment_ago(window):
     assert window.readouts.texts()["state"] == "NOT SEEN"
 
 
+def test_a_needle_seen_only_a_frame_or_two_reads_unconfirmed_and_the_aim_spread_is_shown(window):
+    from dataclasses import replace
+
+    res = make_result()
+    window.show_result(replace(res, track=replace(res.track, confirmed=False)))
+    assert window.readouts.texts()["state"] == "UNCONFIRMED"
+    window.show_result(res)
+    assert window.readouts.texts()["state"] == "TRACKING"
+    # the cone ends 20 px apart in x and y at 0.1 mm/px: +-1.4 mm
+    assert window.readouts.texts()["miss"] == "path lands within \u00b11.4 mm"
+
+
 def test_rendered_overlay_lands_on_the_tip_pixel(window, qtbot):
     """Grab the screen: the yellow tip ring is drawn around the tip's widget position."""
     res = make_result(tip=(320.0, 240.0))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from guidance.overlay import aim_spread_mm
 from guidance.types import FrameResult
 
 from . import DISCLAIMER_SHORT
@@ -20,6 +21,7 @@ ALERT_MESSAGES = {
     "needle_lost": "NEEDLE LOST \u2014 guidance paused until the needle is seen again",
 }
 STATE_TEXT = {"tracking": ("TRACKING", "surface"), "coasting": ("COASTING", "yellow"),
+              "unconfirmed": ("UNCONFIRMED", "yellow"),  # seen in a frame or two: maybe a false detection
               "lost": ("LOST", "alert"), None: ("NOT SEEN", "white")}
 DASH = "\u2014"
 
@@ -91,19 +93,24 @@ class ReadoutPanel(QtWidgets.QFrame):
             self.distance.setText(f"{number}<span style='font-size: 22pt;'>&nbsp;{unit}</span>")
             self.depth.setText(f"{tr.tip_depth_mm:.1f} mm" if tr.tip_depth_mm is not None else DASH)
             self.angle.setText(f"{tr.approach_deg:.0f}\u00b0")
+            notes = []
+            spread = aim_spread_mm(tr, result.frame.spacing_mm)
+            if spread is not None:  # how surely the path lands: wide while little of the shaft is seen
+                notes.append(f"path lands within \u00b1{spread:.1f} mm")
             if tr.miss_depth_mm is not None and tr.miss_lateral_mm is not None:
                 depth = "deep" if tr.miss_depth_mm >= 0 else "shallow"
                 side = "right" if tr.miss_lateral_mm >= 0 else "left"
-                self.miss.setText(f"misses the picked target by\n{abs(tr.miss_depth_mm):.1f} mm {depth}, "
-                                  f"{abs(tr.miss_lateral_mm):.1f} mm {side}")
-            else:
-                self.miss.setText("")
+                notes.append(f"misses the picked target by\n{abs(tr.miss_depth_mm):.1f} mm {depth}, "
+                             f"{abs(tr.miss_lateral_mm):.1f} mm {side}")
+            self.miss.setText("\n".join(notes))
         if result is None:
             text, role = DASH, "white"
         else:
             state = result.track.state if result.track is not None else ("tracking" if result.needle else None)
             if state == "lost" and "needle_lost" not in result.alerts:
                 state = None  # as the overlay: LOST (in alert colour) only for a needle seen a moment ago
+            if result.track is not None and result.track.needle is not None and not result.track.confirmed:
+                state = "unconfirmed"
             text, role = STATE_TEXT.get(state, STATE_TEXT[None])
         self.state.setText(text)
         self.state.setStyleSheet(f"color: {css(role)}; font-size: 16pt; font-weight: bold;")
