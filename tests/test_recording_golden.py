@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from guidance.evaluate import evaluate
-from guidance.recording.golden import explain_difference, read_golden, run_sample
+from guidance.recording.golden import explain_difference, read_golden, run_sample, same_guidance
 from guidance.recording.samples import load_sample, sample_names
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = sample_names(REPO / "replay_data")
 GOLDEN = Path(__file__).resolve().parent / "golden"
 
-# Needle accuracy bounds wait for the detector to meet them: the lead enables them
-# (True) once detection is good enough on the samples (see the report of the recording task).
-NEEDLE_BOUNDS_ENABLED = False
-TIP_MEDIAN_MM, ANGLE_MEDIAN_DEG, NEEDLE_RECALL = 2.0, 5.0, 0.9
+# Loose bounds on the needle against truth, so a broken detector or tracker fails here even when
+# someone refreshed the golden outputs without looking.
+NEEDLE_BOUNDS_ENABLED = True
+TIP_MEDIAN_MM, ANGLE_MEDIAN_DEG, NEEDLE_RECALL = 0.8, 2.5, 0.95  # measured (tracked): 0.27-0.33 mm, 0.02-0.93 deg, 100 %
 SURFACE_MEDIAN_MM, BONE_MEDIAN_MM, THICKNESS_MEDIAN_MM, TARGET_RECALL = 1.0, 1.0, 1.0, 0.9
 FALSE_POSITIVE_RATE = 0.05
 
@@ -38,12 +38,14 @@ pytestmark = pytest.mark.skipif(not SAMPLES, reason="no samples in replay_data/"
 
 
 @pytest.mark.parametrize("name", SAMPLES)
-def test_output_matches_the_stored_golden_output_exactly(name):
+def test_output_matches_the_stored_golden_output(name):
+    """Same guidance as stored, to 0.05 (px, mm, deg): other CPUs may round the last bits differently."""
     stored = read_golden(GOLDEN, name)
     assert stored is not None, f"no stored output for {name}: run python tests/refresh_golden.py {name}"
     expected, expected_meta = stored
     got, got_meta = _run(name)
-    assert got == expected, explain_difference(expected, got, expected_meta, got_meta)
+    assert len(got) == len(expected) and same_guidance(got, expected), \
+        explain_difference(expected, got, expected_meta, got_meta)
 
 
 @pytest.mark.parametrize("name", SAMPLES)
@@ -82,3 +84,14 @@ def test_needle_within_bounds_of_truth(name):
     assert report["needle_recall"] >= NEEDLE_RECALL, report
     assert report["tip_error"]["median"] <= TIP_MEDIAN_MM, report["tip_error"]
     assert report["angle_error_deg"]["median"] <= ANGLE_MEDIAN_DEG, report["angle_error_deg"]
+
+
+def test_golden_comparison_tolerates_rounding_but_not_changes():
+    line = {"needle": {"tip_px": [412.31, 233.9], "confidence": 0.97}, "alerts": ["near_bone"], "tracking": "tracking"}
+    assert same_guidance(line, {"needle": {"tip_px": [412.33, 233.9], "confidence": 0.97},
+                                "alerts": ["near_bone"], "tracking": "tracking"})
+    assert not same_guidance(line, {"needle": {"tip_px": [413.0, 233.9], "confidence": 0.97},
+                                    "alerts": ["near_bone"], "tracking": "tracking"})
+    assert not same_guidance(line, {**line, "alerts": []})
+    assert not same_guidance(line, {**line, "needle": None})
+    assert not same_guidance(line, {**line, "tracking": "coasting"})
