@@ -54,8 +54,9 @@ class ReadoutPanel(QtWidgets.QFrame):
         self.angle = _label(22, bold=True)
         self.state = _label(16, bold=True)
         self.miss = _label(13)
-        # always room for two lines: the panel must not re-flow (or clip) as the text changes
-        self.miss.setFixedHeight(2 * QtGui.QFontMetrics(self._font_pt(13)).lineSpacing() + 8)
+        # always room for three lines (aim spread, miss of the picked target): the panel must not
+        # re-flow (or clip) as the text changes
+        self.miss.setFixedHeight(3 * QtGui.QFontMetrics(self._font_pt(13)).lineSpacing() + 8)
         for caption, widget in (("to target", self.distance), ("tip depth", self.depth),
                                 ("approach angle", self.angle), ("needle", self.state), ("", self.miss)):
             if caption:
