@@ -91,6 +91,18 @@ def _refine(mask_u8: np.ndarray, box_px: tuple[int, int, int, int], margin_px: i
     return ImagingRegion(left, top, right - left + 1, bottom - top + 1)
 
 
+def _down_to_bottom(region: ImagingRegion, height_px: int, width_px: int) -> ImagingRegion:
+    """A region filling the frame's width from its top edge is the whole frame.
+
+    Such a frame is the ultrasound image itself (a PLUS, DICOM or simulated
+    feed, no scanner screen around it); rows below where content seems to end
+    are deep tissue in the bone's shadow, nearly black, not chrome.
+    """
+    if region.x_px == 0 and region.y_px == 0 and region.width_px == width_px:
+        return ImagingRegion(0, 0, width_px, height_px)
+    return region
+
+
 def _walk(has: np.ndarray, start: int, step: int, limit: int, max_gap: int) -> int:
     """Last index with content reached from ``start`` toward ``limit`` without a gap longer than ``max_gap``."""
     last, gap, i = start, 0, start
@@ -154,7 +166,7 @@ def find_imaging_region(image_u8: np.ndarray) -> ImagingRegion:
     box = _coarse_box(mask, _BLOCK_PX)
     if box is None:
         return ImagingRegion.full(image_u8)
-    return _refine(mask, box, 2 * _BLOCK_PX).clip_to(*image_u8.shape)
+    return _down_to_bottom(_refine(mask, box, 2 * _BLOCK_PX).clip_to(*image_u8.shape), *image_u8.shape)
 
 
 class RegionEstimator:
@@ -227,7 +239,7 @@ class RegionEstimator:
             grown = cv2.erode(grown, np.ones((2 * self._SCALE + 1, 2 * self._SCALE + 1), np.uint8))
             mask = cv2.bitwise_or(mask, grown)
         self.region = (ImagingRegion.full(image_u8) if box is None
-                       else _refine(mask, box, 2 * _BLOCK_PX).clip_to(height, width))
+                       else _down_to_bottom(_refine(mask, box, 2 * _BLOCK_PX).clip_to(height, width), height, width))
         return self.region
 
 

@@ -107,6 +107,22 @@ def test_all_ultrasound_frame_is_its_own_region():
     assert find_imaging_region(np.zeros((50, 60), np.uint8)) == ImagingRegion(0, 0, 60, 50)
 
 
+def test_an_ultrasound_frame_whose_bottom_is_black_shadow_is_still_its_own_region():
+    """A PLUS, DICOM or simulated feed: the deep shadow under the bone is image, not chrome."""
+    from guidance.sim import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(width_px=512, height_px=512, seed=3, scenario="insertion", depth_mm=30.0))
+    image = sim.render(100).image
+    assert find_imaging_region(image) == ImagingRegion(0, 0, 512, 512)
+    est = RegionEstimator()
+    for i in range(95, 101):
+        region = est.update(sim.render(i).image)
+    assert region == ImagingRegion(0, 0, 512, 512)
+    # a frame with the bottom fully black (no speckle at all) is one too
+    image[400:] = 0
+    assert find_imaging_region(image) == ImagingRegion(0, 0, 512, 512)
+
+
 class _Frames(SourceBase):
     name = "screens"
 
