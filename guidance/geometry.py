@@ -144,18 +144,19 @@ def gap_px(poly, max_gap_px: float = 8.0) -> float:
 
     A surface sampled every 5 px is not all gaps; one with a 40 px hole is.
     """
-    steps = np.diff(np.asarray(poly, dtype=float)[:, 0])
+    return _gap_limit(np.diff(np.asarray(poly, dtype=float)[:, 0]), max_gap_px)
+
+
+def _gap_limit(steps: np.ndarray, max_gap_px: float) -> float:
     if not len(steps) or steps.max() <= max_gap_px:
         return float(max_gap_px)   # nothing wider: no need for the median
     return max(float(max_gap_px), 3.0 * float(np.median(steps)))
 
 
 def _gap_cuts(xs: np.ndarray, max_gap_px: float) -> np.ndarray:
-    """Indices where a gap starts (see :func:`gap_px`); empty without allocating much in the usual case."""
+    """Indices where a gap starts (see :func:`gap_px`)."""
     steps = np.diff(xs)
-    if not len(steps) or steps.max() <= max_gap_px:
-        return np.empty(0, dtype=int)
-    return np.flatnonzero(steps > max(float(max_gap_px), 3.0 * float(np.median(steps)))) + 1
+    return np.flatnonzero(steps > _gap_limit(steps, max_gap_px)) + 1
 
 
 def break_at_gaps(poly, max_gap_px: float = 8.0) -> np.ndarray:

@@ -168,17 +168,26 @@ def aim_spread_mm(trajectory, spacing_mm) -> float | None:
     return float(np.hypot(*(np.subtract(end_a, end_b) * np.asarray(spacing_mm, float)))) / 2.0
 
 
+def track_state(track, alerts) -> str | None:
+    """What to call the tracked needle: its state, "unconfirmed", or None for "not seen".
+
+    "lost" only while the needle_lost alert says there was a needle a moment ago:
+    on a scan that never had one (or long after) it would suggest something went
+    missing. A needle seen in a frame or two only is "unconfirmed" (maybe false).
+    """
+    if track.state == "lost" and "needle_lost" not in alerts:
+        return None
+    if track.needle is not None and not track.confirmed:
+        return "unconfirmed"
+    return track.state
+
+
 def readout_lines(result: FrameResult) -> list[str]:
     """The text readouts: tracking state, distance, tip depth, approach angle, miss."""
     lines = []
     track = result.track
     if track is not None:
-        # "lost" only while the needle_lost alert says there was a needle a moment ago; on a scan that
-        # never had one (or long after) it would suggest something went missing.
-        state = "not seen" if track.state == "lost" and "needle_lost" not in result.alerts else track.state
-        if track.needle is not None and not track.confirmed:
-            state = "unconfirmed"   # seen in a frame or two only: maybe a false detection
-        lines.append(f"needle: {state}")
+        lines.append(f"needle: {track_state(track, result.alerts) or 'not seen'}")
     elif result.needle is None:
         lines.append("needle: not seen")
     tr = result.trajectory
@@ -284,7 +293,7 @@ def render_overlay(result: FrameResult, *, now_monotonic_s: float | None = None,
     return img
 
 
-__all__ = ["render_overlay", "guidance_is_stale", "guidance_age_ms", "readout_lines", "aim_spread_mm",
+__all__ = ["render_overlay", "guidance_is_stale", "guidance_age_ms", "readout_lines", "aim_spread_mm", "track_state",
            "OKABE_ITO_RGB", "OKABE_ITO_BGR", "ROLE_COLOURS", "ALL_LAYERS", "ALERT_TEXT",
            "NEEDLE_BGR", "TIP_BGR", "PATH_BGR", "SURFACE_BGR", "BONE_BGR", "ALERT_BGR",
            "TEXT_BGR", "HALO_BGR"]

@@ -142,10 +142,10 @@ class NeedleTracker:
         v = (0.0, 0.0) if velocity_px_s is None else (float(velocity_px_s[0]), float(velocity_px_s[1]))
         kf.statePost = np.array([[det.tip_px[0]], [det.tip_px[1]], [v[0]], [v[1]], [u[0]], [u[1]]], _F64)
         # Velocity unknown at first (or from two detections only): a wide prior lets the next frames set it.
-        kf.errorCovPost = np.diag([self.tip_along_sd_px**2] * 2 + [60.0**2] * 2 + [self._dir_var(det)] * 2).astype(_F64)
+        self._dir_var_meas = self._dir_var(det)
+        kf.errorCovPost = np.diag([self.tip_along_sd_px**2] * 2 + [60.0**2] * 2 + [self._dir_var_meas] * 2).astype(_F64)
         self._kf = kf
         self._length_px = float(np.hypot(*np.subtract(det.tip_px, det.tail_px)))
-        self._dir_var_meas = self._dir_var(det)
         self._confidence = float(det.confidence)
         self._pending, self._pending_t = [], []
         self._nis = 2.0
@@ -321,10 +321,10 @@ class NeedleTracker:
         if det is not None:
             z = self._measurement(det)
             r = self._detection_noise(det)
-            along_own_line = self._on_own_line(det)
-            jump = along_own_line and (self._mahalanobis2(z, r) > self.gate_chi2 or math.hypot(
+            inside_gate = self._mahalanobis2(z, r) <= self.gate_chi2
+            jump = self._on_own_line(det) and (not inside_gate or math.hypot(
                 *np.subtract(det.tip_px, self._kf.statePre[0:2, 0])) > self.manoeuvre_jump_px)
-            if jump or self._mahalanobis2(z, r) <= self.gate_chi2:
+            if jump or inside_gate:
                 if jump:
                     # The needle moved along its own shaft faster than the filter expected (an
                     # advance after a pause, a withdrawal): the same needle, so restart the filter

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from guidance.overlay import aim_spread_mm
+from guidance.overlay import aim_spread_mm, track_state
 from guidance.types import FrameResult
 
 from . import DISCLAIMER_SHORT
@@ -107,11 +107,9 @@ class ReadoutPanel(QtWidgets.QFrame):
         if result is None:
             text, role = DASH, "white"
         else:
-            state = result.track.state if result.track is not None else ("tracking" if result.needle else None)
-            if state == "lost" and "needle_lost" not in result.alerts:
-                state = None  # as the overlay: LOST (in alert colour) only for a needle seen a moment ago
-            if result.track is not None and result.track.needle is not None and not result.track.confirmed:
-                state = "unconfirmed"
+            # the overlay's rule: LOST (in alert colour) only for a needle seen a moment ago
+            state = (track_state(result.track, result.alerts) if result.track is not None
+                     else ("tracking" if result.needle else None))
             text, role = STATE_TEXT.get(state, STATE_TEXT[None])
         self.state.setText(text)
         self.state.setStyleSheet(f"color: {css(role)}; font-size: 16pt; font-weight: bold;")

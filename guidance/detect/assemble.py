@@ -20,13 +20,13 @@ def crop_to_region(image_u8: np.ndarray, region: ImagingRegion | None) -> tuple[
 
 
 def make_needle(cand: pp.NeedleCandidate, scale: pp.Scale, image_f: np.ndarray | None, *,
-                refine_line: bool | str = True, refine_tip: bool = True, **tip_options) -> NeedleDetection | None:
+                refine_line: bool | str = True, refine_tip: bool = True, **refine_options) -> NeedleDetection | None:
     """The needle in frame pixels, optionally refined on the image (line sub-pixel, tip fall-off).
 
-    ``tip_options`` go to :func:`~guidance.detect.postprocess.needle_to_image`.
+    ``refine_options`` go to :func:`~guidance.detect.postprocess.needle_to_image`.
     """
     tail, tip, _ = pp.needle_to_image(cand, scale, image_f, refine=refine_line, tip_refine=refine_tip,
-                                      **tip_options)
+                                      **refine_options)
     if not (np.all(np.isfinite(tail)) and np.all(np.isfinite(tip))) or np.hypot(*(tip - tail)) < 2.0:
         return None
     return NeedleDetection(tip_px=(float(tip[0]), float(tip[1])), tail_px=(float(tail[0]), float(tail[1])),

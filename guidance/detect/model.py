@@ -38,7 +38,7 @@ class ModelDetector:
                  needle_threshold: float = 0.5, surface_threshold: float = 0.4,
                  min_needle_length: float = 0.065, min_needle_confidence: float = 0.89,
                  refine_line: bool | str = "direction", refine_tip: bool = True, use_tip_heat: bool = False,
-                 tip_options: dict | None = None, short_needle_mm: float = 3.5,
+                 short_needle_mm: float = 3.5,
                  short_needle_min_confidence: float = 0.92) -> None:
         import onnxruntime as ort
 
@@ -68,7 +68,6 @@ class ModelDetector:
         # The tip heat-map of the committed model is not reliable enough to pick the tip end
         # (measured): the deeper end of the shaft is, for needles entering from the skin.
         self.use_tip_heat = use_tip_heat
-        self.tip_options = dict(tip_options or {})
         # A short piece of "needle" must be more certain: the false needles on tuning seeds were
         # 1.5-4 mm pieces of a fascia or septum scoring 0.89-0.92, while entering shafts that short
         # mostly score above 0.92. Chosen on seeds 6101-6132 and 6200-6249.
@@ -115,7 +114,7 @@ class ModelDetector:
                                    min_length_px=self.min_needle_length * mw,
                                    min_confidence=self.min_needle_confidence)
         needle = make_needle(cand, scale, crop.astype(np.float32), refine_line=self.refine_line,
-                             refine_tip=self.refine_tip, **self.tip_options) if cand is not None else None
+                             refine_tip=self.refine_tip) if cand is not None else None
         if needle is not None and needle.confidence < self.short_needle_min_confidence:
             dx, dy = needle.tip_px[0] - needle.tail_px[0], needle.tip_px[1] - needle.tail_px[1]
             if spacing_mm is not None:

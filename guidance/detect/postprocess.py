@@ -222,7 +222,6 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     t_lo, t_hi = t_lo + half_width, t_hi - half_width
     end_lo, end_hi = c + t_lo * d, c + t_hi * d
     tip_is_hi = end_hi[1] >= end_lo[1]
-    t_tip_heat = None
     if tip_heat is not None and tip_heat.max() > 0.5:
         yy, xx = np.unravel_index(int(np.argmax(tip_heat)), tip_heat.shape)
         # heat-map centroid in a small window around the peak: sub-pixel tip
@@ -235,12 +234,9 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
         perp = abs(float((pk - c) @ np.array([-d[1], d[0]])))
         if perp < 6.0 and t_lo - 8.0 <= tp <= t_hi + 8.0:
             tip_is_hi = abs(tp - t_hi) < abs(tp - t_lo)
-            t_tip_heat = tp
     if not tip_is_hi:
         d = -d
         t_lo, t_hi = -t_hi, -t_lo
-        if t_tip_heat is not None:
-            t_tip_heat = -t_tip_heat
     # the heat-map only says which end is the tip: its peak sits less reliably along the shaft
     # than the mask's end does (measured on held-out simulated frames)
     t_tip = t_hi
@@ -286,11 +282,8 @@ def tip_fall_off(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_guess: fl
 
 
 def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | None, *,
-                    refine: bool | str = True, tip_refine: bool = True,
-                    tip_half_band_px: float = 8.0, tip_search_px: float | None = None,
-                    tip_bias_px: float = 0.0, line_half_width_px: float | None = None,
-                    line_step_px: float = 8.0, line_chunk: int = 8,
-                    line_passes: int = 1, tip_method: str = "fall_off") -> tuple[np.ndarray, np.ndarray, float]:
+                    refine: bool | str = True, tip_refine: bool = True, line_step_px: float = 8.0,
+                    line_chunk: int = 8, tip_method: str = "fall_off") -> tuple[np.ndarray, np.ndarray, float]:
     """Map a working-resolution needle to image pixels and refine it on the image.
 
     ``image_f`` is the (cropped) image as float32, in the pixels of the
@@ -308,9 +301,9 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
 
     With ``tip_refine`` the tip moves along the line to where the echo falls
     off (``tip_method="fall_off"``: :func:`tip_fall_off`; ``"shaft_level"``:
-    :func:`tip_from_intensity`, the classical baseline's), then by
-    ``tip_bias_px`` (a measured constant).
-    Returns (tail_px, tip_px, contrast).
+    :func:`tip_from_intensity`, the classical baseline's). Profiles across the
+    line are taken every ``line_step_px``, each the mean of ``line_chunk``
+    1-px steps. Returns (tail_px, tip_px, contrast).
     """
     inner = Scale(scale.sx, scale.sy)
     tip0 = inner.points(cand.point + cand.t_tip * cand.direction)
@@ -322,17 +315,12 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
     contrast = 0.0
     if refine and image_f is not None and length > 8:
         # stay off the last few pixels before the tip: the bevel is not part of the straight shaft
-        if line_half_width_px is not None:
-            hw = line_half_width_px
-        elif refine == "direction":
+        if refine == "direction":
             hw = 8.0  # chosen on tuning seeds (6-16 px tried): about a needle's echo at 512 px
         else:
             hw = max(4.0, 1.5 * max(scale.sx, scale.sy) + 2.0)
-        p_r, d_r = p, d
-        for _ in range(line_passes):  # a second pass samples the profiles across the corrected line
-            p_r, d_r, contrast = refine_line_on_image(image_f, p_r, d_r, 0.0, length - 4.0, half_width_px=hw,
-                                                      step_px=line_step_px, chunk=line_chunk)
-            p_r = p_r + float((tail0 - p_r) @ d_r) * d_r  # keep t = 0 at the tail for the next pass
+        p_r, d_r, contrast = refine_line_on_image(image_f, p, d, 0.0, length - 4.0, half_width_px=hw,
+                                                  step_px=line_step_px, chunk=line_chunk)
         if refine == "direction":
             p = 0.5 * (tail0 + tip0)  # pivot about the middle of the segmented shaft
             d = d_r
@@ -344,11 +332,11 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
     else:
         t_tail, t_tip = 0.0, length
     if tip_refine and image_f is not None:
-        search = tip_search_px if tip_search_px is not None else max(6.0, 3.0 * max(scale.sx, scale.sy))
+        search = max(6.0, 3.0 * max(scale.sx, scale.sy))
         if tip_method == "shaft_level":
-            t_tip = tip_from_intensity(image_f, p, d, t_tip, search_px=search) + tip_bias_px
+            t_tip = tip_from_intensity(image_f, p, d, t_tip, search_px=search)
         else:
-            t_tip = tip_fall_off(image_f, p, d, t_tip, half_band_px=tip_half_band_px, search_px=search) + tip_bias_px
+            t_tip = tip_fall_off(image_f, p, d, t_tip, half_band_px=8.0, search_px=search)
     off = np.array([scale.ox, scale.oy])
     return p + t_tail * d + off, p + t_tip * d + off, contrast
 
