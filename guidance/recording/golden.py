@@ -60,12 +60,14 @@ def read_golden(folder: str | Path, name: str) -> tuple[list[dict], dict] | None
     return list(read_jsonl(path)), meta
 
 
-def same_guidance(a, b, tol: float = 0.05) -> bool:
+def same_guidance(a, b, tol: float = 0.2) -> bool:
     """``a`` and ``b`` equal in structure, strings and flags, and in numbers to within ``tol``.
 
-    The stored outputs are compared on other machines too, where onnxruntime and
-    OpenCV may pick other SIMD kernels and round the last bits differently; a
-    real change of behaviour moves numbers by far more than ``tol`` (px, mm, deg).
+    The stored outputs are compared on other machines and library versions too,
+    where onnxruntime and OpenCV may pick other kernels and round differently
+    (OpenCV 5.0 against 4.x moved needle ends by up to 0.05 px on the committed
+    samples); a real change of behaviour moves numbers by far more than ``tol``
+    (px, mm, deg).
     """
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(same_guidance(a[k], b[k], tol) for k in a)
