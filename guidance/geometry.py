@@ -182,10 +182,10 @@ def fill_gaps(surface, fill, max_gap_px: float = 8.0) -> np.ndarray:
     fill = np.asarray(fill, dtype=float).reshape(-1, 2)
     if len(surface) < 2 or len(fill) == 0:
         return break_at_gaps(surface, max_gap_px)
-    if not len(_gap_cuts(surface[:, 0], max_gap_px)):
-        return surface   # the usual case: seen all along
     limit = gap_px(surface, max_gap_px)
     xs = surface[:, 0]
+    if not (np.diff(xs) > limit).any():
+        return surface   # the usual case: seen all along
     j = np.searchsorted(xs, fill[:, 0], side="right")
     inner = (j > 0) & (j < len(xs))
     jj = np.clip(j, 1, len(xs) - 1)

@@ -155,11 +155,10 @@ def _hit(tip, d_px, surface, reach_px: float) -> tuple[float, int] | None:
     """
     if reach_px > 0:
         hit = ray_polyline_hit(tip, d_px, surface, min_t=-reach_px)
-        if hit is not None and hit[0] < 0:
-            e = surface[hit[1] + 1] - surface[hit[1]]
-            if e[0] * d_px[1] - e[1] * d_px[0] > 0:   # cross(segment, path) > 0: going deeper (y down)
-                return hit
-        elif hit is not None:
+        if hit is None or hit[0] >= 0:   # nothing within reach behind: the first crossing ahead, if any
+            return hit
+        e = surface[hit[1] + 1] - surface[hit[1]]
+        if e[0] * d_px[1] - e[1] * d_px[0] > 0:   # cross(segment, path) > 0: going deeper (y down)
             return hit
     return ray_polyline_hit(tip, d_px, surface)
 
