@@ -7,8 +7,9 @@ optical flow (hand tremor, probe drift), so the drawn needle stays on the
 needle while detector noise is smoothed. Detections outside the filter's
 innovation gate are rejected (a persistent one starts a new track); frames
 where the detector misses hold the last position, moved by the flow (not by
-the old velocity), for at most ``coast_s`` seconds: then the needle is
-``lost`` and is not shown. A lost needle is never invented.
+the old velocity), for at most ``coast_s`` seconds and only while the picture
+still shows the shaft's echo there: then the needle is ``lost`` and is not
+shown. A lost needle is never invented.
 
 :class:`TargetSmoother` smooths the target surfaces (cartilage top, bone) over
 time on a common 1-pixel x-grid and follows probe motion by re-registering or
@@ -90,6 +91,14 @@ class NeedleTracker:
         prediction.
     flow_tip_sd_px : float
         Uncertainty added per frame by the flow (px).
+    coast_min_echo : float
+        A coasting needle is lost as soon as the picture's echo along the held
+        shaft (its mean grey over lines 6-8 px beside it) falls below this
+        fraction of the echo while it was detected: a needle rolled out of the
+        plane or withdrawn takes its echo with it, while a detector's dropout
+        leaves it. 0 turns the check off. On the 50 tuning scenes (every
+        frame, with tracking) 0.5 took the false needles while a needle leaves
+        the plane from 2.1 % to 0 and recall from 93.1 % to 92.1 %.
     """
 
     def __init__(self, coast_s: float = 0.5, *, tip_along_sd_px: float = 4.0, tip_across_sd_px: float = 1.0,
@@ -97,7 +106,7 @@ class NeedleTracker:
                  accel_noise: float = 20.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
                  gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 2, confirm_frames: int = 3,
                  manoeuvre_across_px: float = 6.0, manoeuvre_angle_deg: float = 8.0, manoeuvre_jump_px: float = 12.0,
-                 use_flow: bool = True, flow_tip_sd_px: float = 0.3) -> None:
+                 use_flow: bool = True, flow_tip_sd_px: float = 0.3, coast_min_echo: float = 0.5) -> None:
         self.coast_s = float(coast_s)
         self.tip_along_sd_px = tip_along_sd_px
         self.tip_across_sd_px = tip_across_sd_px
@@ -112,6 +121,7 @@ class NeedleTracker:
         self.manoeuvre_jump_px = manoeuvre_jump_px
         self.confirm_frames = max(1, int(confirm_frames))
         self.use_flow = use_flow
+        self.coast_min_echo = coast_min_echo
         self._flow_var = flow_tip_sd_px**2
         self.reset()
 
@@ -129,6 +139,7 @@ class NeedleTracker:
         self._prev_image: np.ndarray | None = None
         self._nis = 2.0                         # running mean of the tip's normalised innovation
         self._hits = 0                          # detections accepted by the current track
+        self._echo_ref: float | None = None     # the shaft's echo over its surroundings while detected
 
     @property
     def active(self) -> bool:
@@ -150,6 +161,7 @@ class NeedleTracker:
         self._pending, self._pending_t = [], []
         self._nis = 2.0
         self._hits = 1
+        self._echo_ref = None
 
     def _predict(self, dt: float) -> None:
         kf = self._kf
@@ -303,6 +315,13 @@ class NeedleTracker:
             self._t_s = t
 
     def _update(self, frame: Frame, t: float, det: NeedleDetection | None) -> NeedleTrack:
+        track = self._follow(frame, t, det)
+        if track.state == "tracking" and self.coast_min_echo > 0:
+            echo = self._shaft_echo(frame.image)
+            self._echo_ref = echo if self._echo_ref is None else self._echo_ref + 0.3 * (echo - self._echo_ref)
+        return track
+
+    def _follow(self, frame: Frame, t: float, det: NeedleDetection | None) -> NeedleTrack:
         if self._kf is None:
             if det is None:
                 if self._t_detect_s is not None:
@@ -392,7 +411,25 @@ class NeedleTracker:
         if not (0 <= tip[0] < frame.width_px and 0 <= tip[1] < frame.height_px):
             self._kf = None  # coasted out of the picture: do not draw it off-frame
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
+        if (self.coast_min_echo > 0 and self._echo_ref is not None
+                and self._shaft_echo(frame.image) < self.coast_min_echo * max(self._echo_ref, 0.0)):
+            # The picture no longer shows the shaft where it is held (rolled out of the plane,
+            # withdrawn): a detector's dropout leaves the echo, a needle gone does not.
+            self._kf = None
+            return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
         return self._output("coasting", fade=1.0 - (t - self._t_detect_s) / self.coast_s)
+
+    def _shaft_echo(self, image: np.ndarray) -> float:
+        """Mean grey of the held shaft line minus that of lines 6-8 px beside it (the front 200 px)."""
+        s = self._kf.statePost[:, 0]
+        u = s[4:6] / max(math.hypot(s[4], s[5]), 1e-9)
+        along = np.linspace(0.0, min(max(self._length_px, 4.0), 200.0), 24)
+        across = np.array([-8.0, -6.0, -1.0, 0.0, 1.0, 6.0, 8.0])
+        T, S = np.meshgrid(along, across, indexing="ij")
+        mx = (s[0] - T * u[0] - S * u[1]).astype(np.float32)
+        my = (s[1] - T * u[1] + S * u[0]).astype(np.float32)
+        v = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+        return float(v[:, 2:5].mean() - v[:, [0, 1, 5, 6]].mean())
 
     def _output(self, state: str, fade: float = 1.0) -> NeedleTrack:
         kf = self._kf

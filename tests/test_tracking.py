@@ -198,7 +198,8 @@ def test_optical_flow_carries_the_needle_through_a_missed_detection():
     tail0 = np.array([40.0, 20.0])
     errors = {}
     for use_flow in (True, False):
-        tr = NeedleTracker(use_flow=use_flow)
+        # (the echo check off: held 7 px off the shaft without the flow, it would drop the needle)
+        tr = NeedleTracker(use_flow=use_flow, coast_min_echo=0.0)
         img = speckle_with_needle()
         for i in range(10):
             tr.update(frame(i, img), det(tip0, tail0))
@@ -208,6 +209,21 @@ def test_optical_flow_carries_the_needle_through_a_missed_detection():
         errors[use_flow] = float(np.hypot(*np.subtract(t.needle.tip_px, tip0 + (-4.0, 6.0))))
     assert errors[True] < 2.0 < errors[False]
 
+
+
+def test_needle_whose_echo_is_gone_is_not_coasted():
+    """A needle rolled out of the plane takes its echo with it: not drawn on for the coast time."""
+    tip, tail = np.array([180.0, 110.0]), np.array([40.0, 20.0])
+    with_needle = speckle_with_needle()
+    rng = np.random.default_rng(5)
+    without = cv2.GaussianBlur(rng.integers(0, 255, (280, 360)).astype(np.uint8), (0, 0), 1.5)[20:260, 20:340]
+    shown = {}
+    for name, img in (("echo still there", with_needle), ("echo gone", without)):
+        tr = NeedleTracker(coast_s=0.5)
+        for i in range(10):
+            tr.update(frame(i, with_needle), det(tip, tail))
+        shown[name] = tr.update(frame(10, img), Detection()).state
+    assert shown == {"echo still there": "coasting", "echo gone": "lost"}
 
 # --- target smoothing -------------------------------------------------------
 
