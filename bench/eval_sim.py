@@ -140,19 +140,20 @@ def _write(path: Path, recs: list[dict]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--detectors", default="auto,classical")
-    ap.add_argument("--stride", type=int, default=3)
+    ap.add_argument("--stride", type=int,
+                    help="score every STRIDE-th frame (default 3; with --wide, 8 frames spread over each scene)")
     ap.add_argument("--out-dir", type=Path)
     ap.add_argument("--randomize", action="store_true", help="simulator appearance randomisation on")
     ap.add_argument("--wide", action="store_true",
-                    help="50 scenes x 8 frames (seeds 6200-6249) instead of the 9 evaluation sequences")
+                    help="50 scenes (seeds 6200-6249) instead of the 9 evaluation sequences; 8 frames of each "
+                         "unless --stride is given")
     ap.add_argument("--track", action="store_true",
                     help="every frame in order through the pipeline with tracking, as `guidance detect` runs by "
-                         "default; the tracked needle is scored (with --wide: every frame of the 50 scenes)")
+                         "default; the tracked needle is scored on the frames --stride chooses")
     args = ap.parse_args()
-    seqs, per_seq = (wide_sequences(), 8) if args.wide else (SEQUENCES, None)
-    if args.track and args.wide:
-        per_seq = None  # a scene's every frame: a false needle the tracker carries shows in all of them
-    print(json.dumps(run(args.detectors.split(","), args.stride, args.out_dir, args.randomize, seqs, per_seq,
+    seqs = wide_sequences() if args.wide else SEQUENCES
+    per_seq = 8 if args.wide and args.stride is None else None
+    print(json.dumps(run(args.detectors.split(","), args.stride or 3, args.out_dir, args.randomize, seqs, per_seq,
                          args.track), indent=1))
     return 0
 

@@ -114,3 +114,49 @@ def test_short_needles_need_more_confidence(model, length_px, prob, spacing, see
     crop = np.full((256, 256), 60, np.uint8)  # flat image: refinement keeps the model's line
     det = model.from_maps(crop, needle_maps(length_px, prob), (0, 0), spacing)
     assert (det.needle is not None) == seen
+
+
+def broken_needle_maps(prob: float, size: int = 256) -> np.ndarray:
+    """Two collinear 20 px pieces of needle 6 px apart, 30 degrees down from (40, 60)."""
+    maps = np.zeros((4, size, size), np.float32)
+    u = np.array([np.cos(np.radians(30.0)), np.sin(np.radians(30.0))])
+    for t0, t1 in ((0.0, 20.0), (26.0, 46.0)):
+        a, b = np.array([40.0, 60.0]) + t0 * u, np.array([40.0, 60.0]) + t1 * u
+        piece = np.zeros((size, size), np.uint8)
+        cv2.line(piece, tuple(int(round(v)) for v in a), tuple(int(round(v)) for v in b), 1, 3)
+        maps[0] = np.maximum(maps[0], piece * prob)
+    return maps
+
+
+def test_joined_pieces_extend_a_needle_but_do_not_make_one(model):
+    crop = np.full((256, 256), 60, np.uint8)
+    # Each piece is 2 mm: under the short-needle rule at 0.905, joined or not.
+    assert model.from_maps(crop, broken_needle_maps(0.905), (0, 0), (0.1, 0.1)).needle is None
+    # Certain enough: one needle over both pieces, the tip at the far end of the second.
+    det = model.from_maps(crop, broken_needle_maps(0.95), (0, 0), (0.1, 0.1)).needle
+    far = np.array([40.0, 60.0]) + 46.0 * np.array([np.cos(np.radians(30.0)), np.sin(np.radians(30.0))])
+    assert det is not None and np.hypot(*np.subtract(det.tip_px, far)) < 3.0
+
+
+def test_model_on_frames_from_another_image_formation(model):
+    """Frames made the way other simulators make them (bench/eval_foreign.py), never trained on."""
+    import importlib.util
+    from pathlib import Path
+
+    from guidance.contract import needle_to_dict
+    from guidance.evaluate import evaluate
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "eval_foreign.py"
+    spec = importlib.util.spec_from_file_location("eval_foreign", path)
+    foreign = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(foreign)
+    rng = np.random.default_rng(1)
+    pairs = []
+    for k in range(24):
+        img, sp, truth = foreign.make_frame(rng, needle=k % 2 == 0)
+        det = model.detect(img, spacing_mm=sp)
+        pairs.append(({"needle": needle_to_dict(det.needle), "target": None}, truth))
+    r = evaluate(pairs)
+    assert r["needle_recall"] >= 0.8
+    assert r["false_positive_rate"] <= 0.25
+    assert r["tip_error"]["median"] <= 1.0 and r["angle_error_deg"]["median"] <= 1.0

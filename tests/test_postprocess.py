@@ -62,6 +62,42 @@ def test_needle_from_prob_finds_line_tip_and_tail():
     assert abs(got - expected) < 0.3
 
 
+def broken_shaft(gaps_t, *, p0=(20.0, 30.0), p1=(220.0, 150.0), gap_px=6.0):
+    """A shaft's mask from p0 to p1 cut at the fractions ``gaps_t`` of its length (speckle across it)."""
+    prob = line_prob((256, 256), p0, p1)
+    d = np.subtract(p1, p0) / np.hypot(*np.subtract(p1, p0))
+    yy, xx = np.mgrid[0:256, 0:256]
+    t = (xx - p0[0]) * d[0] + (yy - p0[1]) * d[1]
+    for g in gaps_t:
+        prob[np.abs(t - g * np.hypot(*np.subtract(p1, p0))) < gap_px / 2] = 0.0
+    return prob
+
+
+def test_a_shaft_broken_into_collinear_pieces_is_taken_whole():
+    prob = broken_shaft([0.45, 0.7])            # the first piece is the heaviest
+    alone = pp.needle_from_prob(prob)
+    whole = pp.needle_from_prob(prob, join_gap_px=20.0)
+    tip_alone = alone.point + alone.t_tip * alone.direction
+    tip_whole = whole.point + whole.t_tip * whole.direction
+    assert np.hypot(*(tip_alone - [220, 150])) > 50      # one piece: the tip drawn far short
+    assert np.hypot(*(tip_whole - [220, 150])) < 2.0
+    assert np.hypot(*(whole.point + whole.t_tail * whole.direction - [20, 30])) < 2.0
+
+
+def test_pieces_are_not_joined_across_a_long_gap_or_off_the_line():
+    prob = broken_shaft([0.6], gap_px=60.0)     # a gap of 60 px: maybe two things, not joined
+    cand = pp.needle_from_prob(prob, join_gap_px=20.0)
+    assert np.hypot(*(cand.point + cand.t_tip * cand.direction - [220, 150])) > 30
+    # A parallel line about 25 px beside the shaft is another structure, not a piece of it.
+    prob = line_prob((256, 256), (20, 30), (140, 107))
+    prob = np.maximum(prob, line_prob((256, 256), (150, 113), (220, 158)))   # collinear piece
+    prob = np.maximum(prob, line_prob((256, 256), (20, 60), (120, 124)))     # parallel, 30 px below
+    cand = pp.needle_from_prob(prob, join_gap_px=20.0)
+    tip = cand.point + cand.t_tip * cand.direction
+    assert np.hypot(*(tip - [220, 158])) < 3.0
+    assert abs(np.degrees(np.arctan2(cand.direction[1], cand.direction[0])) - np.degrees(np.arctan2(128, 200))) < 1.0
+
+
 def test_tip_heatmap_decides_which_end_is_the_tip():
     prob = line_prob((128, 128), (10, 30), (110, 60))
     heat = np.zeros_like(prob)

@@ -39,7 +39,7 @@ class ModelDetector:
                  min_needle_length: float = 0.065, min_needle_confidence: float = 0.89,
                  refine_line: bool | str = "direction", refine_tip: bool = True, use_tip_heat: bool = False,
                  short_needle_mm: float = 3.5,
-                 short_needle_min_confidence: float = 0.92) -> None:
+                 short_needle_min_confidence: float = 0.92, needle_join_gap: float = 0.08) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -72,6 +72,12 @@ class ModelDetector:
         # 1.5-4 mm pieces of a fascia or septum scoring 0.89-0.92, while entering shafts that short
         # mostly score above 0.92. Chosen on seeds 6101-6132 and 6200-6249.
         self.short_needle_mm, self.short_needle_min_confidence = short_needle_mm, short_needle_min_confidence
+        # A long shaft's mask can break into collinear pieces (seen on frames from another image
+        # formation, bench/eval_foreign.py): pieces on one line with gaps up to this fraction of
+        # the width are one needle, or the tip is drawn millimetres short of the real one. The
+        # short-needle rule below judges the longest piece alone: joined pieces of a faint streak
+        # made a false needle on a real frame (PLUS bone frame 18).
+        self.needle_join_gap = needle_join_gap
         self.maps(np.zeros((64, 64), np.uint8))  # warm-up: first run allocates and plans
 
     def _check_io(self) -> tuple[int, int]:
@@ -112,11 +118,12 @@ class ModelDetector:
         scale = pp.Scale(crop.shape[1] / mw, crop.shape[0] / mh, offset_px[0], offset_px[1])
         cand = pp.needle_from_prob(probs[0], tip_heat=probs[3] if self.use_tip_heat else None, threshold=self.needle_threshold,
                                    min_length_px=self.min_needle_length * mw,
-                                   min_confidence=self.min_needle_confidence)
+                                   min_confidence=self.min_needle_confidence,
+                                   join_gap_px=self.needle_join_gap * mw)
         needle = make_needle(cand, scale, crop.astype(np.float32), refine_line=self.refine_line,
                              refine_tip=self.refine_tip) if cand is not None else None
         if needle is not None and needle.confidence < self.short_needle_min_confidence:
-            dx, dy = needle.tip_px[0] - needle.tail_px[0], needle.tip_px[1] - needle.tail_px[1]
+            dx, dy = np.subtract(needle.tip_px, needle.tail_px) * cand.piece_fraction
             if spacing_mm is not None:
                 short = np.hypot(dx * spacing_mm[0], dy * spacing_mm[1]) < self.short_needle_mm
             else:  # spacing unknown: take the image as 35 mm wide, a linear probe's usual field

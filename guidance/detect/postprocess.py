@@ -185,11 +185,12 @@ class NeedleCandidate:
     t_tail: float
     t_tip: float
     confidence: float
+    piece_fraction: float = 1.0  # share of the length covered by the heaviest component alone
 
 
 def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, threshold: float = 0.5,
                      min_length_px: float = 10.0, min_mass: float = 8.0,
-                     min_confidence: float = 0.0) -> NeedleCandidate | None:
+                     min_confidence: float = 0.0, join_gap_px: float = 0.0) -> NeedleCandidate | None:
     """The needle line from a needle-probability map (working resolution).
 
     Picks the connected component of ``prob > threshold`` with the largest
@@ -199,9 +200,17 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     enters from the skin or a side edge and goes down. The confidence is the
     mean probability over the component; below ``min_confidence`` (or shorter
     than ``min_length_px``) there is no needle.
+
+    With ``join_gap_px`` > 0 a shaft whose mask broke into collinear pieces
+    (speckle across a long shaft) is taken whole: the components lying on the
+    chosen component's line, with gaps of at most ``join_gap_px``, extend it
+    and the line is refitted through them all. Whether there is a needle is
+    still judged on the chosen component alone (its confidence, its length,
+    and ``piece_fraction``, the share of the whole length it covers): joined
+    pieces of a faint streak are no stronger evidence than its longest piece.
     """
     mask = (prob > threshold).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n <= 1:
         return None
     mass = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n)
@@ -214,11 +223,28 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     xy = np.stack([xs, ys], axis=1).astype(float)
     c, d = fit_line_weighted(xy, w)
     t = (xy - c) @ d
-    t_lo, t_hi = float(t.min()), float(t.max())
-    if t_hi - t_lo < min_length_px:
+    seed_len = float(t.max() - t.min())
+    conf = float(np.clip(np.mean(w), 0.0, 1.0))
+    if seed_len < min_length_px or conf < min_confidence:
         return None
+    piece = 1.0
+    if join_gap_px > 0 and n > 2:
+        # Only components whose centre lies on the line can be pieces of it: most frames have none.
+        q = centroids - c
+        maybe = np.abs(q[:, 0] * d[1] - q[:, 1] * d[0]) <= 4.0
+        maybe[[0, best]] = False
+        if maybe.any():
+            chain = _collinear_chain(prob, labels, n, best, maybe, join_gap_px)
+            if chain.sum() > 1:
+                ys, xs = np.nonzero(chain[labels])
+                xy = np.stack([xs, ys], axis=1).astype(float)
+                w = prob[ys, xs].astype(float)
+                c, d = fit_line_weighted(xy, w)
+                t = (xy - c) @ d
+                piece = min(1.0, seed_len / max(float(t.max() - t.min()), 1e-9))
+    t_lo, t_hi = float(t.min()), float(t.max())
     # the mask's ends stick out by half its width beyond the shaft's ends
-    half_width = 0.5 * min(len(xs) / max(t_hi - t_lo, 1.0), 6.0)
+    half_width = 0.5 * min(len(xy) / max(t_hi - t_lo, 1.0), 6.0)
     t_lo, t_hi = t_lo + half_width, t_hi - half_width
     end_lo, end_hi = c + t_lo * d, c + t_hi * d
     tip_is_hi = end_hi[1] >= end_lo[1]
@@ -240,10 +266,48 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     # the heat-map only says which end is the tip: its peak sits less reliably along the shaft
     # than the mask's end does (measured on held-out simulated frames)
     t_tip = t_hi
-    conf = float(np.clip(np.mean(w), 0.0, 1.0))
-    if conf < min_confidence:
-        return None
-    return NeedleCandidate(point=c, direction=d, t_tail=t_lo, t_tip=t_tip, confidence=conf)
+    return NeedleCandidate(point=c, direction=d, t_tail=t_lo, t_tip=t_tip, confidence=conf, piece_fraction=piece)
+
+
+def _collinear_chain(prob: np.ndarray, labels: np.ndarray, n: int, seed: int, maybe: np.ndarray,
+                     max_gap_px: float, *, across_px: float = 2.5, on_line: float = 0.7) -> np.ndarray:
+    """Which components (boolean per label) lie on ``seed``'s line, chained with gaps up to ``max_gap_px``.
+
+    A component is on the line when ``on_line`` of its pixels are within
+    ``across_px`` of it. Two passes: the second uses the line refitted through
+    the chain of the first, which a short seed's direction may miss by a little.
+    Only the components flagged in ``maybe`` are considered.
+    """
+    consider = maybe.copy()
+    consider[seed] = True
+    ys, xs = np.nonzero(consider[labels])
+    lab = labels[ys, xs]
+    xy = np.stack([xs, ys], axis=1).astype(float)
+    w = prob[ys, xs].astype(float)
+    size = np.maximum(np.bincount(lab, minlength=n), 1)
+    chain = np.zeros(n, bool)
+    chain[seed] = True
+    for _ in range(2):
+        sel = chain[lab]
+        c, d = fit_line_weighted(xy[sel], w[sel])
+        q = xy - c
+        near = np.abs(q[:, 0] * d[1] - q[:, 1] * d[0]) <= across_px
+        t = q @ d
+        lo = np.full(n, np.inf)
+        hi = np.full(n, -np.inf)
+        np.minimum.at(lo, lab[near], t[near])
+        np.maximum.at(hi, lab[near], t[near])
+        onl = np.bincount(lab[near], minlength=n) / size >= on_line
+        onl[0] = False
+        chain_lo, chain_hi = lo[chain].min(), hi[chain].max()
+        mid = 0.5 * (np.where(onl, lo, 0.0) + np.where(onl, hi, 0.0))
+        for k in np.flatnonzero(onl)[np.argsort(np.abs(mid[onl] - 0.5 * (chain_lo + chain_hi)))]:  # nearest first
+            if not chain[k] and lo[k] - chain_hi <= max_gap_px and chain_lo - hi[k] <= max_gap_px:
+                chain[k] = True
+                chain_lo, chain_hi = min(chain_lo, lo[k]), max(chain_hi, hi[k])
+        if chain.sum() == 1:
+            break  # nothing on the line: no second pass
+    return chain
 
 
 def tip_fall_off(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_guess: float, *,
