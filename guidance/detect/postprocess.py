@@ -209,18 +209,22 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     and ``piece_fraction``, the share of the whole length it covers): joined
     pieces of a faint streak are no stronger evidence than its longest piece.
     """
-    mask = (prob > threshold).astype(np.uint8)
-    n, labels, stats, centroids = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    mask = prob > threshold
+    n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
     if n <= 1:
         return None
-    mass = np.bincount(labels.ravel(), weights=prob.ravel(), minlength=n)
+    # Per-component sums over the mask's pixels only (a few thousand, not the whole map).
+    ys, xs = np.nonzero(mask)
+    lab = labels[ys, xs]
+    pw = prob[ys, xs].astype(float)
+    mass = np.bincount(lab, weights=pw, minlength=n)
     mass[0] = 0
     best = int(np.argmax(mass))
     if mass[best] < min_mass:
         return None
-    ys, xs = np.nonzero(labels == best)
-    w = prob[ys, xs].astype(float)
-    xy = np.stack([xs, ys], axis=1).astype(float)
+    on = lab == best
+    w = pw[on]
+    xy = np.stack([xs[on], ys[on]], axis=1).astype(float)
     c, d = fit_line_weighted(xy, w)
     t = (xy - c) @ d
     seed_len = float(t.max() - t.min())
@@ -230,15 +234,17 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     piece = 1.0
     if join_gap_px > 0 and n > 2:
         # Only components whose centre lies on the line can be pieces of it: most frames have none.
-        q = centroids - c
+        count = np.maximum(np.bincount(lab, minlength=n), 1)
+        q = np.stack([np.bincount(lab, weights=xs, minlength=n), np.bincount(lab, weights=ys, minlength=n)], 1)
+        q = q / count[:, None] - c
         maybe = np.abs(q[:, 0] * d[1] - q[:, 1] * d[0]) <= 4.0
         maybe[[0, best]] = False
         if maybe.any():
-            chain = _collinear_chain(prob, labels, n, best, maybe, join_gap_px)
+            chain = _collinear_chain(xs, ys, lab, pw, n, best, maybe, join_gap_px)
             if chain.sum() > 1:
-                ys, xs = np.nonzero(chain[labels])
-                xy = np.stack([xs, ys], axis=1).astype(float)
-                w = prob[ys, xs].astype(float)
+                sel = chain[lab]
+                xy = np.stack([xs[sel], ys[sel]], axis=1).astype(float)
+                w = pw[sel]
                 c, d = fit_line_weighted(xy, w)
                 t = (xy - c) @ d
                 piece = min(1.0, seed_len / max(float(t.max() - t.min()), 1e-9))
@@ -269,21 +275,23 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     return NeedleCandidate(point=c, direction=d, t_tail=t_lo, t_tip=t_tip, confidence=conf, piece_fraction=piece)
 
 
-def _collinear_chain(prob: np.ndarray, labels: np.ndarray, n: int, seed: int, maybe: np.ndarray,
-                     max_gap_px: float, *, across_px: float = 2.5, on_line: float = 0.7) -> np.ndarray:
+def _collinear_chain(xs: np.ndarray, ys: np.ndarray, lab: np.ndarray, pw: np.ndarray, n: int, seed: int,
+                     maybe: np.ndarray, max_gap_px: float, *, across_px: float = 2.5,
+                     on_line: float = 0.7) -> np.ndarray:
     """Which components (boolean per label) lie on ``seed``'s line, chained with gaps up to ``max_gap_px``.
 
     A component is on the line when ``on_line`` of its pixels are within
     ``across_px`` of it. Two passes: the second uses the line refitted through
     the chain of the first, which a short seed's direction may miss by a little.
-    Only the components flagged in ``maybe`` are considered.
+    The mask's pixels come as ``xs``, ``ys`` with their labels ``lab`` and
+    probabilities ``pw``; only the components flagged in ``maybe`` are considered.
     """
     consider = maybe.copy()
     consider[seed] = True
-    ys, xs = np.nonzero(consider[labels])
-    lab = labels[ys, xs]
-    xy = np.stack([xs, ys], axis=1).astype(float)
-    w = prob[ys, xs].astype(float)
+    keep = consider[lab]
+    lab = lab[keep]
+    xy = np.stack([xs[keep], ys[keep]], axis=1).astype(float)
+    w = pw[keep]
     size = np.maximum(np.bincount(lab, minlength=n), 1)
     chain = np.zeros(n, bool)
     chain[seed] = True
