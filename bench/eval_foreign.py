@@ -48,7 +48,7 @@ def make_frame(rng: np.random.Generator, size=(512, 512), needle: bool = True):
     layers = np.cumsum(rng.uniform(1.5, 5.0, 6)) / sp
     tilt = rng.uniform(-0.08, 0.08, 6)
     echo = np.full((h, w), 0.6, np.float32)
-    for k, (y0, t) in enumerate(zip(layers, tilt)):
+    for y0, t in zip(layers, tilt):
         echo[yy > y0 + t * (xx - w / 2)] = rng.uniform(0.35, 1.0)
     echo *= cv2.GaussianBlur(rng.uniform(0.7, 1.3, (h // 16, w // 16)).astype(np.float32), (0, 0), 1.5).repeat(
         16, 0).repeat(16, 1)[:h, :w]

@@ -198,8 +198,7 @@ def test_optical_flow_carries_the_needle_through_a_missed_detection():
     tail0 = np.array([40.0, 20.0])
     errors = {}
     for use_flow in (True, False):
-        # (the echo check off: held 7 px off the shaft without the flow, it would drop the needle)
-        tr = NeedleTracker(use_flow=use_flow, coast_min_echo=0.0)
+        tr = NeedleTracker(use_flow=use_flow)
         img = speckle_with_needle()
         for i in range(10):
             tr.update(frame(i, img), det(tip0, tail0))
@@ -208,7 +207,6 @@ def test_optical_flow_carries_the_needle_through_a_missed_detection():
         assert t.state == "coasting"
         errors[use_flow] = float(np.hypot(*np.subtract(t.needle.tip_px, tip0 + (-4.0, 6.0))))
     assert errors[True] < 2.0 < errors[False]
-
 
 
 def test_needle_whose_echo_is_gone_is_not_coasted():
@@ -224,6 +222,7 @@ def test_needle_whose_echo_is_gone_is_not_coasted():
             tr.update(frame(i, with_needle), det(tip, tail))
         shown[name] = tr.update(frame(10, img), Detection()).state
     assert shown == {"echo still there": "coasting", "echo gone": "lost"}
+
 
 # --- target smoothing -------------------------------------------------------
 
