@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from .types import Spacing
@@ -218,3 +219,18 @@ def resample_on_grid(poly, grid_x: np.ndarray, max_gap_px: float) -> np.ndarray:
         gap = ((hi - lo) > max_gap_px) & (grid_x != lo) & (grid_x != hi)
         out[gap] = np.nan
     return out
+
+
+def sample_along(image: np.ndarray, p0: np.ndarray, d: np.ndarray, t: np.ndarray, s: np.ndarray, *,
+                 border: int = cv2.BORDER_CONSTANT) -> np.ndarray:
+    """Bilinear samples of ``image`` (px) on the grid ``p0 + t*d + s*n``.
+
+    ``d`` is a unit direction, ``n`` its normal (rotated +90 degrees). Returns a
+    (len(t), len(s)) array of the image's dtype; outside the image reads 0
+    (``border=cv2.BORDER_CONSTANT``) or the nearest edge pixel (``cv2.BORDER_REPLICATE``).
+    """
+    n = np.array([-d[1], d[0]])
+    T, S = np.meshgrid(t, s, indexing="ij")
+    mx = (p0[0] + T * d[0] + S * n[0]).astype(np.float32)
+    my = (p0[1] + T * d[1] + S * n[1]).astype(np.float32)
+    return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=border, borderValue=0)

@@ -27,7 +27,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from .geometry import resample_on_grid
+from .geometry import resample_on_grid, sample_along
 from .types import Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, TargetDetection
 
 # Chi-square 99.9 % quantile for 4 degrees of freedom (tip x, y, direction x, y).
@@ -435,10 +435,9 @@ class NeedleTracker:
         s = self._kf.statePost[:, 0]
         u = s[4:6] / max(math.hypot(s[4], s[5]), 1e-9)
         along = np.linspace(0.0, min(max(self._length_px, 4.0), 200.0), 24)
-        T, S = np.meshgrid(along, _ACROSS_PX, indexing="ij")
-        mx = (s[0] - T * u[0] - S * u[1]).astype(np.float32)
-        my = (s[1] - T * u[1] + S * u[0]).astype(np.float32)
-        prof = cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float32).mean(0)
+        # from the tip back along the shaft (the across offsets are symmetric, so the normal's sign is moot)
+        grid = sample_along(image, s[0:2], -u, along, _ACROSS_PX, border=cv2.BORDER_REPLICATE)
+        prof = grid.astype(np.float32).mean(0)
         return float(prof[_ON_SHAFT].max() - np.median(prof[~_ON_SHAFT]))
 
     def _output(self, state: str, fade: float = 1.0) -> NeedleTrack:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..geometry import sample_along
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -77,20 +79,6 @@ def fit_line_weighted(xy: np.ndarray, w: np.ndarray | None = None, *, iters: int
     if c is None:
         c, d = xy.mean(0), np.array([1.0, 0.0])
     return c, d / np.hypot(*d)
-
-
-def sample_along(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t: np.ndarray,
-                 s: np.ndarray) -> np.ndarray:
-    """Bilinear samples of ``image_f`` on the grid ``p0 + t*d + s*n``.
-
-    ``d`` is a unit direction, ``n`` its normal (rotated +90 degrees). Returns a
-    (len(t), len(s)) float32 array; outside the image reads 0.
-    """
-    n = np.array([-d[1], d[0]])
-    T, S = np.meshgrid(t, s, indexing="ij")
-    mx = (p0[0] + T * d[0] + S * n[0]).astype(np.float32)
-    my = (p0[1] + T * d[1] + S * n[1]).astype(np.float32)
-    return cv2.remap(image_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def refine_line_on_image(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0: float, t1: float,
