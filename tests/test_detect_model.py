@@ -10,6 +10,7 @@ import pytest
 
 from guidance.contract import needle_to_dict, read_jsonl, target_to_dict
 from guidance.detect import DEFAULT_MODEL, load_detector
+from guidance.detect.model import ModelDetector
 from guidance.evaluate import evaluate
 from guidance.sim import SimConfig, Simulator
 
@@ -138,18 +139,20 @@ def test_joined_pieces_extend_a_needle_but_do_not_make_one(model):
     assert det is not None and np.hypot(*np.subtract(det.tip_px, far)) < 3.0
 
 
-def test_model_on_frames_from_another_image_formation(model):
-    """Frames made the way other simulators make them (bench/eval_foreign.py), never trained on."""
+def _foreign_frames_module():
+    """bench/eval_foreign.py: frames made the way other simulators make them."""
     import importlib.util
-    from pathlib import Path
 
-    from guidance.contract import needle_to_dict
-    from guidance.evaluate import evaluate
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "eval_foreign.py"
-    spec = importlib.util.spec_from_file_location("eval_foreign", path)
+    spec = importlib.util.spec_from_file_location("eval_foreign", Path(__file__).resolve().parents[1] / "bench"
+                                                  / "eval_foreign.py")
     foreign = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(foreign)
+    return foreign
+
+
+def test_model_on_frames_from_another_image_formation(model):
+    """Frames made the way other simulators make them (bench/eval_foreign.py), never trained on."""
+    foreign = _foreign_frames_module()
     rng = np.random.default_rng(1)
     pairs = []
     for k in range(24):
@@ -160,3 +163,19 @@ def test_model_on_frames_from_another_image_formation(model):
     assert r["needle_recall"] >= 0.8
     assert r["false_positive_rate"] <= 0.25
     assert r["tip_error"]["median"] <= 1.0 and r["angle_error_deg"]["median"] <= 1.0
+
+
+def test_the_tip_is_not_drawn_short_where_the_segmentation_stops_early():
+    """Frame 16 of bench/eval_foreign.py's seed 0: the segmentation ends 3 mm before the shaft's echo does."""
+    foreign = _foreign_frames_module()
+    rng = np.random.default_rng(0)
+    img, sp, truth = [foreign.make_frame(rng, needle=k % 2 == 0) for k in range(17)][16]
+    tip, tail = np.array(truth["needle"]["tip_px"]), np.array(truth["needle"]["shaft_px"][0])
+    along = (tip - tail) / np.hypot(*(tip - tail))
+
+    def tip_error_mm(detector):
+        needle = detector.detect(img, spacing_mm=sp).needle
+        return float((np.array(needle.tip_px) - tip) @ along * sp[0])  # < 0: short of the real tip
+
+    assert tip_error_mm(ModelDetector(DEFAULT_MODEL, follow_shaft=False)) < -2.5
+    assert abs(tip_error_mm(ModelDetector(DEFAULT_MODEL))) < 0.5

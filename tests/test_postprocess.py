@@ -239,3 +239,43 @@ def test_hybrid_refinement_takes_the_angle_from_the_image_and_keeps_the_centreli
     # "full" refinement moves the line onto the echo's centroid: off the axis, toward the upper wall
     tail_f, tip_f, _ = pp.needle_to_image(cand, scale, img, refine="full", tip_refine=False)
     assert abs((tip_f - centre) @ normal) > 2.0
+
+
+def speckled_two_wall_needle(shape, centre, direction, t_end, seed=0, **kw):
+    """:func:`two_wall_needle` over blurred random speckle, as a B-mode frame shows it."""
+    rng = np.random.default_rng(seed)
+    speckle = cv2.GaussianBlur(rng.rayleigh(12.0, shape).astype(np.float32), (0, 0), 1.2)
+    return two_wall_needle(shape, centre, direction, t_end, **kw) + speckle
+
+
+def test_the_tip_follows_the_shaft_past_where_the_segmentation_stopped():
+    centre, d = np.array([20.0, 30.0]), np.array([np.cos(0.45), np.sin(0.45)])
+    img = speckled_two_wall_needle((320, 400), centre, d, t_end=260.0)
+    # the segmentation ended 100 px (5-7 mm) before the echo does
+    t = pp.shaft_continues_to(img, centre, d, 0.0, 160.0)
+    assert 245.0 <= t <= 264.0
+    # the echo's fall-off then puts the tip on the end
+    assert abs(pp.tip_fall_off(img, centre, d, t, half_band_px=8.0, search_px=6.0) - 260.0) < 2.0
+
+
+def test_a_tissue_line_beside_the_axis_does_not_carry_the_tip_on():
+    centre, d = np.array([20.0, 30.0]), np.array([np.cos(0.45), np.sin(0.45)])
+    img = speckled_two_wall_needle((320, 400), centre, d, t_end=160.0)
+    n = np.array([-d[1], d[0]])
+    # a strand starting at the tip and running on parallel to the shaft, 4 px off its axis
+    strand = gaussian_line_image(img.shape, centre + 4.0 * n, d, sigma=1.3, amp=170.0, bg=0.0, t_end=300.0)
+    t_along = (np.stack(np.mgrid[0:320, 0:400][::-1], -1) - centre) @ d
+    img = img + strand * (t_along > 160.0)
+    assert pp.shaft_continues_to(img, centre, d, 0.0, 160.0) == 160.0
+
+
+def test_the_tip_stays_where_the_echo_ends_or_goes_on_only_briefly():
+    centre, d = np.array([20.0, 30.0]), np.array([np.cos(0.45), np.sin(0.45)])
+    at_end = speckled_two_wall_needle((320, 400), centre, d, t_end=160.0)
+    assert pp.shaft_continues_to(at_end, centre, d, 0.0, 160.0) == 160.0
+    # 20 px more of shaft is left to the fall-off search, not followed
+    brief = speckled_two_wall_needle((320, 400), centre, d, t_end=180.0)
+    assert pp.shaft_continues_to(brief, centre, d, 0.0, 160.0) == 160.0
+    # a flat image has nothing to follow
+    assert pp.shaft_continues_to(np.full((100, 100), 90.0, np.float32), np.array([5.0, 5.0]),
+                                 np.array([1.0, 0.0]), 0.0, 50.0) == 50.0

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import ModelError
 from ..types import Detection, ImagingRegion, Spacing
 from . import postprocess as pp
-from .assemble import crop_to_region, make_needle, make_target
+from .assemble import crop_to_region, follow_shaft_to_tip, make_needle, make_target
 
 CHANNELS = ("needle", "bone", "cartilage", "tip")
 INPUT_NAME = "image"
@@ -39,7 +39,8 @@ class ModelDetector:
                  min_needle_length: float = 0.065, min_needle_confidence: float = 0.89,
                  refine_line: bool | str = "direction", refine_tip: bool = True, use_tip_heat: bool = False,
                  short_needle_mm: float = 3.5,
-                 short_needle_min_confidence: float = 0.92, needle_join_gap: float = 0.08) -> None:
+                 short_needle_min_confidence: float = 0.92, needle_join_gap: float = 0.08,
+                 follow_shaft: bool = True) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -78,6 +79,9 @@ class ModelDetector:
         # short-needle rule below judges the longest piece alone: joined pieces of a faint streak
         # made a false needle on a real frame (PLUS bone frame 18).
         self.needle_join_gap = needle_join_gap
+        # Frames from another image formation showed the segmentation ending millimetres before the
+        # shaft's echo does: carry the tip on along the shaft's own cross-section (model card).
+        self.follow_shaft = follow_shaft
         self.maps(np.zeros((64, 64), np.uint8))  # warm-up: first run allocates and plans
 
     def _check_io(self) -> tuple[int, int]:
@@ -120,7 +124,8 @@ class ModelDetector:
                                    min_length_px=self.min_needle_length * mw,
                                    min_confidence=self.min_needle_confidence,
                                    join_gap_px=self.needle_join_gap * mw)
-        needle = make_needle(cand, scale, crop.astype(np.float32), refine_line=self.refine_line,
+        crop_f = crop.astype(np.float32)
+        needle = make_needle(cand, scale, crop_f, refine_line=self.refine_line,
                              refine_tip=self.refine_tip) if cand is not None else None
         if needle is not None and needle.confidence < self.short_needle_min_confidence:
             dx, dy = np.subtract(needle.tip_px, needle.tail_px) * cand.piece_fraction
@@ -130,6 +135,9 @@ class ModelDetector:
                 short = np.hypot(dx, dy) < self.short_needle_mm / 35.0 * crop.shape[1]
             if short:
                 needle = None
+        if needle is not None and self.follow_shaft:
+            needle = follow_shaft_to_tip(needle, crop_f, offset_px,
+                                         search_px=max(6.0, 3.0 * max(scale.sx, scale.sy)))
         xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
         # Real frames showed single columns caught on a deeper echo and a ragged band top: keep the
         # surface continuous and the band a band (the classical detector cleans its surface the same way).

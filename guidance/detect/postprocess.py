@@ -341,6 +341,61 @@ def tip_fall_off(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_guess: fl
     return float(t[j - 1] + frac * step)
 
 
+def shaft_continues_to(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tail: float, t_tip: float, *,
+                       half_width_px: float = 12.0, ref_px: float = 80.0, smooth_px: int = 12,
+                       start_px: int = 16, start_level: float = 0.7, start_match: float = 0.7,
+                       min_level: float = 0.5, min_match: float = 0.5, max_gap_px: int = 16,
+                       min_extend_px: float = 32.0, max_extend_px: float = 200.0) -> float:
+    """How far along ``p0 + t d`` the shaft's own cross-section goes on beyond ``t_tip`` (px).
+
+    The reference is the mean profile across the line (``+-half_width_px``)
+    over the last ``ref_px`` of the segmented shaft: walls, lumen,
+    reverberations and the speckle beside them, each at its offset from the
+    axis. Along the line, profiles averaged over ``smooth_px`` are compared
+    with it: the match is their normalised correlation, the level their
+    regression on the reference (1: as strong as the shaft). A tissue line
+    beside the axis, or one line where the shaft shows two walls, does not match.
+
+    The shaft goes on only if the first ``start_px`` beyond ``t_tip`` match
+    closely (``start_level``, ``start_match``): where a segmentation stops at
+    the real tip the echo falls there, even when a collinear tissue strand
+    takes it up again further on. It then follows while the level and match
+    stay above ``min_level`` and ``min_match``, bridging dropouts of up to
+    ``max_gap_px`` (speckle across the shaft). Returns the last position that
+    matches, or ``t_tip`` when the shaft does not go on for at least
+    ``min_extend_px``.
+    """
+    t0 = max(t_tail, t_tip - 4.0 - ref_px)
+    if t_tip - 4.0 - t0 < 2 * smooth_px:
+        return t_tip
+    s = np.arange(-half_width_px, half_width_px + 1e-6, 1.0)
+    ref = sample_along(image_f, p0, d, np.arange(t0, t_tip - 4.0, 1.0), s).mean(axis=0)
+    ref = ref - ref.mean()
+    rr = float(ref @ ref)
+    if rr < len(s) * 4.0:  # a flat reference (under 2 grey levels rms): nothing to follow
+        return t_tip
+    t = t_tip + np.arange(0.0, max_extend_px, 1.0)
+    prof = sample_along(image_f, p0, d, t, s)
+    h, w = image_f.shape[:2]
+    n = np.array([-d[1], d[0]])
+    ends = p0 + t[:, None, None] * d + np.array([s[0], s[-1]])[None, :, None] * n  # both ends of each profile
+    inside = np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2))
+    prof = cv2.blur(prof, (1, smooth_px), borderType=cv2.BORDER_REPLICATE)  # along the line only
+    prof = prof - prof.mean(axis=1, keepdims=True)
+    level = prof @ ref / rr
+    match = level * np.sqrt(rr) / np.maximum(np.linalg.norm(prof, axis=1), 1e-9)
+    if not np.all((level[:start_px] >= start_level) & (match[:start_px] >= start_match) & inside[:start_px]):
+        return t_tip
+    good = (match >= min_match) & (level >= min_level) & inside
+    i = np.arange(len(t))
+    last_good = np.maximum.accumulate(np.where(good, i, -1))
+    stop = np.flatnonzero(i - last_good >= max_gap_px)  # a dropout too long to bridge
+    last = int(last_good[stop[0] if len(stop) else len(t) - 1])
+    if last < 0 or t[last] < t_tip + min_extend_px:
+        return t_tip
+    return float(t[last])
+
+
 def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | None, *,
                     refine: bool | str = True, tip_refine: bool = True, line_step_px: float = 8.0,
                     line_chunk: int = 8, tip_method: str = "fall_off") -> tuple[np.ndarray, np.ndarray, float]:
