@@ -374,18 +374,26 @@ def shaft_continues_to(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tai
     rr = float(ref @ ref)
     if rr < len(s) * 4.0:  # a flat reference (under 2 grey levels rms): nothing to follow
         return t_tip
-    t = t_tip + np.arange(0.0, max_extend_px, 1.0)
-    prof = sample_along(image_f, p0, d, t, s)
     h, w = image_f.shape[:2]
     n = np.array([-d[1], d[0]])
-    ends = p0 + t[:, None, None] * d + np.array([s[0], s[-1]])[None, :, None] * n  # both ends of each profile
-    inside = np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2))
-    prof = cv2.blur(prof, (1, smooth_px), borderType=cv2.BORDER_REPLICATE)  # along the line only
-    prof = prof - prof.mean(axis=1, keepdims=True)
-    level = prof @ ref / rr
-    match = level * np.sqrt(rr) / np.maximum(np.linalg.norm(prof, axis=1), 1e-9)
+
+    def compare(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Level, match and whether the profile lies inside the image, at each ``t``."""
+        prof = cv2.blur(sample_along(image_f, p0, d, t, s), (1, smooth_px),
+                        borderType=cv2.BORDER_REPLICATE)  # along the line only
+        prof = prof - prof.mean(axis=1, keepdims=True)
+        level = prof @ ref / rr
+        match = level * np.sqrt(rr) / np.maximum(np.linalg.norm(prof, axis=1), 1e-9)
+        ends = p0 + t[:, None, None] * d + np.array([s[0], s[-1]])[None, :, None] * n  # both ends of each profile
+        return level, match, np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2))
+
+    # The start first (the blur's reach past it included, so the values are the same as in the whole
+    # run): at a real tip it fails, and the rest is not sampled.
+    level, match, inside = compare(t_tip + np.arange(0.0, start_px + smooth_px, 1.0))
     if not np.all((level[:start_px] >= start_level) & (match[:start_px] >= start_match) & inside[:start_px]):
         return t_tip
+    t = t_tip + np.arange(0.0, max_extend_px, 1.0)
+    level, match, inside = compare(t)
     good = (match >= min_match) & (level >= min_level) & inside
     i = np.arange(len(t))
     last_good = np.maximum.accumulate(np.where(good, i, -1))
