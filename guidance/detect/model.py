@@ -124,7 +124,7 @@ class ModelDetector:
                                    min_length_px=self.min_needle_length * mw,
                                    min_confidence=self.min_needle_confidence,
                                    join_gap_px=self.needle_join_gap * mw)
-        crop_f = crop.astype(np.float32)
+        crop_f = crop.astype(np.float32) if cand is not None else None
         needle = make_needle(cand, scale, crop_f, refine_line=self.refine_line,
                              refine_tip=self.refine_tip) if cand is not None else None
         if needle is not None and needle.confidence < self.short_needle_min_confidence:
