@@ -33,20 +33,20 @@ def make_needle(cand: pp.NeedleCandidate, scale: pp.Scale, image_f: np.ndarray |
                            confidence=float(cand.confidence))
 
 
-def follow_shaft_to_tip(needle: NeedleDetection, image_f: np.ndarray, offset_px=(0.0, 0.0), *,
-                        search_px: float = 6.0) -> NeedleDetection:
+def follow_shaft_to_tip(needle: NeedleDetection, scale: pp.Scale, image_f: np.ndarray) -> NeedleDetection:
     """The needle with its tip carried on where the shaft's echo goes on past the segmentation's end.
 
     Speckle or a change of tissue can end the segmentation millimetres before
     the shaft does, and a tip drawn short reads as more distance to go than
     there is. :func:`~guidance.detect.postprocess.shaft_continues_to` follows
     the shaft's own cross-section along the line; the tip is then put where
-    the echo falls off (:func:`~guidance.detect.postprocess.tip_fall_off`,
-    within ``search_px``). ``image_f`` is the (cropped) image whose top-left is
-    ``offset_px`` in the frame; the needle is in frame pixels. Whether there is
-    a needle was decided before: this only moves the tip outward along the line.
+    the echo falls off (:func:`~guidance.detect.postprocess.tip_at_fall_off`).
+    ``image_f`` is the (cropped) image whose top-left is ``scale``'s offset in
+    the frame, as for :func:`make_needle`; the needle is in frame pixels.
+    Whether there is a needle was decided before: this only moves the tip
+    outward along the line.
     """
-    off = np.asarray(offset_px, float)
+    off = np.array([scale.ox, scale.oy], float)
     tail = np.asarray(needle.tail_px, float) - off
     tip = np.asarray(needle.tip_px, float) - off
     length = float(np.hypot(*(tip - tail)))
@@ -54,7 +54,7 @@ def follow_shaft_to_tip(needle: NeedleDetection, image_f: np.ndarray, offset_px=
     t = pp.shaft_continues_to(image_f, tail, d, 0.0, length)
     if t <= length:
         return needle
-    t = max(pp.tip_fall_off(image_f, tail, d, t, half_band_px=8.0, search_px=search_px), length)
+    t = max(pp.tip_at_fall_off(image_f, tail, d, t, scale), length)
     new_tip = tail + t * d + off
     return NeedleDetection(tip_px=(float(new_tip[0]), float(new_tip[1])), tail_px=needle.tail_px,
                            confidence=needle.confidence)

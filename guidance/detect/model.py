@@ -136,8 +136,7 @@ class ModelDetector:
             if short:
                 needle = None
         if needle is not None and self.follow_shaft:
-            needle = follow_shaft_to_tip(needle, crop_f, offset_px,
-                                         search_px=max(6.0, 3.0 * max(scale.sx, scale.sy)))
+            needle = follow_shaft_to_tip(needle, scale, crop_f)
         xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
         # Real frames showed single columns caught on a deeper echo and a ragged band top: keep the
         # surface continuous and the band a band (the classical detector cleans its surface the same way).

@@ -341,6 +341,19 @@ def tip_fall_off(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_guess: fl
     return float(t[j - 1] + frac * step)
 
 
+def tip_search_px(scale: Scale) -> float:
+    """How far (image px) from a segmented tip its refinement searches: 3 working px, at least 6."""
+    return max(6.0, 3.0 * max(scale.sx, scale.sy))
+
+
+def tip_at_fall_off(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_guess: float, scale: Scale) -> float:
+    """The model detector's tip along ``p0 + t d``: :func:`tip_fall_off` over the shaft's +-8 px echo band.
+
+    The band and the search (:func:`tip_search_px`) were chosen on tuning seeds (model card).
+    """
+    return tip_fall_off(image_f, p0, d, t_guess, half_band_px=8.0, search_px=tip_search_px(scale))
+
+
 def shaft_continues_to(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tail: float, t_tip: float, *,
                        half_width_px: float = 12.0, ref_px: float = 80.0, smooth_px: int = 12,
                        start_px: int = 16, start_level: float = 0.7, start_match: float = 0.7,
@@ -455,11 +468,10 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
     else:
         t_tail, t_tip = 0.0, length
     if tip_refine and image_f is not None:
-        search = max(6.0, 3.0 * max(scale.sx, scale.sy))
         if tip_method == "shaft_level":
-            t_tip = tip_from_intensity(image_f, p, d, t_tip, search_px=search)
+            t_tip = tip_from_intensity(image_f, p, d, t_tip, search_px=tip_search_px(scale))
         else:
-            t_tip = tip_fall_off(image_f, p, d, t_tip, half_band_px=8.0, search_px=search)
+            t_tip = tip_at_fall_off(image_f, p, d, t_tip, scale)
     off = np.array([scale.ox, scale.oy])
     return p + t_tail * d + off, p + t_tip * d + off, contrast
 
