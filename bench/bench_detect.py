@@ -6,6 +6,8 @@ Prints one JSON object: per detector the median / p95 milliseconds of
 ``detect()`` per frame after a warm-up, and for the model the split between
 onnxruntime inference and everything else. Frames are rendered first, so
 rendering is not timed. The machine is shared: report the load with the figures.
+The CPU's vector unit is printed too: onnxruntime's blocked convolutions use
+16-channel blocks with AVX-512 and 8 with AVX2 (``models/align_channels.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,17 @@ def frames(n: int) -> list[tuple[np.ndarray, tuple[float, float]]]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's name and its widest vector unit: onnxruntime's convolution layout depends on it."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return "unknown"
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "unknown")
+    flags = set(next((ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []))
+    return f"{name} ({'AVX-512' if 'avx512f' in flags else 'AVX2' if 'avx2' in flags else 'no AVX2'})"
+
+
 def time_detector(det, imgs, warmup: int = 10) -> dict:
     for img, sp in imgs[:warmup]:
         det.detect(img, spacing_mm=sp)
@@ -49,7 +62,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=120)
     args = ap.parse_args()
     imgs = frames(args.frames)
-    out = {"input_px": [512, 512], "cpu_count": os.cpu_count(), "load_avg_1min": round(os.getloadavg()[0], 2)}
+    out = {"input_px": [512, 512], "cpu_count": os.cpu_count(), "cpu": cpu_model(),
+           "load_avg_1min": round(os.getloadavg()[0], 2)}
     if os.path.isfile(args.model):
         det = load_detector(args.model)
         out["model"] = time_detector(det, imgs)

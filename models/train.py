@@ -17,7 +17,9 @@ mean exactly what the post-processing reads:
 
 The network is a small U-Net of depthwise-separable convolutions; the exported
 graph includes the sigmoid (input ``image`` 1x1x256x256, grey / 255; output
-``probs`` 1x4x256x256).
+``probs`` 1x4x256x256). The export pads the skip connections' channels with
+zeros to multiples of 16 (``models/align_channels.py``): same outputs, no
+layout reorders in onnxruntime.
 
 Requires the ``train`` extra (torch, onnx).
 """
@@ -37,6 +39,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "models"))
 
 SIZE = 256
 CHANNELS = ("needle", "bone", "cartilage", "tip")
@@ -244,7 +247,9 @@ def export_onnx(net, path: Path) -> None:
                       opset_version=17, dynamo=False, do_constant_folding=True)
     import onnx
 
-    onnx.checker.check_model(onnx.load(str(path)))
+    from align_channels import align_channels  # models/align_channels.py: same graph, faster layout
+
+    onnx.save(align_channels(onnx.load(str(path))), str(path))
 
 
 # ----------------------------------------------------------------------------- main
@@ -353,7 +358,7 @@ def main(argv=None) -> int:
             "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
-            "onnx_bytes": os.path.getsize(args.out)}
+            "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16}
     args.out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     print(f"exported {args.out} ({info['onnx_bytes'] / 1e6:.2f} MB): {json.dumps(info)}", flush=True)
     return 0
