@@ -197,12 +197,14 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     and ``piece_fraction``, the share of the whole length it covers): joined
     pieces of a faint streak are no stronger evidence than its longest piece.
     """
-    mask = prob > threshold
-    n, labels = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
+    mask = (prob > threshold).view(np.uint8)
+    n, labels = cv2.connectedComponents(mask, connectivity=8)
     if n <= 1:
         return None
     # Per-component sums over the mask's pixels only (a few thousand, not the whole map).
-    ys, xs = np.nonzero(mask)
+    # OpenCV lists them in np.nonzero's (row-major) order, several times faster on a mostly empty map.
+    pts = cv2.findNonZero(mask).reshape(-1, 2)  # (N, 1, 2) in OpenCV 4, (N, 2) in 5
+    xs, ys = pts[:, 0], pts[:, 1]
     lab = labels[ys, xs]
     pw = prob[ys, xs].astype(float)
     mass = np.bincount(lab, weights=pw, minlength=n)
@@ -537,8 +539,9 @@ def band_top_above(band_prob: np.ndarray, xs: np.ndarray, bone_ys: np.ndarray, *
     h_up = max_rows or max(8, h // 4)
     up = np.arange(0, h_up)
     rows = yb[None, :] - up[:, None]                        # (h_up, n): rows going up from the surface
-    inside = rows >= 0
-    vals = np.where(inside, band_prob[np.clip(rows, 0, h - 1), xi[None, :]], 0.0)
+    # one flat gather (a 2-D fancy index is several times slower); above the map reads 0
+    vals = band_prob.ravel()[np.maximum(rows, 0) * w + xi[None, :]]
+    vals[rows < 0] = 0.0
     on = vals > threshold
     # first row (going up) that is inside the band, within max_gap of the surface
     first_on = np.argmax(on, axis=0)
