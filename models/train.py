@@ -126,7 +126,7 @@ def build_cache(path: Path, seeds: list[int], workers: int) -> tuple[np.ndarray,
 
 # ----------------------------------------------------------------------------- network
 
-def build_net(width: int = 1, leaky: float = 0.05):
+def build_net(width: int = 1, leaky: float = 0.05, channels: tuple = (8, 16, 24, 48, 64)):
     import torch
     from torch import nn
 
@@ -141,7 +141,7 @@ def build_net(width: int = 1, leaky: float = 0.05):
             super().__init__(*cbr(cin, cin, 3, s, groups=cin, dil=dil), *cbr(cin, cout, 1))
 
     class Net(nn.Module):
-        def __init__(self, c=(8, 16, 24, 48, 64)):
+        def __init__(self, c=tuple(channels)):
             super().__init__()
             c = tuple(v * width for v in c)
             self.stem = nn.Sequential(*cbr(1, c[0], 3))                               # 256
@@ -271,6 +271,9 @@ def main(argv=None) -> int:
     ap.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights")
     ap.add_argument("--leaky", type=float, default=0.05,
                     help="LeakyReLU slope (0: plain ReLU; the first stage of the committed model used 0)")
+    ap.add_argument("--channels", type=int, nargs=5, default=[8, 16, 24, 48, 64],
+                    help="channels at the 5 resolutions (256, 128, 64, 32, 16 px); the committed model's are the "
+                         "default. onnxruntime pads them to its channel block (16 on AVX-512 CPUs) anyway")
     ap.add_argument("--hard-frac", type=float, default=0.0,
                     help="fraction of each batch drawn from the hard-negative pool (0: none)")
     ap.add_argument("--hard-pool", type=int, default=600,
@@ -294,7 +297,7 @@ def main(argv=None) -> int:
                             [VAL_SEED0 + i for i in range(args.val)], args.workers)
     print(f"data ready in {time.time() - t_start:.0f} s", flush=True)
 
-    net = build_net(leaky=args.leaky)
+    net = build_net(leaky=args.leaky, channels=tuple(args.channels))
     if args.init is not None:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["state"])
         print(f"initialised from {args.init}", flush=True)
@@ -354,7 +357,7 @@ def main(argv=None) -> int:
     torch.save({"step": step, "state": net.state_dict(), "args": vars(args)}, args.checkpoint)
     export_onnx(net, args.out)
     info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,
-            "batch": args.batch, "lr": args.lr, "parameters": n_params,
+            "batch": args.batch, "lr": args.lr, "parameters": n_params, "channels": list(args.channels),
             "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
