@@ -3,9 +3,10 @@
     python bench/bench_detect.py [--model PATH] [--frames 120] [--rounds 3]
 
 Prints one JSON object: per detector the median / p95 milliseconds of
-``detect()`` per frame after a warm-up (the model's over ``--rounds`` passes), and for the model the split between
-onnxruntime inference and everything else. Frames are rendered first, so
-rendering is not timed. The machine is shared: report the load with the figures.
+``detect()`` per frame after a warm-up (the model's over ``--rounds`` passes),
+and for the model the split between onnxruntime inference and everything
+else. Frames are rendered first, so rendering is not timed. The machine is
+shared: report the load with the figures.
 The CPU's vector unit is printed too: onnxruntime's blocked convolutions use
 16-channel blocks with AVX-512 and 8 with AVX2 (``models/align_channels.py``).
 """
