@@ -108,3 +108,20 @@ def test_a_graph_it_cannot_pad_is_refused_with_the_node_named():
     model.graph.node.insert(1, helper.make_node("Transpose", ["s0"], ["s0t"], name="odd_transpose", perm=[0, 1, 3, 2]))
     with pytest.raises(ValueError, match="odd_transpose.*Transpose"):
         _align_module().align_channels(model)
+
+
+def test_the_command_names_a_missing_or_corrupt_file_and_writes_nothing(tmp_path, capsys):
+    main = _align_module().main
+    out = tmp_path / "aligned.onnx"
+    assert main([str(tmp_path / "absent.onnx"), str(out)]) == 2
+    assert "absent.onnx: No such file" in capsys.readouterr().err
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07not a model at all" * 20)
+    assert main([str(junk), str(out)]) == 2
+    assert "junk.onnx" in capsys.readouterr().err
+    assert not out.exists()
+    # and a good one is written, computing what the original did
+    src = tmp_path / "tiny.onnx"
+    src.write_bytes(_tiny_unet(np.random.default_rng(5)).SerializeToString())
+    assert main([str(src), str(out)]) == 0
+    assert _concat_input_channels(onnx.load(str(out))) == [16, 32]
