@@ -229,7 +229,8 @@ def mine_hard_negatives(net, images: np.ndarray, targets: np.ndarray, pool: int)
 
 # ----------------------------------------------------------------------------- export
 
-def export_onnx(net, path: Path) -> None:
+def export_onnx(net, path: Path) -> bool:
+    """Export ``net`` with the sigmoid to ``path``; True when its skip channels could be aligned."""
     import torch
 
     class WithSigmoid(torch.nn.Module):
@@ -254,6 +255,8 @@ def export_onnx(net, path: Path) -> None:
     except ValueError as exc:  # a changed architecture: keep the plain export rather than lose the run
         onnx.checker.check_model(onnx.load(str(path)))
         print(f"warning: {path} exported without channel alignment ({exc})", flush=True)
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- main
@@ -359,13 +362,13 @@ def main(argv=None) -> int:
             torch.save({"step": step, "state": net.state_dict(), "args": vars(args)}, args.checkpoint)
 
     torch.save({"step": step, "state": net.state_dict(), "args": vars(args)}, args.checkpoint)
-    export_onnx(net, args.out)
+    aligned = export_onnx(net, args.out)
     info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "parameters": n_params, "channels": list(args.channels),
             "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
-            "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16}
+            "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16 if aligned else None}
     args.out.with_suffix(".json").write_text(json.dumps(info, indent=1) + "\n")
     print(f"exported {args.out} ({info['onnx_bytes'] / 1e6:.2f} MB): {json.dumps(info)}", flush=True)
     return 0
