@@ -1,12 +1,14 @@
 """Run both detectors on the real frames in ../shared/data and save overlays to docs/real_overlays/.
 
-    python bench/real_overlays.py [--model PATH]
+    python bench/real_overlays.py [--model auto|PATH]
 
 Frames: the PLUS in-vivo bone sequence (frames 0, 10, 20; 0.085 mm/px per its
 config) and the two knee screenshots (imaging region found by
 ``guidance.region.find_imaging_region``; spacing from the README's depth
 rulers). None of these frames holds a needle, so any needle drawn is a false
-positive; the false needles over all frames of the PLUS sequence are counted too. Prints one JSON object summarising what each detector reported.
+positive; the false needles over all frames of both PLUS sequences (the bone
+and the spine phantom) are counted too. Prints one JSON object summarising
+what each detector reported.
 Overlay colours: bone surface orange, cartilage top (target surface) sky blue,
 needle shaft green with the tip circled in vermilion, imaging region grey.
 """
@@ -21,7 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from guidance.detect import DEFAULT_MODEL, load_detector
+from guidance.detect import load_detector
 from guidance.io.plus import read_sequence
 from guidance.region import find_imaging_region
 from guidance.types import ImagingRegion
@@ -81,9 +83,12 @@ def draw(image_u8: np.ndarray, det, region: ImagingRegion | None, label: str) ->
     return out
 
 
-def all_plus_frames(dets) -> dict:
-    """False needles over every frame of the PLUS bone sequence (none holds a needle); a figure, no images."""
-    seq = read_sequence(DATA / "plus" / "BoneUltrasound_L14.igs.mha")
+def all_plus_frames(dets, name: str) -> dict:
+    """False needles over every frame of a PLUS sequence (neither holds a needle); a figure, no images.
+
+    The spine phantom's spacing is not in its file: taken as the bone sequence's 0.085 mm/px.
+    """
+    seq = read_sequence(DATA / "plus" / name)
     out = {}
     for det in dets:
         hits = []
@@ -100,13 +105,13 @@ def all_plus_frames(dets) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    ap.add_argument("--model", default="auto", help="auto: the committed detector (with its second opinion)")
     args = ap.parse_args()
     if not DATA.is_dir():
         print(f"real data not found at {DATA}", file=sys.stderr)
         return 2
     dets = [load_detector("classical")]
-    if Path(args.model).is_file():
+    if args.model == "auto" or Path(args.model).is_file():
         dets.insert(0, load_detector(args.model))
     OUT.mkdir(parents=True, exist_ok=True)
     summary = {}
@@ -125,7 +130,8 @@ def main() -> int:
                             "cartilage_thickness_mm": None if t.cartilage_thickness_mm is None
                             else round(t.cartilage_thickness_mm, 2)}}
         summary[name] = row
-    summary["plus_all_frames"] = all_plus_frames(dets)
+    summary["plus_all_frames"] = all_plus_frames(dets, "BoneUltrasound_L14.igs.mha")
+    summary["spine_phantom_all_frames"] = all_plus_frames(dets, "SpinePhantomFreehand.igs.mha")
     print(json.dumps(summary, indent=1))
     return 0
 

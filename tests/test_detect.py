@@ -131,3 +131,58 @@ def test_classical_finds_a_needle_and_its_tip():
     assert d.needle is not None
     assert np.hypot(*(np.array(d.needle.tip_px) - [250.0, 200.0])) < 4.0
     assert abs(d.needle.angle_deg - np.degrees(np.arctan2(140, 210))) < 1.5
+
+
+def line_frame(value: int, size: int = 128) -> np.ndarray:
+    """A flat dark frame with one 3 px straight line of grey ``value``, 100 px long (10 mm at 0.1 mm/px)."""
+    import cv2
+
+    img = np.full((size, size), 20, np.uint8)
+    cv2.line(img, (14, 20), (100, 71), int(value), 3)
+    return img
+
+
+@pytest.mark.parametrize("value, second_k, seen", [
+    (230, None, True),   # 0.90 alone: above the model's own 0.89
+    (230, 0.5, False),   # 0.90, but the second opinion scores it half: consensus 0.68, a tissue streak
+    (230, 1.0, True),    # both agree: consensus 0.90
+    (218, None, False),  # 0.85 alone: below 0.89
+    (218, 1.0, True),    # 0.85 seen the same by all four views: above the consensus rule's 0.84
+    (250, 0.5, True),    # 0.98: above the band, the model's own rule decides and the second is not asked
+    (150, 1.0, False),   # 0.59: under the band, clear tissue
+])
+def test_uncertain_needles_are_judged_by_consensus(tmp_path, value, second_k, seen):
+    first = scaling_model(tmp_path / "first.onnx")
+    second = None if second_k is None else scaling_model(tmp_path / "second.onnx", channels=(second_k, 0, 0, 0))
+    det = ModelDetector(first, second_opinion=second)
+    assert (det.detect(line_frame(value), spacing_mm=(0.1, 0.1)).needle is not None) == seen
+
+
+def test_second_opinion_errors_name_its_file(tmp_path):
+    first = scaling_model(tmp_path / "first.onnx")
+    with pytest.raises(ModelError, match="other.onnx.*not found"):
+        ModelDetector(first, second_opinion=tmp_path / "other.onnx")
+    with pytest.raises(ModelError, match="small.onnx.*same input"):
+        ModelDetector(first, second_opinion=scaling_model(tmp_path / "small.onnx", size=64))
+
+
+def test_auto_without_the_second_opinion_runs_the_model_alone(monkeypatch, tmp_path):
+    import guidance.detect as detect
+
+    assert detect.load_detector("auto").name == "model:needle_target+needle_target_wide"
+    monkeypatch.setattr(detect, "SECOND_OPINION_MODEL", tmp_path / "gone.onnx")
+    assert detect.load_detector("auto").name == "model:needle_target"
+
+
+def test_a_recording_names_both_model_files_and_hashes_them(tmp_path):
+    from guidance.recording.session_meta import describe_stages
+
+    first = scaling_model(tmp_path / "first.onnx")
+    second = scaling_model(tmp_path / "second.onnx", channels=(0.5, 0, 0, 0))
+    meta = describe_stages([DetectStage(ModelDetector(first, second_opinion=second))])
+    assert meta["detector"] == "model:first+second" and meta["model_file"] == "first.onnx+second.onnx"
+    alone = describe_stages([DetectStage(ModelDetector(first))])
+    assert alone["model_file"] == "first.onnx" and alone["model_sha256"] != meta["model_sha256"]
+    scaling_model(tmp_path / "second.onnx", channels=(0.6, 0, 0, 0))  # only the second opinion changed
+    assert describe_stages([DetectStage(ModelDetector(first, second_opinion=second))])["model_sha256"] \
+        != meta["model_sha256"]

@@ -23,6 +23,12 @@ def model():
     return det
 
 
+@pytest.fixture(scope="module")
+def model_alone():
+    """The committed model without its second opinion: the rules on its own maps."""
+    return ModelDetector(DEFAULT_MODEL)
+
+
 def score(det, scenario, seed, frames, **cfg):
     sim = Simulator(SimConfig(seed=seed, scenario=scenario, **cfg))
     pairs = []
@@ -111,9 +117,9 @@ def needle_maps(length_px: float, prob: float, size: int = 256) -> np.ndarray:
     (60.0, 0.905, None, True),         # spacing unknown, 60 of 256 px: long enough
     (60.0, 0.85, (0.1, 0.1), False),   # below the general threshold whatever the length
 ])
-def test_short_needles_need_more_confidence(model, length_px, prob, spacing, seen):
+def test_short_needles_need_more_confidence(model_alone, length_px, prob, spacing, seen):
     crop = np.full((256, 256), 60, np.uint8)  # flat image: refinement keeps the model's line
-    det = model.from_maps(crop, needle_maps(length_px, prob), (0, 0), spacing)
+    det = model_alone.from_maps(crop, needle_maps(length_px, prob), (0, 0), spacing)
     assert (det.needle is not None) == seen
 
 
@@ -129,12 +135,12 @@ def broken_needle_maps(prob: float, size: int = 256) -> np.ndarray:
     return maps
 
 
-def test_joined_pieces_extend_a_needle_but_do_not_make_one(model):
+def test_joined_pieces_extend_a_needle_but_do_not_make_one(model_alone):
     crop = np.full((256, 256), 60, np.uint8)
     # Each piece is 2 mm: under the short-needle rule at 0.905, joined or not.
-    assert model.from_maps(crop, broken_needle_maps(0.905), (0, 0), (0.1, 0.1)).needle is None
+    assert model_alone.from_maps(crop, broken_needle_maps(0.905), (0, 0), (0.1, 0.1)).needle is None
     # Certain enough: one needle over both pieces, the tip at the far end of the second.
-    det = model.from_maps(crop, broken_needle_maps(0.95), (0, 0), (0.1, 0.1)).needle
+    det = model_alone.from_maps(crop, broken_needle_maps(0.95), (0, 0), (0.1, 0.1)).needle
     far = np.array([40.0, 60.0]) + 46.0 * np.array([np.cos(np.radians(30.0)), np.sin(np.radians(30.0))])
     assert det is not None and np.hypot(*np.subtract(det.tip_px, far)) < 3.0
 
@@ -179,3 +185,27 @@ def test_the_tip_is_not_drawn_short_where_the_segmentation_stops_early():
 
     assert tip_error_mm(ModelDetector(DEFAULT_MODEL, follow_shaft=False)) < -2.5
     assert abs(tip_error_mm(ModelDetector(DEFAULT_MODEL))) < 0.5
+
+
+def test_no_needle_on_real_frames_without_one(model, model_alone, shared_data):
+    """Every frame of the two real PLUS sequences (no needle in either): the committed detector draws none.
+
+    The model alone scores tissue streaks in the spine phantom up to 0.92 and draws a needle on some;
+    the consensus with the second opinion keeps them below its rule.
+    """
+    from guidance.io.plus import read_sequence
+    from guidance.region import find_imaging_region
+
+    alone, drawn = [], []
+    for name in ("BoneUltrasound_L14.igs.mha", "SpinePhantomFreehand.igs.mha"):
+        seq = read_sequence(shared_data / "plus" / name)
+        for i in range(len(seq)):
+            img = np.asarray(seq.frame(i))
+            img = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            region = find_imaging_region(img)
+            if model_alone.detect(img, spacing_mm=(0.085, 0.085), region=region).needle is not None:
+                alone.append(f"{name}:{i}")
+            if model.detect(img, spacing_mm=(0.085, 0.085), region=region).needle is not None:
+                drawn.append(f"{name}:{i}")
+    assert alone, "the model alone no longer sees the streaks: this test no longer checks the consensus"
+    assert drawn == []

@@ -20,6 +20,8 @@ from ..errors import ModelError
 from ..types import Detection, FrameResult, ImagingRegion, Spacing
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "needle_target.onnx"
+# A second, differently trained network: the committed detector asks it about uncertain needles.
+SECOND_OPINION_MODEL = DEFAULT_MODEL.with_name("needle_target_wide.onnx")
 
 
 @runtime_checkable
@@ -33,29 +35,30 @@ class Detector(Protocol):
 def load_detector(model: str | Path | None = "auto") -> Detector:
     """The detector named by ``model``.
 
-    ``"auto"`` (or None): the committed ONNX model when present and loadable,
-    else the classical baseline. ``"classical"``: the baseline. Any other
+    ``"auto"`` (or None): the committed ONNX model with its second opinion
+    (:data:`SECOND_OPINION_MODEL`) when both are present and loadable, else
+    the committed model alone, else the classical baseline. ``"classical"``: the baseline. Any other
     value: the path of an ONNX model (:class:`~guidance.errors.ModelError` when
     it is missing, corrupt or of the wrong shape).
     """
     from .classical import ClassicalDetector
 
     if model is None or str(model) == "auto":
-        if DEFAULT_MODEL.is_file():
+        for second in (SECOND_OPINION_MODEL, None):
             try:
-                return _model_detector(DEFAULT_MODEL)
+                return _model_detector(DEFAULT_MODEL, second)
             except (ModelError, ImportError):
-                pass  # fall back to the baseline rather than refuse to run
+                pass  # fall back to less rather than refuse to run
         return ClassicalDetector()
     if str(model) == "classical":
         return ClassicalDetector()
     return _model_detector(Path(model))
 
 
-def _model_detector(path: Path) -> Detector:
+def _model_detector(path: Path, second_opinion: Path | None = None) -> Detector:
     from .model import ModelDetector
 
-    return ModelDetector(path)
+    return ModelDetector(path, second_opinion=second_opinion)
 
 
 class DetectStage:
@@ -73,4 +76,4 @@ class DetectStage:
         return dataclasses.replace(result, detection=det)
 
 
-__all__ = ["Detector", "DetectStage", "load_detector", "DEFAULT_MODEL"]
+__all__ = ["Detector", "DetectStage", "load_detector", "DEFAULT_MODEL", "SECOND_OPINION_MODEL"]

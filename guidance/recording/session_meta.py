@@ -21,7 +21,9 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str | None:
 def describe_stages(stages) -> dict:
     """``stages``, the detector's name, and the model file with its SHA-256 (when a model is used).
 
-    Replaying with the same model (same hash) reproduces the recorded detections.
+    A detector made of several model files (a second opinion) gives their names
+    joined by "+" and one SHA-256 over their hashes in order. Replaying with the
+    same model (same hash) reproduces the recorded detections.
     """
     names = [str(getattr(s, "name", type(s).__name__)) for s in stages]
     out: dict = {"stages": names, "detector": None, "model_file": None, "model_sha256": None}
@@ -30,8 +32,10 @@ def describe_stages(stages) -> dict:
         if detector is None:
             continue
         out["detector"] = str(getattr(detector, "name", type(detector).__name__))
-        path = getattr(detector, "path", None)
-        if path is not None and Path(path).is_file():
-            out["model_file"] = Path(path).name
-            out["model_sha256"] = file_sha256(path)
+        paths = [Path(p) for p in getattr(detector, "paths", None) or [getattr(detector, "path", None)] if p]
+        hashes = [file_sha256(p) if p.is_file() else None for p in paths]
+        if paths and None not in hashes:
+            out["model_file"] = "+".join(p.name for p in paths)
+            out["model_sha256"] = hashes[0] if len(hashes) == 1 else \
+                hashlib.sha256("".join(hashes).encode()).hexdigest()
     return out
