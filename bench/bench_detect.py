@@ -6,8 +6,9 @@ Prints one JSON object: per detector the median / p95 milliseconds of
 ``detect()`` per frame after a warm-up (the model's over ``--rounds`` passes),
 and for the model the split between its first onnxruntime inference and
 everything else, and the share of frames whose uncertain needle was judged by
-consensus (three more inferences: the second opinion and the mirror images). Frames are rendered first, so rendering is not timed. The machine is
-shared: report the load with the figures.
+consensus (three more inferences: the second opinion and the mirror images).
+Frames are rendered first, so rendering is not timed. The machine is shared:
+report the load with the figures.
 The CPU's vector unit is printed too: onnxruntime's blocked convolutions use
 16-channel blocks with AVX-512 and 8 with AVX2 (``models/align_channels.py``).
 """

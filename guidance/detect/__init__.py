@@ -37,9 +37,10 @@ def load_detector(model: str | Path | None = "auto") -> Detector:
 
     ``"auto"`` (or None): the committed ONNX model with its second opinion
     (:data:`SECOND_OPINION_MODEL`) when both are present and loadable, else
-    the committed model alone, else the classical baseline. ``"classical"``: the baseline. Any other
-    value: the path of an ONNX model (:class:`~guidance.errors.ModelError` when
-    it is missing, corrupt or of the wrong shape).
+    the committed model alone, else the classical baseline. ``"classical"``:
+    the baseline. Any other value: the path of an ONNX model, used alone
+    (:class:`~guidance.errors.ModelError` when it is missing, corrupt or of
+    the wrong shape).
     """
     from .classical import ClassicalDetector
 
