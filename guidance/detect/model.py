@@ -47,7 +47,7 @@ class ModelDetector:
                  short_needle_min_confidence: float = 0.92, needle_join_gap: float = 0.08,
                  follow_shaft: bool = True, second_opinion: str | Path | None = None,
                  consensus_band: tuple[float, float] = (0.7, 0.93),
-                 consensus_min_confidence: float = 0.84, spin_wait: bool = True) -> None:
+                 consensus_min_confidence: float = 0.84) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -57,8 +57,10 @@ class ModelDetector:
         opts.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        if not spin_wait:  # idle threads sleep at once instead of spinning for the next run
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # Threads spin inside a run (faster hand-offs) but stop when it returns: spinning on after
+        # a run, one session's pool took the two cores from the next session's run (the four
+        # views of the consensus took 32 ms instead of 18) and from the UI thread (measured).
+        opts.add_session_config_entry("session.force_spinning_stop", "1")
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts,
                                                 providers=["CPUExecutionProvider"])
@@ -99,9 +101,7 @@ class ModelDetector:
         # extra runs: clear needles and clear tissue keep this model's own rule.
         self.second = None
         if second_opinion is not None:
-            # Two sessions' thread pools on two cores: with both spinning between runs, the four
-            # views took 46 ms instead of 21 (measured). The second's threads sleep when idle.
-            self.second = ModelDetector(second_opinion, threads=threads, spin_wait=False)
+            self.second = ModelDetector(second_opinion, threads=threads)
             if self.second.input_hw != self.input_hw:
                 raise ModelError(f"{self.second.path}: input {self.second.input_hw} differs from "
                                  f"{self.path.name}'s {self.input_hw}; a second opinion must see the same input")
