@@ -130,9 +130,15 @@ class ModelDetector:
 
     def maps(self, image_u8: np.ndarray) -> np.ndarray:
         """Probability maps (4, H', W') float32 for a grey image of any size."""
+        return self._run(self._input(image_u8))
+
+    def _input(self, image_u8: np.ndarray) -> np.ndarray:
         h, w = self.input_hw
         x = cv2.resize(image_u8, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32) * (1.0 / 255.0)
-        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x[None, None]})[0]
+        return x[None, None]
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
         if out.ndim != 4 or out.shape[1] != len(CHANNELS):
             raise ModelError(f"{self.path}: output of shape {out.shape}, expected 1x{len(CHANNELS)}xHxW")
         return out[0]
@@ -143,9 +149,10 @@ class ModelDetector:
         This model (whose maps ``probs`` are given) and the second opinion, each
         on the image and on its mirror image (flipped back).
         """
-        mirror = np.ascontiguousarray(crop[:, ::-1])
-        views = (probs[0], self.maps(mirror)[0, :, ::-1], self.second.maps(crop)[0],
-                 self.second.maps(mirror)[0, :, ::-1])
+        # both networks see the same input size (checked at load): resize each view once
+        x, x_mirror = self._input(crop), self._input(np.ascontiguousarray(crop[:, ::-1]))
+        views = (probs[0], self._run(x_mirror)[0, :, ::-1], self.second._run(x)[0],
+                 self.second._run(x_mirror)[0, :, ::-1])
         return np.ascontiguousarray(sum(views[1:], views[0]) * np.float32(0.25))
 
     def _asks_second_opinion(self, cand: pp.NeedleCandidate | None) -> bool:
