@@ -1,6 +1,7 @@
 """Detection accuracy on unseen simulated sequences, model and classical baseline side by side.
 
     python bench/eval_sim.py [--detectors auto,classical] [--stride 3] [--out-dir DIR] [--wide] [--track]
+                            [--no-cartilage]
 
 Sequences come from ``guidance.sim.Simulator`` (not ``make_sample``, which
 made the training data) with seeds the training never used, all four
@@ -59,13 +60,15 @@ def wide_sequences() -> list[tuple]:
 
 
 def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool,
-        sequences: list[tuple] | None = None, frames_per_sequence: int | None = None, track: bool = False) -> dict:
+        sequences: list[tuple] | None = None, frames_per_sequence: int | None = None, track: bool = False,
+        cartilage: bool = True) -> dict:
     """Figures per detector; ``detector_names`` holds names for ``load_detector`` or detector objects.
 
     ``frames_per_sequence``: that many frames evenly spread over each sequence instead of every ``stride``-th.
     ``track``: run every frame, in order, through the full pipeline with tracking (what ``guidance
     detect`` writes by default) and score the tracked needle; ``stride`` and ``frames_per_sequence``
-    then only choose the frames scored.
+    then only choose the frames scored. ``cartilage=False``: every scene without cartilage (worn
+    through), where the target must be the bone.
     """
     sequences = sequences or SEQUENCES
     dets = {(d if isinstance(d, str) else d.name): (load_detector(d) if isinstance(d, str) else d)
@@ -76,7 +79,7 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
     total = len(sequences)
     for k, (scn, seed, w, h, depth) in enumerate(sequences):
         sim = Simulator(SimConfig(width_px=w, height_px=h, seed=seed, scenario=scn, depth_mm=depth,
-                                  randomize=randomize))
+                                  randomize=randomize, cartilage=cartilage))
         seq_name = f"{scn}_{seed}_{w}x{h}_{int(depth)}mm"
         truths, preds = [], {name: [] for name in dets}
         idx = (np.linspace(0, len(sim) - 1, frames_per_sequence).astype(int) if frames_per_sequence
@@ -112,7 +115,7 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
         print(f"[{k + 1}/{total}] {seq_name}: {len(truths)} frames", file=sys.stderr, flush=True)
     out = {"sequences": [f"{s}:{seed} {w}x{h} {d}mm" for s, seed, w, h, d in sequences],
            "stride": None if frames_per_sequence else stride, "frames_per_sequence": frames_per_sequence,
-           "randomize": randomize, "tracking": track}
+           "randomize": randomize, "tracking": track, "cartilage": cartilage}
     for name, det in dets.items():
         out[det.name] = {"overall": evaluate(pairs[name]),
                          "per_scenario": {s: _short(evaluate(p)) for s, p in per_scn[name].items()},
@@ -128,6 +131,7 @@ def run_with(detector, stride: int = 3) -> dict:
 
 def _short(r: dict) -> dict:
     keep = ("tip_error", "angle_error_deg", "needle_recall", "needle_recall_shaft_2mm", "false_positive_rate", "bone_distance",
+            "target_kind_agreement",
             "cartilage_thickness_error_mm")
     return {k: (r[k]["median"], r[k]["p95"]) if isinstance(r[k], dict) else r[k] for k in keep}
 
@@ -144,6 +148,8 @@ def main() -> int:
                     help="score every STRIDE-th frame (default 3; with --wide, 8 frames spread over each scene)")
     ap.add_argument("--out-dir", type=Path)
     ap.add_argument("--randomize", action="store_true", help="simulator appearance randomisation on")
+    ap.add_argument("--no-cartilage", action="store_true",
+                    help="the same scenes with the cartilage worn away: the target must be the bone")
     ap.add_argument("--wide", action="store_true",
                     help="50 scenes (seeds 6200-6249) instead of the 9 evaluation sequences; 8 frames of each "
                          "unless --stride is given")
@@ -154,7 +160,7 @@ def main() -> int:
     seqs = wide_sequences() if args.wide else SEQUENCES
     per_seq = 8 if args.wide and args.stride is None else None
     print(json.dumps(run(args.detectors.split(","), args.stride or 3, args.out_dir, args.randomize, seqs, per_seq,
-                         args.track), indent=1))
+                         args.track, not args.no_cartilage), indent=1))
     return 0
 
 

@@ -485,15 +485,23 @@ class TargetSmoother:
     changing) the state restarts from the observation. Columns not seen for
     ``hold_s`` are dropped, and the target disappears ``hold_s`` after the
     detector last saw one.
+
+    The kind (cartilage or bone) is the majority of the detector's kinds over
+    the last ``kind_window_s`` (a tie keeps the kind held): a frame's
+    cartilage band that comes and goes must not make the target surface, and
+    the distance to it, jump by the cartilage's thickness from frame to frame.
+    While bone is held, a frame that reports cartilage gives its bone line;
+    while cartilage is held, a frame without a band leaves the top as it was.
     """
 
     def __init__(self, tau_s: float = 0.15, *, follow_px: float = 2.0, reset_px: float = 10.0,
-                 hold_s: float = 0.25, max_gap_px: float = 8.0) -> None:
+                 hold_s: float = 0.25, max_gap_px: float = 8.0, kind_window_s: float = 0.5) -> None:
         self.tau_s = tau_s
         self.follow_px = follow_px
         self.reset_px = reset_px
         self.hold_s = hold_s
         self.max_gap_px = max_gap_px
+        self.kind_window_s = kind_window_s
         self.reset()
 
     def reset(self) -> None:
@@ -503,6 +511,7 @@ class TargetSmoother:
         self._surf_seen: np.ndarray | None = None
         self._bone_seen: np.ndarray | None = None
         self._kind: str | None = None
+        self._kinds: list[tuple[float, str]] = []  # (time, kind) of the detector's recent targets
         self._thickness: float | None = None
         self._confidence = 1.0
         self._t_s: float | None = None
@@ -524,15 +533,24 @@ class TargetSmoother:
             self._bone_seen = np.full(w, -np.inf)
         if target is not None:
             alpha = 1.0 - math.exp(-dt / self.tau_s) if dt > 0 else 1.0
-            restart = self._kind is not None and target.kind != self._kind
-            self._kind = target.kind
+            kind = self._vote(t, target.kind)
+            restart = self._kind is not None and kind != self._kind
+            self._kind = kind
             self._confidence = float(target.confidence)
-            self._surf = self._blend(self._surf, self._surf_seen, target.surface_px, alpha, t, restart)
+            if kind == target.kind:
+                surface = target.surface_px
+            else:  # bone held and this frame saw a band: its bone line; cartilage held: no new top
+                surface = target.bone_px if kind == "bone" else None
+            if surface is not None:
+                self._surf = self._blend(self._surf, self._surf_seen, surface, alpha, t, restart)
             self._bone = self._blend(self._bone, self._bone_seen, target.bone_px, alpha, t, False)
-            if target.cartilage_thickness_mm is None or self._thickness is None:
-                self._thickness = target.cartilage_thickness_mm
-            else:
-                self._thickness += alpha * (target.cartilage_thickness_mm - self._thickness)
+            if kind != "cartilage":
+                self._thickness = None
+            elif target.cartilage_thickness_mm is not None:
+                if self._thickness is None or restart:
+                    self._thickness = target.cartilage_thickness_mm
+                else:
+                    self._thickness += alpha * (target.cartilage_thickness_mm - self._thickness)
             self._t_seen_s = t
         if self._t_seen_s is None or t - self._t_seen_s > self.hold_s:
             return None
@@ -542,6 +560,16 @@ class TargetSmoother:
             return None
         bone = _stack(self._grid, np.where(self._bone_seen >= stale, self._bone, np.nan))
         return TargetDetection(self._kind, surf, bone, self._thickness, self._confidence)
+
+    def _vote(self, t: float, kind: str) -> str:
+        """The kind most of the last ``kind_window_s`` of targets had (a tie keeps the held one)."""
+        self._kinds = [(ti, k) for ti, k in self._kinds if ti > t - self.kind_window_s]
+        self._kinds.append((t, kind))
+        n_cart = sum(k == "cartilage" for _, k in self._kinds)
+        n_other = len(self._kinds) - n_cart
+        if n_cart == n_other:
+            return self._kind or kind
+        return "cartilage" if n_cart > n_other else "bone"
 
     def _blend(self, state: np.ndarray, seen: np.ndarray, obs_px, alpha: float, t: float,
                restart: bool) -> np.ndarray:

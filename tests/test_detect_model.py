@@ -209,3 +209,27 @@ def test_no_needle_on_real_frames_without_one(model, model_alone, shared_data):
                 drawn.append(f"{name}:{i}")
     assert alone, "the model alone no longer sees the streaks: this test no longer checks the consensus"
     assert drawn == []
+
+
+def test_cartilage_only_where_there_is_a_band_of_cartilage(model):
+    """A simulated knee whose cartilage is worn away: the target is the bone, not a tissue layer above it."""
+    kinds = {}
+    for cartilage in (True, False):
+        sim = Simulator(SimConfig(seed=4250, scenario="no_needle", width_px=480, height_px=400, cartilage=cartilage))
+        kinds[cartilage] = [model.detect(sf.image, spacing_mm=tuple(sf.spacing_mm)).target.kind
+                            for sf in (sim.render(int(i)) for i in np.linspace(0, len(sim) - 1, 10).astype(int))]
+    assert kinds[True].count("cartilage") == 10
+    assert kinds[False].count("bone") >= 7   # single frames may still see a band; the smoother's vote holds the kind
+
+
+def test_real_frames_get_cartilage_on_the_knees_and_bone_on_the_plus_bone(model, shared_data):
+    """The knee scans show cartilage over the femur; the PLUS bone sequence a soft-tissue layer over bone."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from real_overlays import real_frames
+
+    got = {name: model.detect(img, spacing_mm=sp, region=region).target for name, img, region, sp in real_frames()}
+    assert got["knee_lumify"].kind == "cartilage" and got["knee_clarius"].kind == "cartilage"
+    assert 1.5 < got["knee_lumify"].cartilage_thickness_mm < 4.0
+    assert [got[f"plus_bone_f{i:02d}"].kind for i in (0, 10, 20)] == ["bone"] * 3

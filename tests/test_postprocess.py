@@ -279,3 +279,43 @@ def test_the_tip_stays_where_the_echo_ends_or_goes_on_only_briefly():
     # a flat image has nothing to follow
     assert pp.shaft_continues_to(np.full((100, 100), 90.0, np.float32), np.array([5.0, 5.0]),
                                  np.array([1.0, 0.0]), 0.0, 50.0) == 50.0
+
+
+def layered_image(band_grey: float, *, above=100.0, top_y=100.0, bone_y=130.0, bone=230.0, shape=(200, 300), seed=0):
+    """Tissue at ``above`` grey, a band of ``band_grey`` from ``top_y`` (a row, or one per column) down to a
+    bright bone at ``bone_y``, speckled."""
+    rows = np.arange(shape[0], dtype=float)[:, None] * np.ones(shape[1])
+    top_y = np.broadcast_to(np.asarray(top_y, dtype=float), (shape[1],))[None, :]
+    img = np.where(rows < top_y, above, np.where(rows < bone_y, band_grey, 20.0))
+    img = img + bone * np.exp(-(rows - bone_y) ** 2 / 4.0)
+    img = img * np.random.default_rng(seed).rayleigh(1.0, shape) / np.sqrt(np.pi / 2)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("band_grey", [30.0, 60.0, 100.0, 140.0])
+def test_band_echo_ratio_compares_the_band_with_the_tissue_above_it(band_grey):
+    img = layered_image(band_grey)
+    xs = np.arange(20.0, 280.0, 2.0)
+    top = np.stack([xs, np.full_like(xs, 100.0)], axis=1)
+    bone = np.stack([xs, np.full_like(xs, 130.0)], axis=1)
+    # the band's darkest layer is a median of speckle (0.94 of its mean) against the mean above
+    assert pp.band_echo_ratio(img, top, bone) == pytest.approx(0.94 * band_grey / 100.0, rel=0.12)
+    assert np.isnan(pp.band_echo_ratio(img, top[:0], bone))
+
+
+def test_a_band_not_darker_than_the_tissue_above_is_not_cartilage():
+    """Anechoic cartilage is reported; a soft-tissue layer as bright as what lies above it leaves the bone as target."""
+    from guidance.detect.assemble import make_target
+
+    xs = np.arange(10.0, 140.0)                          # working px, 2 image px each
+    scale = pp.Scale(2.0, 2.0, 0.0, 0.0)
+    bone_ys, top_ys = np.full_like(xs, 64.75), np.full_like(xs, 49.75)   # image rows 130 and 100
+    dark = make_target(xs, bone_ys, top_ys, scale, (0.1, 0.1), image=layered_image(40.0))
+    assert dark.kind == "cartilage" and dark.cartilage_thickness_mm == pytest.approx(3.0, abs=0.01)
+    assert np.allclose(dark.surface_px[:, 1], 100.0)
+    for grey in (90.0, 110.0):                           # tissue a little darker than above, or brighter
+        layer = make_target(xs, bone_ys, top_ys, scale, (0.1, 0.1), image=layered_image(grey))
+        assert layer.kind == "bone" and layer.cartilage_thickness_mm is None
+        assert np.allclose(layer.surface_px[:, 1], 130.0)
+    # without the image the band is taken as it comes (callers that have no picture)
+    assert make_target(xs, bone_ys, top_ys, scale, (0.1, 0.1)).kind == "cartilage"

@@ -280,13 +280,36 @@ def test_target_smoother_does_not_bridge_gaps_in_the_surface():
     assert xs.min() == 10 and xs.max() == 300
 
 
-def test_target_kind_change_restarts_the_surface():
-    sm = TargetSmoother()
-    for i in range(10):
+def test_target_kind_change_that_persists_restarts_the_surface():
+    sm = TargetSmoother(kind_window_s=0.5)
+    for i in range(20):
         sm.update(frame(i), surface(150))
-    out = sm.update(frame(10), surface(163, kind="bone"))
-    assert out.kind == "bone"
-    assert np.allclose(out.surface_px[:, 1], 163)
+    kinds = []
+    for i in range(20, 40):  # the band is gone (worn through, or the probe moved off it)
+        out = sm.update(frame(i), surface(163, kind="bone"))
+        kinds.append(out.kind)
+    assert kinds[0] == "cartilage" and kinds[-1] == "bone"
+    assert kinds.index("bone") <= int(0.3 * FPS)  # about half the window, not longer
+    assert np.allclose(out.surface_px[:, 1], 163) and out.cartilage_thickness_mm is None
+
+
+def test_a_band_seen_in_single_frames_does_not_make_the_target_jump():
+    """Over bone without cartilage, a frame that sees a band now and then must not pull the surface up by it."""
+    sm = TargetSmoother()
+    bone_only = TargetDetection("bone", surface(162).surface_px, surface(162).surface_px)
+    band = surface(150)  # a top at 150 over the bone at 162
+    for i in range(60):
+        out = sm.update(frame(i), band if i % 5 == 4 else bone_only)
+        if i >= 5:
+            assert out.kind == "bone" and np.allclose(out.surface_px[:, 1], 162, atol=0.5)
+            assert out.cartilage_thickness_mm is None
+    # and the other way: cartilage held through a frame without its band, the top stays put
+    sm = TargetSmoother()
+    for i in range(60):
+        out = sm.update(frame(i), bone_only if i % 5 == 4 else band)
+        if i >= 5:
+            assert out.kind == "cartilage" and np.allclose(out.surface_px[:, 1], 150, atol=0.5)
+            assert out.cartilage_thickness_mm == pytest.approx(1.5)
 
 
 def test_track_stage_sets_track_and_smoothed_target_without_touching_input():

@@ -51,7 +51,7 @@ class ClassicalDetector:
 
         xs, bone_ys = bone_surface(smooth)
         top = cartilage_top(smooth, xs, bone_ys) if len(xs) else None
-        target = make_target(xs, bone_ys, top, scale, spacing_mm)
+        target = make_target(xs, bone_ys, top, scale, spacing_mm, image=crop)
 
         floor_ys = bone_ys if top is None else np.where(np.isfinite(top), np.fmin(top, bone_ys), bone_ys)
         cand = self._needle(smooth, xs, floor_ys)

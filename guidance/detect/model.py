@@ -207,5 +207,5 @@ class ModelDetector:
         top = pp.band_top_above(probs[2], xs, ys) if len(xs) else None
         if top is not None:
             top = pp.clean_band_top(xs, ys, top, ksize=max(9, (mw // 12) | 1), min_run=max(3, mw // 40))
-        target = make_target(xs, ys, top, scale, spacing_mm)
+        target = make_target(xs, ys, top, scale, spacing_mm, image=crop)
         return Detection(needle=needle, target=target, detector=self.name)
