@@ -319,3 +319,24 @@ def test_a_band_not_darker_than_the_tissue_above_is_not_cartilage():
         assert np.allclose(layer.surface_px[:, 1], 130.0)
     # without the image the band is taken as it comes (callers that have no picture)
     assert make_target(xs, bone_ys, top_ys, scale, (0.1, 0.1)).kind == "cartilage"
+
+
+def test_the_tip_is_not_carried_past_the_bone_surface():
+    """A shaft-like echo going on through the bone line (its own bright line, a collinear boundary) ends the tip there."""
+    from guidance.detect.assemble import follow_shaft_to_tip
+    from guidance.types import NeedleDetection
+
+    centre, d = np.array([20.0, 30.0]), np.array([np.cos(0.45), np.sin(0.45)])
+    img = speckled_two_wall_needle((320, 400), centre, d, t_end=260.0)
+    short = NeedleDetection(tuple(centre + 160.0 * d), tuple(centre), 0.95)
+    scale = pp.Scale(2.0, 2.0)
+    free = follow_shaft_to_tip(short, scale, img)
+    assert np.hypot(*np.subtract(free.tip_px, centre)) == pytest.approx(260.0, abs=2.0)
+    # a bone surface the line reaches 210 px along it
+    cross = centre + 210.0 * d
+    bone = np.stack([np.arange(0.0, 400.0, 4.0), np.full(100, cross[1])], axis=1)
+    capped = follow_shaft_to_tip(short, scale, img, bone_px=bone)
+    assert np.hypot(*np.subtract(capped.tip_px, centre)) == pytest.approx(210.0, abs=1.5)
+    # a surface the line never reaches leaves the tip where the echo ends
+    deep = np.stack([np.arange(0.0, 400.0, 4.0), np.full(100, 310.0)], axis=1)
+    assert follow_shaft_to_tip(short, scale, img, bone_px=deep).tip_px == pytest.approx(free.tip_px)

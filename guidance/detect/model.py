@@ -198,8 +198,6 @@ class ModelDetector:
                 short = np.hypot(dx, dy) < self.short_needle_mm / 35.0 * crop.shape[1]
             if short:
                 needle = None
-        if needle is not None and self.follow_shaft:
-            needle = follow_shaft_to_tip(needle, scale, crop_f)
         xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
         # Real frames showed single columns caught on a deeper echo and a ragged band top: keep the
         # surface continuous and the band a band (the classical detector cleans its surface the same way).
@@ -208,4 +206,6 @@ class ModelDetector:
         if top is not None:
             top = pp.clean_band_top(xs, ys, top, ksize=max(9, (mw // 12) | 1), min_run=max(3, mw // 40))
         target = make_target(xs, ys, top, scale, spacing_mm, image=crop)
+        if needle is not None and self.follow_shaft:
+            needle = follow_shaft_to_tip(needle, scale, crop_f, bone_px=target.bone_px if target else None)
         return Detection(needle=needle, target=target, detector=self.name)
