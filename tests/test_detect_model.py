@@ -233,3 +233,30 @@ def test_real_frames_get_cartilage_on_the_knees_and_bone_on_the_plus_bone(model,
     assert got["knee_lumify"].kind == "cartilage" and got["knee_clarius"].kind == "cartilage"
     assert 1.5 < got["knee_lumify"].cartilage_thickness_mm < 4.0
     assert [got[f"plus_bone_f{i:02d}"].kind for i in (0, 10, 20)] == ["bone"] * 3
+
+
+def _to_sector(img: np.ndarray, out_wh=(640, 480), half_angle_deg=30.0) -> np.ndarray:
+    """Scan-convert a linear frame into a convex probe's fan (as other simulators' phased/convex arrays show it)."""
+    h, w = img.shape
+    ow, oh = out_wh
+    r0, depth = 0.6 * oh, 0.95 * oh
+    yy, xx = np.mgrid[0:oh, 0:ow].astype(np.float32)
+    dx, dy = xx - ow / 2, yy + r0 - 10
+    theta = np.degrees(np.arctan2(dx, dy))
+    x_in = (theta + half_angle_deg) / (2 * half_angle_deg) * (w - 1)
+    y_in = (np.hypot(dx, dy) - r0) * h / depth
+    out = cv2.remap(img, x_in.astype(np.float32), y_in.astype(np.float32), cv2.INTER_LINEAR)
+    out[(np.abs(theta) > half_angle_deg) | (y_in < 0) | (y_in > h - 1)] = 0
+    return out
+
+
+def test_a_fan_shaped_image_gets_its_bone_and_no_needle_on_its_edges(model):
+    """The fan's straight edges (bright speckle against black) are not needles; the curved bone is still found."""
+    from guidance.region import find_imaging_region
+
+    sim = Simulator(SimConfig(seed=4251, scenario="no_needle", width_px=512, height_px=512, depth_mm=40.0))
+    for i in (0, 60, 120, 180):
+        fan = _to_sector(sim.render(i).image)
+        d = model.detect(fan, spacing_mm=(0.06, 0.06), region=find_imaging_region(fan))
+        assert d.needle is None
+        assert d.target is not None and np.ptp(d.target.bone_px[:, 0]) > 0.5 * fan.shape[1]
