@@ -340,3 +340,32 @@ def test_the_tip_is_not_carried_past_the_bone_surface():
     # a surface the line never reaches leaves the tip where the echo ends
     deep = np.stack([np.arange(0.0, 400.0, 4.0), np.full(100, 310.0)], axis=1)
     assert follow_shaft_to_tip(short, scale, img, bone_px=deep).tip_px == pytest.approx(free.tip_px)
+
+
+def test_the_bone_surface_does_not_run_up_along_the_needle():
+    """Where no bone lies under a steep shaft, the shaft is the brightest ridge in its columns: not bone."""
+    h, w = 256, 256
+    bone = np.zeros((h, w), np.float32)
+    bone[180, :140] = 1.0                       # the bone, seen in columns 0-139
+    bone = cv2.GaussianBlur(bone, (0, 0), 1.0) / cv2.GaussianBlur(bone, (0, 0), 1.0).max()
+    shaft = line_prob((h, w), (250, 20), (150, 170), thickness=3).astype(np.float32)   # tail top-right, tip down-left
+    prob = np.maximum(bone, 0.9 * shaft)
+    cand = pp.needle_from_prob(shaft)
+    xs_raw, _ = pp.surface_from_prob(prob)
+    assert np.any(xs_raw > 150)                   # the shaft taken for bone
+    xs, ys = pp.surface_from_prob(pp.without_needle(prob, cand))
+    off_bone = xs >= 140
+    assert np.all(np.abs(xs[off_bone] - 150) <= 4)          # only the last few px before the tip are kept
+    assert np.allclose(ys[~off_bone], 180.0, atol=0.3)
+    assert np.count_nonzero(~off_bone) == np.count_nonzero(xs_raw < 140)   # the bone itself untouched
+
+
+def test_a_tip_resting_on_the_bone_keeps_the_bone_under_it():
+    h, w = 256, 256
+    bone = np.zeros((h, w), np.float32)
+    bone[180, :] = 1.0
+    shaft = line_prob((h, w), (250, 20), (120, 178), thickness=3).astype(np.float32)
+    cand = pp.needle_from_prob(shaft)
+    xs, _ = pp.surface_from_prob(pp.without_needle(np.maximum(bone, 0.9 * shaft), cand))
+    tip_x = int(round((cand.point + cand.t_tip * cand.direction)[0]))
+    assert np.all(np.isin(np.arange(tip_x - 2, tip_x + 3), xs))   # no gap where the path meets the surface

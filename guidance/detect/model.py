@@ -198,7 +198,8 @@ class ModelDetector:
                 short = np.hypot(dx, dy) < self.short_needle_mm / 35.0 * crop.shape[1]
             if short:
                 needle = None
-        xs, ys = pp.surface_from_prob(probs[1], threshold=self.surface_threshold, min_run=max(3, mw // 40))
+        bone_prob = pp.without_needle(probs[1], cand) if needle is not None else probs[1]
+        xs, ys = pp.surface_from_prob(bone_prob, threshold=self.surface_threshold, min_run=max(3, mw // 40))
         # Real frames showed single columns caught on a deeper echo and a ragged band top: keep the
         # surface continuous and the band a band (the classical detector cleans its surface the same way).
         xs, ys = pp.smooth_polyline_y(xs, ys, ksize=max(9, (mw // 12) | 1), max_jump_px=max(3.0, mh / 60))
