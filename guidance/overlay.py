@@ -46,7 +46,8 @@ HALO_BGR = OKABE_ITO_BGR["black"]
 ALL_LAYERS = frozenset({"region", "needle", "path", "cone", "target", "bone", "intercept",
                         "target_point", "text", "alerts"})
 
-ALERT_TEXT = {"near_bone": "NEAR BONE", "off_target": "OFF TARGET", "needle_lost": "NEEDLE LOST"}
+ALERT_TEXT = {"near_bone": "NEAR BONE", "off_target": "OFF TARGET", "needle_lost": "NEEDLE LOST",
+              "steep_needle": "STEEP: TIP MAY BE DEEPER"}
 
 _SHIFT = 4                 # sub-pixel drawing: coordinates in 1/16 px
 _ONE = 1 << _SHIFT

@@ -228,7 +228,7 @@ def test_guidance_stage_fills_trajectory_and_uses_region_as_skin():
                       region=ImagingRegion(0, 20, 300, 180)))
     assert r.trajectory.intercept_px == pytest.approx((50.0, 150.0))
     assert r.trajectory.tip_depth_mm == pytest.approx((60 - 20) * 0.1)
-    assert r.alerts == ()
+    assert r.alerts == ("steep_needle",)   # a vertical shaft: its tip may be deeper than drawn
 
 
 def test_near_bone_alert_within_threshold_only():
@@ -371,3 +371,31 @@ def test_target_point_parsing():
     for bad in ("312", "a,b", "1,2,3", "nan,4"):
         with pytest.raises(InputError, match="target point"):
             parse_target_point(bad)
+
+
+def _at_angle(deg: float, length: float = 80.0, tail=(20.0, 10.0)) -> NeedleDetection:
+    a = math.radians(deg)
+    return needle(tail, (tail[0] + length * math.cos(a), tail[1] + length * math.sin(a)))
+
+
+def test_steep_needle_alert_from_45_degrees_read_in_tissue():
+    stage = GuidanceStage()
+    assert "steep_needle" not in stage(_result(_at_angle(30.0), flat_surface(150))).alerts
+    stage = GuidanceStage()
+    assert "steep_needle" in stage(_result(_at_angle(50.0), flat_surface(150))).alerts
+    # 40 degrees in pixels, but rows are 1.5x taller than columns are wide: 51.5 degrees in tissue
+    stage = GuidanceStage()
+    assert "steep_needle" in stage(_result(_at_angle(40.0), flat_surface(150), spacing=(0.1, 0.15))).alerts
+
+
+def test_steep_needle_alert_does_not_flicker_about_the_limit():
+    stage = GuidanceStage()
+    seen = ["steep_needle" in stage(_result(_at_angle(deg), flat_surface(150), t_s=i / 30)).alerts
+            for i, deg in enumerate([46.0, 44.0, 43.0, 45.5, 42.5, 41.0, 44.5, 46.0])]
+    assert seen == [True, True, True, True, True, False, False, True]
+
+
+def test_steep_needle_waits_for_a_confirmed_needle():
+    track, guide = TrackStage(coast_s=0.5), GuidanceStage()
+    first = [guide(track(_result(_at_angle(55.0), flat_surface(150), t_s=i / 30))).alerts for i in range(4)]
+    assert "steep_needle" not in first[0] and "steep_needle" in first[-1]

@@ -139,6 +139,15 @@ def test_alerts_are_shown_in_words(window):
     assert window.strip.kind == "none"
 
 
+def test_several_alerts_all_fit_on_the_strip(window):
+    """Three alerts at once: short forms, every one readable, none cut off at the strip's ends."""
+    window.show_result(make_result(alerts=("near_bone", "off_target", "steep_needle")))
+    text = window.strip.text()
+    assert all(word in text for word in ("NEAR BONE", "OFF TARGET", "STEEP"))
+    width = window.strip.fontMetrics().horizontalAdvance(text)
+    assert width <= window.strip.contentsRect().width()
+
+
 def test_layer_toggle_hides_only_that_layer_and_is_remembered(window, settings, qtbot, tmp_path):
     window.show_result(make_result())
     window.layer_actions["cone"].trigger()

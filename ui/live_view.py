@@ -26,7 +26,7 @@ from . import DISCLAIMER_SHORT
 from .image_view import ImageView
 from .overlay_items import LAYERS
 from .processing import find_stage, make_stages, model_name
-from .readouts import ALERT_MESSAGES, MessageStrip, ReadoutPanel
+from .readouts import MessageStrip, ReadoutPanel, alert_text
 from .settings import Settings
 from .worker import PipelineWorker
 
@@ -375,7 +375,7 @@ class LiveWindow(QtWidgets.QMainWindow):
             else:
                 self.strip.set_message("stale", f"GUIDANCE HIDDEN \u2014 no new frame for {age:.0f} ms")
         elif result.alerts and self._layer_on("alerts"):
-            self.strip.set_message("alert", "   |   ".join(ALERT_MESSAGES.get(a, a.upper()) for a in result.alerts))
+            self.strip.set_message("alert", alert_text(result.alerts))
         elif now - self._late_since_s < HOLD_MESSAGE_S:
             self.strip.set_message("stale", f"GUIDANCE INTERMITTENT \u2014 frames up to {self._late_worst_ms:.0f} ms late")
         else:

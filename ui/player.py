@@ -19,7 +19,7 @@ from . import DISCLAIMER_SHORT
 from .image_view import ImageView
 from .processing import make_stages, model_name
 from .recompute import Recomputer
-from .readouts import ALERT_MESSAGES, MessageStrip, ReadoutPanel
+from .readouts import MessageStrip, ReadoutPanel, alert_text
 from .replay_data import ReplayData
 from .settings import Settings
 from .timeline import Timeline
@@ -371,7 +371,7 @@ class PlayerWindow(QtWidgets.QMainWindow):
         self.readouts.show_result(result)
         alerts = result.alerts
         if alerts:
-            self.strip.set_message("alert", "   |   ".join(ALERT_MESSAGES.get(a, a) for a in alerts))
+            self.strip.set_message("alert", alert_text(alerts))
         else:
             self.strip.set_message("none", "")
 

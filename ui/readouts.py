@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from guidance.overlay import aim_spread_mm, track_state
+from guidance.overlay import ALERT_TEXT, aim_spread_mm, track_state
 from guidance.types import FrameResult
 
 from . import DISCLAIMER_SHORT
@@ -19,7 +19,18 @@ ALERT_MESSAGES = {
     "near_bone": "NEAR BONE \u2014 tip within 2 mm of the bone surface",
     "off_target": "OFF TARGET \u2014 the path misses the picked target",
     "needle_lost": "NEEDLE LOST \u2014 guidance paused until the needle is seen again",
+    "steep_needle": "STEEP NEEDLE \u2014 its tip may be deeper than drawn",
 }
+
+
+def alert_text(alerts) -> str:
+    """The strip's text: one alert in full words; several in their short forms, so all of them fit."""
+    alerts = list(alerts)
+    if len(alerts) == 1:
+        return ALERT_MESSAGES.get(alerts[0], alerts[0].upper())
+    return "   |   ".join(ALERT_TEXT.get(a, a.upper()) for a in alerts)
+
+
 STATE_TEXT = {"tracking": ("TRACKING", "surface"), "coasting": ("COASTING", "yellow"),
               "unconfirmed": ("UNCONFIRMED", "yellow"),  # seen in a frame or two: maybe a false detection
               "lost": ("LOST", "alert"), None: ("NOT SEEN", "white")}

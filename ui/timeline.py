@@ -8,7 +8,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from .palette import colour
 from .replay_data import Mark
 
-MARK_ROLES = {"needle_lost": "yellow", "near_bone": "alert", "off_target": "alert", "alert": "alert",
+MARK_ROLES = {"needle_lost": "yellow", "steep_needle": "yellow", "near_bone": "alert", "off_target": "alert",
+              "alert": "alert",
               "injection": "sky_blue", "target": "white"}
 
 
