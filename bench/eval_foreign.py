@@ -1,6 +1,7 @@
 """Detection on frames from a second, independent image-formation model (not ``guidance.sim``).
 
     python bench/eval_foreign.py [--frames 120] [--seed 0] [--out-dir DIR] [--detectors auto,classical]
+                                 [--needle walls|scatterers]
 
 The detector will be judged on physics-based simulations made with other tools.
 This script makes frames the way such tools do and none of our training data
@@ -11,7 +12,10 @@ attenuation with a TGC that does not fully undo it, and log compression over
 a 45-60 dB dynamic range. No scanner screen, no JPEG, no speckle texture from
 our simulator. Half the frames hold a straight needle entering from a side edge
 (20-50 degrees, 0.5-0.9 mm across), a quarter of all frames a bright straight
-fascia as a distractor. Every frame is detected alone; figures from
+fascia as a distractor. ``--needle scatterers`` makes the needle the way
+point-scatterer tools (Field II phantoms) usually do: a cylinder of dense,
+strong random scatterers, with no specular walls and no reverberation, so it
+shows as a bright speckled band. Every frame is detected alone; figures from
 ``guidance.evaluate``. ``--out-dir`` writes a contact sheet of the first frames
 with truth (green) and detections (red).
 """
@@ -38,7 +42,7 @@ def _polyline_mask(shape, pts_px, thickness_px) -> np.ndarray:
     return m
 
 
-def make_frame(rng: np.random.Generator, size=(512, 512), needle: bool = True):
+def make_frame(rng: np.random.Generator, size=(512, 512), needle: bool = True, needle_model: str = "walls"):
     """One B-mode frame (uint8) and its contract truth line."""
     w, h = size
     depth_mm = rng.uniform(25.0, 40.0)
@@ -84,10 +88,20 @@ def make_frame(rng: np.random.Generator, size=(512, 512), needle: bool = True):
         tip = tail + length * d
         diam = rng.uniform(0.5, 0.9) / sp
         n = np.array([-d[1], d[0]])
-        gain = rng.uniform(3.0, 8.0) * np.cos(ang) ** 1.5          # steeper: less specular echo back
-        for k in range(4):                                            # two walls, then reverberations
-            off = n * (diam * (k % 2) + 2 * diam * (k // 2)) * np.sign(n[1])
-            spec += gain * 0.55 ** k * _polyline_mask((h, w), np.stack([tail + off, tip + off]), 1)
+        if needle_model == "scatterers":
+            # a cylinder of dense strong scatterers about the axis (random amplitude and phase)
+            m = max(int(length * diam * 2), 1)
+            u, v = rng.uniform(0, length, m), rng.uniform(-diam / 2, diam / 2, m)
+            pts = tail + n * np.sign(n[1]) * diam / 2 + u[:, None] * d + v[:, None] * n
+            xi, yi = np.round(pts[:, 0]).astype(int), np.round(pts[:, 1]).astype(int)
+            ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            amp = rng.uniform(2.0, 5.0) * (rng.standard_normal(m) + 1j * rng.standard_normal(m))
+            np.add.at(spec, (yi[ok], xi[ok]), amp[ok].astype(np.complex64))
+        else:
+            gain = rng.uniform(3.0, 8.0) * np.cos(ang) ** 1.5          # steeper: less specular echo back
+            for k in range(4):                                            # two walls, then reverberations
+                off = n * (diam * (k % 2) + 2 * diam * (k // 2)) * np.sign(n[1])
+                spec += gain * 0.55 ** k * _polyline_mask((h, w), np.stack([tail + off, tip + off]), 1)
         mid = tail + n * np.sign(n[1]) * diam / 2                      # the axis: what the truth means
         axis_tip = tip + n * np.sign(n[1]) * diam / 2
         truth_needle = {"tip_px": axis_tip.tolist(), "shaft_px": [mid.tolist(), axis_tip.tolist()],
@@ -116,10 +130,12 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detectors", default="auto,classical")
     ap.add_argument("--out-dir", type=Path)
+    ap.add_argument("--needle", choices=("walls", "scatterers"), default="walls",
+                    help="the needle as two specular walls with reverberations, or as a cylinder of strong scatterers")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
-    frames = [make_frame(rng, needle=(k % 2 == 0)) for k in range(args.frames)]
-    out = {"frames": len(frames), "seed": args.seed}
+    frames = [make_frame(rng, needle=(k % 2 == 0), needle_model=args.needle) for k in range(args.frames)]
+    out = {"frames": len(frames), "seed": args.seed, "needle_model": args.needle}
     for name in args.detectors.split(","):
         det = load_detector(name)
         pairs, sheet = [], []

@@ -156,13 +156,15 @@ def _foreign_frames_module():
     return foreign
 
 
-def test_model_on_frames_from_another_image_formation(model):
-    """Frames made the way other simulators make them (bench/eval_foreign.py), never trained on."""
+@pytest.mark.parametrize("needle_model", ["walls", "scatterers"])
+def test_model_on_frames_from_another_image_formation(model, needle_model):
+    """Frames made the way other simulators make them (bench/eval_foreign.py), never trained on: the needle as
+    specular walls with reverberations, or as a cylinder of strong point scatterers (Field II phantoms)."""
     foreign = _foreign_frames_module()
     rng = np.random.default_rng(1)
     pairs = []
     for k in range(24):
-        img, sp, truth = foreign.make_frame(rng, needle=k % 2 == 0)
+        img, sp, truth = foreign.make_frame(rng, needle=k % 2 == 0, needle_model=needle_model)
         det = model.detect(img, spacing_mm=sp)
         pairs.append(({"needle": needle_to_dict(det.needle), "target": None}, truth))
     r = evaluate(pairs)
