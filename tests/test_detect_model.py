@@ -145,15 +145,19 @@ def test_joined_pieces_extend_a_needle_but_do_not_make_one(model_alone):
     assert det is not None and np.hypot(*np.subtract(det.tip_px, far)) < 3.0
 
 
-def _foreign_frames_module():
-    """bench/eval_foreign.py: frames made the way other simulators make them."""
+def _bench_module(name: str):
+    """A script of bench/ as a module (bench/ is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("eval_foreign", Path(__file__).resolve().parents[1] / "bench"
-                                                  / "eval_foreign.py")
-    foreign = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(foreign)
-    return foreign
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _foreign_frames_module():
+    """bench/eval_foreign.py: frames made the way other simulators make them."""
+    return _bench_module("eval_foreign")
 
 
 @pytest.mark.parametrize("needle_model", ["walls", "scatterers"])
@@ -226,12 +230,8 @@ def test_cartilage_only_where_there_is_a_band_of_cartilage(model):
 
 def test_real_frames_get_cartilage_on_the_knees_and_bone_on_the_plus_bone(model, shared_data):
     """The knee scans show cartilage over the femur; the PLUS bone sequence a soft-tissue layer over bone."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from real_overlays import real_frames
-
-    got = {name: model.detect(img, spacing_mm=sp, region=region).target for name, img, region, sp in real_frames()}
+    got = {name: model.detect(img, spacing_mm=sp, region=region).target
+           for name, img, region, sp in _bench_module("real_overlays").real_frames()}
     assert got["knee_lumify"].kind == "cartilage" and got["knee_clarius"].kind == "cartilage"
     assert 1.5 < got["knee_lumify"].cartilage_thickness_mm < 4.0
     assert [got[f"plus_bone_f{i:02d}"].kind for i in (0, 10, 20)] == ["bone"] * 3

@@ -96,9 +96,9 @@ def make_target(xs: np.ndarray, bone_ys: np.ndarray, top_ys: np.ndarray | None, 
     thickness (mm, None when the spacing is unknown) is the median over columns
     of the band's height times the cosine of the bone's slope, i.e. measured
     across the surface. With ``image`` (the cropped image whose top-left is
-    ``scale``'s offset, as for :func:`make_needle`) a band that is not darker
-    than the tissue above it (:data:`MAX_BAND_ECHO_RATIO`) is not cartilage,
-    and the bone is the target.
+    ``scale``'s offset, as for :func:`make_needle`) a band with no layer
+    clearly darker than the tissue above it (:data:`MAX_BAND_ECHO_RATIO`) is
+    not cartilage, and the bone is the target.
     """
     if len(xs) < min_points:
         return None
