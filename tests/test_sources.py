@@ -87,6 +87,13 @@ def test_missing_file_names_it():
         open_source("/no/such/dir/nowhere.avi")
 
 
+@pytest.mark.parametrize("spec", ["", "   "])
+def test_an_empty_name_is_no_input_not_the_current_folder(spec):
+    """An empty argument (a script's unset variable) must say so, not read the folder it runs in."""
+    with pytest.raises(InputError, match="no input given"):
+        open_source(spec)
+
+
 def test_image_folder_is_read_sorted_by_name(tmp_path):
     for i in (3, 0, 2, 1):
         cv2.imwrite(str(tmp_path / f"frame_{i:03d}.png"), _pattern(i))

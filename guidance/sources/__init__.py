@@ -41,6 +41,8 @@ _READERS = {
 def classify_spec(spec: str) -> str:
     """Which kind of source a spec names (see ``describe_specs``)."""
     s = str(spec).strip()
+    if not s:  # Path("") is the current folder: an empty argument must not read whatever is there
+        raise InputError(f"no input given (an empty name): expected {describe_specs()}")
     low = s.lower()
     if low == "sim" or low.startswith("sim:"):
         return "sim"
