@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from ..geometry import polyline_y_at, ray_polyline_hit
 from ..types import ImagingRegion, NeedleDetection, Spacing, TargetDetection
 from . import postprocess as pp
 
@@ -72,19 +75,20 @@ def follow_shaft_to_tip(needle: NeedleDetection, scale: pp.Scale, image_f: np.nd
         return needle
     t = max(pp.tip_at_fall_off(image_f, tail, d, t, scale), length)
     if bone_px is not None and len(bone_px) >= 2:
-        t = min(t, _reaches_surface(tail + off, d, length, t, np.asarray(bone_px, float)))
+        t = min(t, _reaches_surface(tail + off, d, length, np.asarray(bone_px, float)))
     new_tip = tail + t * d + off
     return NeedleDetection(tip_px=(float(new_tip[0]), float(new_tip[1])), tail_px=needle.tail_px,
                            confidence=needle.confidence)
 
 
-def _reaches_surface(p0: np.ndarray, d: np.ndarray, t0: float, t1: float, surface_px: np.ndarray) -> float:
-    """First ``t`` in [t0, t1] (1-px steps) where ``p0 + t d`` lies at or below the x-ordered surface; else t1."""
-    t = np.arange(t0, t1, 1.0)
-    pts = p0 + t[:, None] * d
-    ys = np.interp(pts[:, 0], surface_px[:, 0], surface_px[:, 1], left=np.nan, right=np.nan)
-    below = np.flatnonzero(pts[:, 1] >= ys)  # NaN (beside the surface) compares False
-    return float(t[below[0]]) if len(below) else t1
+def _reaches_surface(p0: np.ndarray, d: np.ndarray, t0: float, surface_px: np.ndarray) -> float:
+    """Where ``p0 + t d`` (t >= t0) first meets the x-ordered surface: t0 if already on or below it, inf if never."""
+    start = p0 + t0 * d
+    y = polyline_y_at(surface_px, float(start[0]))
+    if y is not None and start[1] >= y:
+        return t0
+    hit = ray_polyline_hit(p0, d, surface_px, min_t=t0)
+    return math.inf if hit is None else hit[0]
 
 
 def make_target(xs: np.ndarray, bone_ys: np.ndarray, top_ys: np.ndarray | None, scale: pp.Scale,
