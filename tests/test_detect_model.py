@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from guidance.contract import needle_to_dict, read_jsonl, target_to_dict
-from guidance.detect import DEFAULT_MODEL, load_detector
+from guidance.detect import DEFAULT_MODEL, SECOND_OPINION_MODEL, load_detector
 from guidance.detect.model import ModelDetector
 from guidance.evaluate import evaluate
 from guidance.sim import SimConfig, Simulator
@@ -121,6 +121,30 @@ def test_short_needles_need_more_confidence(model_alone, length_px, prob, spacin
     crop = np.full((256, 256), 60, np.uint8)  # flat image: refinement keeps the model's line
     det = model_alone.from_maps(crop, needle_maps(length_px, prob), (0, 0), spacing)
     assert (det.needle is not None) == seen
+
+
+class GivenConsensus(ModelDetector):
+    """The committed model and its second opinion, with the four views' average given: the rule is under test."""
+
+    consensus_map: np.ndarray | None = None
+
+    def needle_consensus(self, crop, probs):
+        return self.consensus_map
+
+
+@pytest.mark.parametrize("length_px, consensus, seen", [
+    (120.0, 0.80, True),   # 12 mm that all four views see, patchily: a long shaft is a needle
+    (60.0, 0.80, False),   # 6 mm at the same agreement: as long as the longest false lines seen, not reported
+    (120.0, 0.76, False),  # long, but the views agree too little
+    (60.0, 0.85, True),    # 6 mm the views agree on: the consensus' general rule
+])
+def test_a_long_shaft_the_views_agree_on_is_a_needle(length_px, consensus, seen):
+    det = GivenConsensus(DEFAULT_MODEL, second_opinion=SECOND_OPINION_MODEL)
+    crop = np.full((256, 256), 60, np.uint8)  # flat image: refinement keeps the model's line
+    det.consensus_map = needle_maps(length_px, consensus)[0]
+    # this model alone is unsure (0.9 lies in the consensus band), so the views' average decides
+    found = det.from_maps(crop, needle_maps(length_px, 0.9), (0, 0), (0.1, 0.1)).needle
+    assert (found is not None) == seen
 
 
 def broken_needle_maps(prob: float, size: int = 256) -> np.ndarray:
