@@ -1,7 +1,7 @@
 """Detection accuracy on unseen simulated sequences, model and classical baseline side by side.
 
     python bench/eval_sim.py [--detectors auto,classical] [--stride 3] [--out-dir DIR] [--wide] [--track]
-                            [--no-cartilage]
+                            [--no-cartilage] [--needle-style specular|scatter]
 
 Sequences come from ``guidance.sim.Simulator`` (not ``make_sample``, which
 made the training data) with seeds the training never used, all four
@@ -61,14 +61,15 @@ def wide_sequences() -> list[tuple]:
 
 def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool,
         sequences: list[tuple] | None = None, frames_per_sequence: int | None = None, track: bool = False,
-        cartilage: bool = True) -> dict:
+        cartilage: bool = True, needle_style: str = "specular") -> dict:
     """Figures per detector; ``detector_names`` holds names for ``load_detector`` or detector objects.
 
     ``frames_per_sequence``: that many frames evenly spread over each sequence instead of every ``stride``-th.
     ``track``: run every frame, in order, through the full pipeline with tracking (what ``guidance
     detect`` writes by default) and score the tracked needle; ``stride`` and ``frames_per_sequence``
     then only choose the frames scored. ``cartilage=False``: every scene without cartilage (worn
-    through), where the target must be the bone.
+    through), where the target must be the bone. ``needle_style="scatter"``: every needle made of
+    point scatterers (``SimConfig.needle_style``), as Field II-style simulators make it.
     """
     sequences = sequences or SEQUENCES
     dets = {(d if isinstance(d, str) else d.name): (load_detector(d) if isinstance(d, str) else d)
@@ -79,7 +80,7 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
     total = len(sequences)
     for k, (scn, seed, w, h, depth) in enumerate(sequences):
         sim = Simulator(SimConfig(width_px=w, height_px=h, seed=seed, scenario=scn, depth_mm=depth,
-                                  randomize=randomize, cartilage=cartilage))
+                                  randomize=randomize, cartilage=cartilage, needle_style=needle_style))
         seq_name = f"{scn}_{seed}_{w}x{h}_{int(depth)}mm"
         truths, preds = [], {name: [] for name in dets}
         idx = (np.linspace(0, len(sim) - 1, frames_per_sequence).astype(int) if frames_per_sequence
@@ -115,7 +116,7 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
         print(f"[{k + 1}/{total}] {seq_name}: {len(truths)} frames", file=sys.stderr, flush=True)
     out = {"sequences": [f"{s}:{seed} {w}x{h} {d}mm" for s, seed, w, h, d in sequences],
            "stride": None if frames_per_sequence else stride, "frames_per_sequence": frames_per_sequence,
-           "randomize": randomize, "tracking": track, "cartilage": cartilage}
+           "randomize": randomize, "tracking": track, "cartilage": cartilage, "needle_style": needle_style}
     for name, det in dets.items():
         out[det.name] = {"overall": evaluate(pairs[name]),
                          "per_scenario": {s: _short(evaluate(p)) for s, p in per_scn[name].items()},
@@ -150,6 +151,8 @@ def main() -> int:
     ap.add_argument("--randomize", action="store_true", help="simulator appearance randomisation on")
     ap.add_argument("--no-cartilage", action="store_true",
                     help="the same scenes with the cartilage worn away: the target must be the bone")
+    ap.add_argument("--needle-style", choices=("specular", "scatter"), default="specular",
+                    help="the needle as our simulator's specular tube (default) or as a cylinder of point scatterers")
     ap.add_argument("--wide", action="store_true",
                     help="50 scenes (seeds 6200-6249) instead of the 9 evaluation sequences; 8 frames of each "
                          "unless --stride is given")
@@ -160,7 +163,7 @@ def main() -> int:
     seqs = wide_sequences() if args.wide else SEQUENCES
     per_seq = 8 if args.wide and args.stride is None else None
     print(json.dumps(run(args.detectors.split(","), args.stride or 3, args.out_dir, args.randomize, seqs, per_seq,
-                         args.track, not args.no_cartilage), indent=1))
+                         args.track, not args.no_cartilage, args.needle_style), indent=1))
     return 0
 
 

@@ -32,6 +32,7 @@ import math
 import os
 import sys
 import time
+from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -90,11 +91,11 @@ def make_targets(truth: dict, size: int = SIZE) -> np.ndarray:
     return out
 
 
-def render_sample(seed: int) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(seed: int, needle_styles: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (S,S), targets uint8 (4,S,S) scaled to 0..255) for one training seed."""
     from guidance.sim.training import make_sample
 
-    sf = make_sample(seed, size_px=(SIZE, SIZE))
+    sf = make_sample(seed, size_px=(SIZE, SIZE), needle_styles=needle_styles)
     img = np.asarray(sf.image, np.uint8)
     if img.shape != (SIZE, SIZE):
         raise RuntimeError(f"make_sample({seed}) gave an image of shape {img.shape}, expected {(SIZE, SIZE)}")
@@ -102,7 +103,8 @@ def render_sample(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return img, np.round(tg * 255).astype(np.uint8)
 
 
-def build_cache(path: Path, seeds: list[int], workers: int) -> tuple[np.ndarray, np.ndarray]:
+def build_cache(path: Path, seeds: list[int], workers: int,
+                needle_styles: bool = False) -> tuple[np.ndarray, np.ndarray]:
     if path.is_file():
         z = np.load(path)
         if len(z["images"]) == len(seeds) and int(z["seed0"]) == seeds[0]:
@@ -113,7 +115,7 @@ def build_cache(path: Path, seeds: list[int], workers: int) -> tuple[np.ndarray,
     targets = np.zeros((len(seeds), 4, SIZE, SIZE), np.uint8)
     ctx = get_context("fork")
     with ctx.Pool(workers) as pool:
-        for i, (img, tg) in enumerate(pool.imap(render_sample, seeds, chunksize=8)):
+        for i, (img, tg) in enumerate(pool.imap(partial(render_sample, needle_styles=needle_styles), seeds, chunksize=8)):
             images[i], targets[i] = img, tg
             if (i + 1) % 250 == 0 or i + 1 == len(seeds):
                 el = time.time() - t0
@@ -286,6 +288,9 @@ def main(argv=None) -> int:
     ap.add_argument("--hard-pool", type=int, default=600,
                     help="size of the hard-negative pool: the training samples where the starting "
                          "weights see the most needle outside the true shaft")
+    ap.add_argument("--needle-styles", action="store_true",
+                    help="make 35 %% of the needles of point scatterers, as Field II-style simulators do "
+                         "(make_sample(needle_styles=True)); the cache file name says so")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="time budget: the learning-rate schedule runs over it when it ends before --steps")
     args = ap.parse_args(argv)
@@ -299,9 +304,11 @@ def main(argv=None) -> int:
 
     seeds = [TRAIN_SEED0 + args.seed * 1_000_000 + i for i in range(args.samples)]
     cache = Path(str(args.cache).format(samples=args.samples, seed=args.seed))
-    images, targets = build_cache(cache, seeds, args.workers)
+    if args.needle_styles:
+        cache = cache.with_name(cache.stem + "_styles.npz")
+    images, targets = build_cache(cache, seeds, args.workers, args.needle_styles)
     vimg, vtg = build_cache(cache.with_name(cache.stem + "_val.npz"),
-                            [VAL_SEED0 + i for i in range(args.val)], args.workers)
+                            [VAL_SEED0 + i for i in range(args.val)], args.workers, args.needle_styles)
     print(f"data ready in {time.time() - t_start:.0f} s", flush=True)
 
     net = build_net(leaky=args.leaky, channels=tuple(args.channels))
@@ -366,6 +373,7 @@ def main(argv=None) -> int:
     info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "parameters": n_params, "channels": list(args.channels),
             "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
+            "needle_styles": args.needle_styles,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
             "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16 if aligned else None}

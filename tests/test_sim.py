@@ -13,6 +13,7 @@ from guidance.cli import main as cli_main
 from guidance.contract import read_jsonl
 from guidance.geometry import polyline_y_at
 from guidance.sim import SCENARIOS, SimConfig, Simulator
+from guidance.sim.needle import GAUGE_MM
 from guidance.sim.training import make_sample
 from guidance.sources import open_source
 
@@ -329,3 +330,51 @@ def test_sim_command_writes_training_masks_matching_the_simulator(tmp_path):
     packed = cv2.imread(str(out / "masks" / "00011.png"), cv2.IMREAD_UNCHANGED)
     for bit, name in enumerate(("needle", "bone", "cartilage")):
         assert np.array_equal((packed >> bit) & 1, f.masks[name]), name
+
+
+def _across_profile(f, offsets_px):
+    """Mean brightness along the truth shaft's middle half, shifted across it by each offset (px, + is deeper)."""
+    n = f.truth["needle"]
+    tip, tail = np.array(n["tip_px"]), np.array(n["shaft_px"][0])
+    d = (tip - tail) / np.hypot(*(tip - tail))
+    normal = np.array([-d[1], d[0]]) * (1 if d[0] >= 0 else -1)  # points down-ish
+    a, b = tail + 0.25 * (tip - tail), tail + 0.75 * (tip - tail)
+    return np.array([_profile(f.image, a + o * normal, b + o * normal, 64).mean() for o in offsets_px])
+
+
+def test_a_needle_of_point_scatterers_is_a_bright_band_across_the_axis():
+    offsets = np.arange(-24, 25, 1.0)
+    for seed in (1, 2, 3):
+        spec = _sim(seed=seed).render(40)
+        scat = _sim(seed=seed, needle_style="scatter").render(40)
+        # the same scene and needle: only its echo differs
+        assert scat.truth["needle"] == spec.truth["needle"] and (scat.masks["needle"] == spec.masks["needle"]).all()
+        assert scat.truth["sim"]["needle_style"] == "scatter" and "needle_style" not in spec.truth["sim"]
+        prof = _across_profile(scat, offsets)
+        half_px = 0.5 * GAUGE_MM[scat.truth["sim"]["gauge"]] / scat.spacing_mm[0]
+        flank = prof[np.abs(offsets) >= half_px + 10].mean()
+        # bright across the whole tube, the axis (where the truth puts the needle) included
+        across = np.abs(offsets) <= max(half_px - 1.0, 1.0)
+        assert prof[across].min() > flank + 15, (seed, prof.round())
+        assert abs(offsets[np.argmax(prof)]) <= half_px + 2.0, (seed, prof.round())
+
+
+def test_an_unknown_needle_style_is_a_user_error():
+    with pytest.raises(Exception, match="needle style 'walls'"):
+        Simulator(SimConfig(needle_style="walls"))
+
+
+def test_needle_styles_in_training_samples_change_only_the_needle():
+    scatter = specular = 0
+    for seed in range(100000, 100024):
+        a, b = make_sample(seed), make_sample(seed, needle_styles=True)
+        same = ("frame", "t_s", "spacing_mm", "needle", "target", "trajectory", "region_px")
+        assert all(a.truth.get(k) == b.truth.get(k) for k in same), seed
+        assert all((a.masks[k] == b.masks[k]).all() for k in a.masks), seed
+        differs = not np.array_equal(a.image, b.image)
+        if a.truth["needle"] is None:
+            assert not differs
+        else:
+            scatter += differs
+            specular += not differs
+    assert scatter >= 3 and specular >= 6, (scatter, specular)  # about 35 % of the needles

@@ -26,6 +26,8 @@ import numpy as np
 from .noise import smooth_curve
 
 GAUGE_MM = {18: 1.27, 19: 1.07, 20: 0.91, 21: 0.82, 22: 0.72, 23: 0.64, 25: 0.51}
+NEEDLE_STYLES = ("specular", "scatter")
+"""How the shaft echoes: a metal tube's specular walls, or a cylinder of point scatterers (Field II-style)."""
 VISIBLE_LEVEL = 0.35
 """Fraction of the in-plane echo below which a piece of shaft counts as out of plane."""
 
@@ -81,6 +83,10 @@ class NeedlePlan:
     bend_mm: float = 0.0
     reverb: float = 1.0
     """Strength of the comet-tail reverberation (1: typical)."""
+    style: str = "specular"
+    """One of NEEDLE_STYLES."""
+    scatter_seed: int = 0
+    """Seed of the scatterers fixed in a "scatter" needle (they move with it)."""
     """Bow of the shaft out of the imaging plane at mid-length (a bent needle shows in pieces)."""
     """(quantity: angle_deg, length_mm, elevation_mm) x (components) x (amplitude, hz, phase)."""
 
@@ -246,6 +252,8 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     frac = u / max(pose.length_px, 1e-6)
     elev = pose.tip_elevation_mm * (1 - frac) + plan.bend_mm * np.sin(np.pi * frac)
     vis = np.exp(-(elev / plan.elevation_width_mm) ** 2)
+    if plan.style == "scatter":
+        points, amp, scatter_echo = _scatterer_shaft(plan, pose, brightness, u[-1], diameter_px)
     theta = math.radians(pose.angle_from_horizontal_deg)
     specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.12)
     tex = np.interp(u * s, np.arange(len(plan.texture)) * 0.1, plan.texture)
@@ -263,8 +271,9 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     all_amp = [base * g for g in gains]
     all_pts.append(pts[u < bevel_len])
     all_amp.append(bevel[u < bevel_len])
-    points = np.concatenate(all_pts)
-    amp = np.concatenate(all_amp)
+    if plan.style != "scatter":
+        points = np.concatenate(all_pts)
+        amp = np.concatenate(all_amp)
 
     # Visible pieces (in plane), from the far end to the end nearest the tip.
     seen = vis >= VISIBLE_LEVEL
@@ -279,8 +288,41 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     segments.sort(key=lambda seg: -np.hypot(*(seg[1] - tip)))  # far pieces first
     tip_visible = bool(seen[0]) and u[0] < step * 2
     shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
+    shaft_echo = scatter_echo if plan.style == "scatter" else float(brightness * 12.0 * specular)
     return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
-                      shaft_echo=float(brightness * 12.0 * specular))
+                      shaft_echo=shaft_echo)
+
+
+def _scatterer_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u_max_px: float,
+                     diameter_px: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Deposits of a needle made of strong point scatterers fixed in the shaft.
+
+    Returns their positions (N, 2) in canvas px, their amplitudes (N,) and the
+    shaft's RMS echo per px of length.
+
+    Two scatterers per square pixel of the shaft's section in the plane, each
+    with a random signed amplitude 1-5 times a tissue scatterer's: a bright
+    speckled band with no walls, no reverberation and no fall-off with the
+    angle (point scatterers echo the same way in every direction).
+    """
+    s = plan.spacing_mm
+    rng = np.random.default_rng([plan.scatter_seed, 0x5CA7])
+    strength = rng.uniform(1.0, 5.0)
+    # fixed in the needle: positions along it (mm from the tip) and across it (fraction of the diameter)
+    n = int(2 * 150.0 / s * diameter_px)  # a 150 mm needle's worth
+    along_mm = rng.uniform(0.0, 150.0, n)
+    across = rng.uniform(-0.5, 0.5, n)
+    gain = rng.standard_normal(n)
+    keep = along_mm / s <= u_max_px
+    u = along_mm[keep] / s
+    frac = u / max(pose.length_px, 1e-6)
+    elev = pose.tip_elevation_mm * (1 - frac) + plan.bend_mm * np.sin(np.pi * frac)
+    vis = np.exp(-(elev / plan.elevation_width_mm) ** 2)
+    d = pose.direction
+    normal = np.array([-d[1], d[0]])
+    pts = pose.tip_px[None, :] - u[:, None] * d[None, :] + (across[keep] * diameter_px)[:, None] * normal[None, :]
+    return pts, (brightness * strength * vis * gain[keep]).astype(np.float32), \
+        float(brightness * strength * np.sqrt(2 * diameter_px))
 
 
 def splat(points_px: np.ndarray, amplitude: np.ndarray, origin_px: tuple[int, int],

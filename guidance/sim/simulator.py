@@ -24,7 +24,7 @@ from ..errors import InputError
 from .anatomy import VIEWS, Anatomy, build_anatomy, deposit_curve
 from .beam import Beam, Probe
 from .noise import smooth_curve
-from .needle import NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
+from .needle import NEEDLE_STYLES, NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
 from .scenarios import Scenario, get_scenario
 from .truth import frame_truth
 
@@ -39,7 +39,10 @@ class SimConfig:
     ``spacing_mm`` is the isotropic pixel size in mm; when None it is
     ``depth_mm / height_px``. ``n_frames`` defaults to the scenario's duration
     times ``fps``. ``randomize`` turns on strong appearance randomisation
-    (probe, grey map, blur, noise) for training.
+    (probe, grey map, blur, noise) for training. ``needle_style`` is how the
+    needle echoes: ``"specular"`` (a metal tube's walls, reverberation and
+    bevel; our default) or ``"scatter"`` (a cylinder of strong point
+    scatterers, as point-scatterer simulators such as Field II phantoms make it).
     """
 
     width_px: int = 512
@@ -55,6 +58,7 @@ class SimConfig:
     fluid: bool | None = None
     drift_mm: float = 1.5
     cartilage: bool = True
+    needle_style: str = "specular"
 
     @property
     def spacing(self) -> float:
@@ -121,6 +125,8 @@ class Simulator:
             raise InputError(f"sim size {cfg.width_px}x{cfg.height_px}: at least 32x32 px")
         if not cfg.fps > 0:
             raise InputError(f"sim fps {cfg.fps}: must be positive")
+        if cfg.needle_style not in NEEDLE_STYLES:
+            raise InputError(f"sim needle style {cfg.needle_style!r}: unknown (choose one of: {', '.join(NEEDLE_STYLES)})")
         if cfg.view is not None and cfg.view not in VIEWS:
             raise InputError(f"sim view {cfg.view!r}: unknown (choose one of: {', '.join(VIEWS)})")
         self.scenario: Scenario = get_scenario(cfg.scenario)
@@ -209,6 +215,10 @@ class Simulator:
                                     out_of_plane=sc.out_of_plane, inject=sc.inject, redirect=sc.redirect,
                                     echogenic=bool(strong and rng.random() < 0.25),
                                     reverb=rng.uniform(0.0, 2.5) if strong else 1.0)
+            if self.plan is not None and cfg.needle_style == "scatter":
+                # its own random stream: the rest of the scene stays what the same seed always made
+                self.plan = dataclasses.replace(self.plan, style="scatter",
+                                                scatter_seed=int(cfg.seed) & 0xFFFFFFFF)
 
         # Probe drift (lateral, whole pixels) and operator gain changes, per frame.
         t = np.arange(self.n_frames) / cfg.fps
@@ -270,6 +280,8 @@ class Simulator:
                              tip_elevation_mm=round(float(pose.tip_elevation_mm), 3),
                              bolus=round(float(pose.bolus), 3),
                              needle_echo=round(echo.shaft_echo / self.tissue_echo, 2))
+            if self.plan.style != "specular":  # only then: sequences made before the styles keep their truth
+                sim_extra["needle_style"] = self.plan.style
 
         power = np.zeros((H, W), np.float32)
         span = self.noise_re.shape[1] - W + 1

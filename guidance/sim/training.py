@@ -23,13 +23,17 @@ TRAINING_SCENARIOS = ("insertion", "steep", "out_of_plane", "no_needle")
 _SCENARIO_P = (0.38, 0.27, 0.2, 0.15)
 
 
-def make_sample(seed: int, size_px: tuple[int, int] = (256, 256)) -> SimFrame:
+def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *, needle_styles: bool = False) -> SimFrame:
     """One randomised labelled frame, deterministic in ``seed``.
 
     Parameters
     ----------
     seed : int
     size_px : (width, height) of the output image in pixels.
+    needle_styles : when True, 35 % of the needles are made of point scatterers
+        (``SimConfig.needle_style="scatter"``) instead of specular walls. The
+        choice has its own random stream, so every other sample, and every
+        sample with False, is the same as before.
 
     Returns
     -------
@@ -57,7 +61,8 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256)) -> SimFrame:
     fps = 15.0
     cfg = SimConfig(width_px=sw, height_px=sh, fps=fps, seed=int(rng.integers(0, 2**31)), scenario=scenario,
                     depth_mm=depth_mm, n_frames=int(rng.integers(30, 90)), randomize=True,
-                    drift_mm=rng.uniform(0.2, 2.0), cartilage=bool(rng.random() > 0.15))
+                    drift_mm=rng.uniform(0.2, 2.0), cartilage=bool(rng.random() > 0.15),
+                    needle_style="scatter" if needle_styles and _style_rng(seed).random() < 0.35 else "specular")
     overlays = rng.random() < 0.3
     jpeg_quality = int(rng.integers(25, 90)) if rng.random() < 0.3 else None
     sim = Simulator(cfg)
@@ -87,6 +92,10 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256)) -> SimFrame:
     tip = tuple(truth["needle"]["tip_px"]) if truth["needle"] else None
     return SimFrame(image=img, truth=truth, masks=masks, tip_px=tip, index=frame.index, t_s=frame.t_s,
                     spacing_mm=spacing)
+
+
+def _style_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x57E1])
 
 
 def _degrade(rng, image: np.ndarray, region, overlays: bool, jpeg_quality: int | None) -> np.ndarray:
