@@ -80,15 +80,15 @@ class NeedlePlan:
     texture: np.ndarray
     """Along-shaft brightness modulation, one value per 0.1 mm from the tip."""
     tremor: np.ndarray = field(default_factory=lambda: np.zeros((3, 4, 3)))
+    """(quantity: angle_deg, length_mm, elevation_mm) x (components) x (amplitude, hz, phase)."""
     bend_mm: float = 0.0
+    """Bow of the shaft out of the imaging plane at mid-length (a bent needle shows in pieces)."""
     reverb: float = 1.0
     """Strength of the comet-tail reverberation (1: typical)."""
     style: str = "specular"
     """One of NEEDLE_STYLES."""
     scatter_seed: int = 0
     """Seed of the scatterers fixed in a "scatter" needle (they move with it)."""
-    """Bow of the shaft out of the imaging plane at mid-length (a bent needle shows in pieces)."""
-    """(quantity: angle_deg, length_mm, elevation_mm) x (components) x (amplitude, hz, phase)."""
 
     @property
     def diameter_mm(self) -> float:
@@ -253,7 +253,38 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     elev = pose.tip_elevation_mm * (1 - frac) + plan.bend_mm * np.sin(np.pi * frac)
     vis = np.exp(-(elev / plan.elevation_width_mm) ** 2)
     if plan.style == "scatter":
-        points, amp, scatter_echo = _scatterer_shaft(plan, pose, brightness, u[-1], diameter_px)
+        points, amp, shaft_echo = _scatterer_shaft(plan, pose, brightness, u[-1], diameter_px)
+    else:
+        points, amp, shaft_echo = _specular_shaft(plan, pose, brightness, u, pts, vis, diameter_px, step)
+
+    # Visible pieces (in plane), from the far end to the end nearest the tip.
+    seen = vis >= VISIBLE_LEVEL
+    segments = []
+    if seen.any():
+        idx = np.flatnonzero(seen)
+        breaks = np.flatnonzero(np.diff(idx) > 1) + 1
+        for run in np.split(idx, breaks):
+            if (u[run[-1]] - u[run[0]]) * s < 1.0:  # under 1 mm: a speck, not a shaft
+                continue
+            segments.append((pts[run[-1]].copy(), pts[run[0]].copy()))
+    segments.sort(key=lambda seg: -np.hypot(*(seg[1] - tip)))  # far pieces first
+    tip_visible = bool(seen[0]) and u[0] < step * 2
+    shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
+    return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
+                      shaft_echo=shaft_echo)
+
+
+def _specular_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u: np.ndarray, pts: np.ndarray,
+                    vis: np.ndarray, diameter_px: float, step: float) -> tuple[np.ndarray, np.ndarray, float]:
+    """Deposits of a metal tube: its two walls, the ringing between them and the bevel.
+
+    ``pts`` are the axis samples ``u`` px back from the tip, ``step`` px apart,
+    with their in-plane visibility ``vis``. Returns the deposits' positions
+    (N, 2) in canvas px, their amplitudes (N,) and the in-plane shaft echo per
+    px of length.
+    """
+    s = plan.spacing_mm
+    px = 1.0 / s
     theta = math.radians(pose.angle_from_horizontal_deg)
     specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.12)
     tex = np.interp(u * s, np.arange(len(plan.texture)) * 0.1, plan.texture)
@@ -271,26 +302,7 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     all_amp = [base * g for g in gains]
     all_pts.append(pts[u < bevel_len])
     all_amp.append(bevel[u < bevel_len])
-    if plan.style != "scatter":
-        points = np.concatenate(all_pts)
-        amp = np.concatenate(all_amp)
-
-    # Visible pieces (in plane), from the far end to the end nearest the tip.
-    seen = vis >= VISIBLE_LEVEL
-    segments = []
-    if seen.any():
-        idx = np.flatnonzero(seen)
-        breaks = np.flatnonzero(np.diff(idx) > 1) + 1
-        for run in np.split(idx, breaks):
-            if (u[run[-1]] - u[run[0]]) * s < 1.0:  # under 1 mm: a speck, not a shaft
-                continue
-            segments.append((pts[run[-1]].copy(), pts[run[0]].copy()))
-    segments.sort(key=lambda seg: -np.hypot(*(seg[1] - tip)))  # far pieces first
-    tip_visible = bool(seen[0]) and u[0] < step * 2
-    shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
-    shaft_echo = scatter_echo if plan.style == "scatter" else float(brightness * 12.0 * specular)
-    return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
-                      shaft_echo=shaft_echo)
+    return np.concatenate(all_pts), np.concatenate(all_amp), float(brightness * 12.0 * specular)
 
 
 def _scatterer_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u_max_px: float,
