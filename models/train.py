@@ -288,6 +288,9 @@ def main(argv=None) -> int:
     ap.add_argument("--hard-pool", type=int, default=600,
                     help="size of the hard-negative pool: the training samples where the starting "
                          "weights see the most needle outside the true shaft")
+    ap.add_argument("--freeze-bn", action="store_true",
+                    help="BatchNorm layers keep their running statistics while fine-tuning (for --init from "
+                         "models/onnx_to_checkpoint.py, whose statistics stand for the folded export)")
     ap.add_argument("--needle-styles", action="store_true",
                     help="make 35 %% of the needles of point scatterers, as Field II-style simulators do "
                          "(make_sample(needle_styles=True)); the cache file name says so")
@@ -348,6 +351,10 @@ def main(argv=None) -> int:
         x = torch.from_numpy(np.stack([p[0] for p in pairs])[:, None])
         y = torch.from_numpy(np.stack([p[1] for p in pairs]))
         net.train()
+        if args.freeze_bn:  # keep the statistics the starting weights were made with (onnx_to_checkpoint.py)
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.eval()
         loss, parts = loss_fn(net(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -373,7 +380,7 @@ def main(argv=None) -> int:
     info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "parameters": n_params, "channels": list(args.channels),
             "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
-            "needle_styles": args.needle_styles,
+            "needle_styles": args.needle_styles, "freeze_bn": args.freeze_bn,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
             "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16 if aligned else None}
