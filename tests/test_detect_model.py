@@ -196,7 +196,8 @@ def test_model_on_frames_from_another_image_formation(model, needle_model):
         det = model.detect(img, spacing_mm=sp)
         pairs.append(({"needle": needle_to_dict(det.needle), "target": None}, truth))
     r = evaluate(pairs)
-    assert r["needle_recall"] >= 0.8
+    # at most 1 of the 12 needles missed; scatterer needles lost 2 before the second opinion was trained on them
+    assert r["needle_recall"] >= 0.85
     assert r["false_positive_rate"] <= 0.25
     assert r["tip_error"]["median"] <= 1.0 and r["angle_error_deg"]["median"] <= 1.0
 
