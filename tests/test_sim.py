@@ -359,6 +359,23 @@ def test_a_needle_of_point_scatterers_is_a_bright_band_across_the_axis():
         assert abs(offsets[np.argmax(prof)]) <= half_px + 2.0, (seed, prof.round())
 
 
+def test_sim_command_writes_a_scatterer_needle_sequence_that_says_so(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert cli_main(["sim", "--scenario", "insertion", "--seed", "5", "--frames", "6", "--size", "160x128",
+                     "--needle-style", "scatter", "--out", str(out)]) == 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["needle_style"] == "scatter" and "--needle-style scatter" in meta["command"]
+    lines = read_jsonl(out / "truth.jsonl")
+    assert all(r["sim"]["needle_style"] == "scatter" for r in lines if r["needle"])
+    frame = cv2.imread(str(out / "frames" / "00005.png"), cv2.IMREAD_GRAYSCALE)
+    sim = Simulator(SimConfig(width_px=160, height_px=128, fps=15, seed=5, scenario="insertion", n_frames=6,
+                              needle_style="scatter"))
+    assert np.array_equal(frame, sim.render(5).image)
+    with pytest.raises(SystemExit):  # argparse names the choices
+        cli_main(["sim", "--needle-style", "walls", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'walls'" in capsys.readouterr().err
+
+
 def test_an_unknown_needle_style_is_a_user_error():
     with pytest.raises(Exception, match="needle style 'walls'"):
         Simulator(SimConfig(needle_style="walls"))

@@ -21,7 +21,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def write_sample(out_dir: Path, *, scenario: str, seed: int, frames: int, size_px: tuple[int, int],
-                 fps: float, depth_mm: float = 30.0, masks: bool = False, view: str | None = None) -> dict:
+                 fps: float, depth_mm: float = 30.0, masks: bool = False, view: str | None = None,
+                 needle_style: str = "specular") -> dict:
     """Render a sequence into ``out_dir``; returns the meta dict written to meta.json."""
     import cv2
 
@@ -29,7 +30,8 @@ def write_sample(out_dir: Path, *, scenario: str, seed: int, frames: int, size_p
     from ..sim import SIM_VERSION, SimConfig, Simulator
 
     sim = Simulator(SimConfig(width_px=size_px[0], height_px=size_px[1], fps=fps, seed=seed,
-                              scenario=scenario, depth_mm=depth_mm, n_frames=frames, view=view))
+                              scenario=scenario, depth_mm=depth_mm, n_frames=frames, view=view,
+                              needle_style=needle_style))
     frames_dir = out_dir / "frames"
     try:
         frames_dir.mkdir(parents=True, exist_ok=True)
@@ -51,10 +53,12 @@ def write_sample(out_dir: Path, *, scenario: str, seed: int, frames: int, size_p
             "spacing_mm": list(sim.spacing_mm), "depth_mm": size_px[1] * sim.spacing_mm[1],
             "view": sim.anatomy.view, "probe_mhz": round(sim.probe.frequency_mhz, 2),
             "needle_gauge": sim.plan.gauge if sim.plan else None,
+            **({"needle_style": needle_style} if needle_style != "specular" else {}),
             "masks": "masks/NNNNN.png bit 0 needle, bit 1 bone, bit 2 cartilage" if masks else None,
             "command": (f"guidance sim --scenario {sim.scenario.name} --seed {seed} --frames {len(sim)} "
                         f"--size {size_px[0]}x{size_px[1]} --fps {fps:g} --depth {depth_mm:g}"
                         + (f" --view {view}" if view else "")
+                        + (f" --needle-style {needle_style}" if needle_style != "specular" else "")
                         + (" --masks" if masks else "") + f" --out {out_dir}")}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return meta
@@ -71,13 +75,15 @@ def _run(args) -> int:
     if min(size) < 32:
         raise InputError(f"--size {args.size}: at least 32x32 px")
     meta = write_sample(Path(args.out), scenario=args.scenario, seed=args.seed, frames=args.frames,
-                        size_px=size, fps=args.fps, depth_mm=args.depth, masks=args.masks, view=args.view)
+                        size_px=size, fps=args.fps, depth_mm=args.depth, masks=args.masks, view=args.view,
+                        needle_style=args.needle_style)
     print(f"wrote {meta['frames']} frames of '{meta['scenario']}' to {args.out}", file=sys.stderr)
     return 0
 
 
 def register(subparsers) -> None:
     from ..sim.anatomy import VIEWS
+    from ..sim.needle import NEEDLE_STYLES
     from ..sim.scenarios import SCENARIOS
 
     p = subparsers.add_parser("sim", help="write a simulated knee injection sequence with ground truth",
@@ -93,6 +99,9 @@ def register(subparsers) -> None:
     p.add_argument("--view", choices=VIEWS, default=None,
                    help="anatomy: trochlea (axial, V-shaped groove), condyle (convex), suprapatellar "
                         "(longitudinal, flat femur); default: drawn from the seed")
+    p.add_argument("--needle-style", choices=NEEDLE_STYLES, default="specular",
+                   help="the needle's echo: specular (a metal tube's walls and reverberation, default) or "
+                        "scatter (a cylinder of strong point scatterers, as Field II-style simulators make it)")
     p.add_argument("--masks", action="store_true", help="also write masks/NNNNN.png (training labels)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run)
