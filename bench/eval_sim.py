@@ -29,6 +29,7 @@ from guidance.detect import load_detector
 from guidance.evaluate import evaluate
 from guidance.pipeline import process
 from guidance.sim import SimConfig, Simulator
+from guidance.sim.needle import NEEDLE_STYLES
 from guidance.stages import build_stages
 from guidance.types import Frame
 
@@ -151,7 +152,7 @@ def main() -> int:
     ap.add_argument("--randomize", action="store_true", help="simulator appearance randomisation on")
     ap.add_argument("--no-cartilage", action="store_true",
                     help="the same scenes with the cartilage worn away: the target must be the bone")
-    ap.add_argument("--needle-style", choices=("specular", "scatter"), default="specular",
+    ap.add_argument("--needle-style", choices=NEEDLE_STYLES, default="specular",
                     help="the needle as our simulator's specular tube (default) or as a cylinder of point scatterers")
     ap.add_argument("--wide", action="store_true",
                     help="50 scenes (seeds 6200-6249) instead of the 9 evaluation sequences; 8 frames of each "

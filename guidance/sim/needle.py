@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -93,6 +94,18 @@ class NeedlePlan:
     @property
     def diameter_mm(self) -> float:
         return GAUGE_MM[self.gauge]
+
+    @cached_property
+    def scatterers(self) -> tuple[float, np.ndarray, np.ndarray, np.ndarray]:
+        """A "scatter" needle's scatterers, fixed in it and drawn once: (strength, px from the tip,
+        offset across as a fraction of the diameter, signed gain), a 150 mm needle's worth."""
+        rng = np.random.default_rng([self.scatter_seed, 0x5CA7])
+        strength = rng.uniform(1.0, 5.0)
+        n = int(2 * 150.0 / self.spacing_mm * (self.diameter_mm * (1.0 / self.spacing_mm)))  # 2 per px^2
+        along_mm = rng.uniform(0.0, 150.0, n)
+        across = rng.uniform(-0.5, 0.5, n)
+        gain = rng.standard_normal(n)
+        return float(strength), along_mm / self.spacing_mm, across, gain
 
     def pose(self, t_s: float) -> NeedlePose:
         times = np.array([k.t_s for k in self.keys])
@@ -248,10 +261,7 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     if len(u) == 0:
         return NeedleEcho(np.zeros((0, 2)), np.zeros(0), [], False, diameter_px, None)
 
-    # Out of plane: the tip elevation falls linearly to zero at the skin entry.
-    frac = u / max(pose.length_px, 1e-6)
-    elev = pose.tip_elevation_mm * (1 - frac) + plan.bend_mm * np.sin(np.pi * frac)
-    vis = np.exp(-(elev / plan.elevation_width_mm) ** 2)
+    vis = _in_plane(plan, pose, u)
     if plan.style == "scatter":
         points, amp, shaft_echo = _scatterer_shaft(plan, pose, brightness, u[-1], diameter_px)
     else:
@@ -272,6 +282,14 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
     return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
                       shaft_echo=shaft_echo)
+
+
+def _in_plane(plan: NeedlePlan, pose: NeedlePose, u_px: np.ndarray) -> np.ndarray:
+    """Visibility (0-1) of the shaft ``u_px`` back from the tip: the elevation out of the plane
+    falls linearly to zero at the skin entry, plus the shaft's bow."""
+    frac = u_px / max(pose.length_px, 1e-6)
+    elev = pose.tip_elevation_mm * (1 - frac) + plan.bend_mm * np.sin(np.pi * frac)
+    return np.exp(-(elev / plan.elevation_width_mm) ** 2)
 
 
 def _specular_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u: np.ndarray, pts: np.ndarray,
@@ -307,7 +325,7 @@ def _specular_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u: np
 
 def _scatterer_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u_max_px: float,
                      diameter_px: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Deposits of a needle made of strong point scatterers fixed in the shaft.
+    """Deposits of a needle made of strong point scatterers fixed in the shaft (:attr:`NeedlePlan.scatterers`).
 
     Returns their positions (N, 2) in canvas px, their amplitudes (N,) and the
     shaft's RMS echo per px of length.
@@ -317,24 +335,14 @@ def _scatterer_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u_ma
     speckled band with no walls, no reverberation and no fall-off with the
     angle (point scatterers echo the same way in every direction).
     """
-    s = plan.spacing_mm
-    rng = np.random.default_rng([plan.scatter_seed, 0x5CA7])
-    strength = rng.uniform(1.0, 5.0)
-    # fixed in the needle: positions along it (mm from the tip) and across it (fraction of the diameter)
-    n = int(2 * 150.0 / s * diameter_px)  # a 150 mm needle's worth
-    along_mm = rng.uniform(0.0, 150.0, n)
-    across = rng.uniform(-0.5, 0.5, n)
-    gain = rng.standard_normal(n)
-    keep = along_mm / s <= u_max_px
-    u = along_mm[keep] / s
-    frac = u / max(pose.length_px, 1e-6)
-    elev = pose.tip_elevation_mm * (1 - frac) + plan.bend_mm * np.sin(np.pi * frac)
-    vis = np.exp(-(elev / plan.elevation_width_mm) ** 2)
+    strength, along_px, across, gain = plan.scatterers
+    keep = along_px <= u_max_px
+    u = along_px[keep]
     d = pose.direction
     normal = np.array([-d[1], d[0]])
     pts = pose.tip_px[None, :] - u[:, None] * d[None, :] + (across[keep] * diameter_px)[:, None] * normal[None, :]
-    return pts, (brightness * strength * vis * gain[keep]).astype(np.float32), \
-        float(brightness * strength * np.sqrt(2 * diameter_px))
+    amp = brightness * strength * _in_plane(plan, pose, u) * gain[keep]
+    return pts, amp.astype(np.float32), float(brightness * strength * np.sqrt(2 * diameter_px))
 
 
 def splat(points_px: np.ndarray, amplitude: np.ndarray, origin_px: tuple[int, int],
