@@ -3,6 +3,10 @@
 Frames are matched by their ``frame`` number. Figures (see :func:`evaluate`):
 
 - needle tip error (mm when the spacing is known, else px): median, p95, mean;
+- the tip error along the true shaft, signed (negative: the tip is drawn short of
+  the real one, so the needle is deeper than shown and the distance to go reads
+  too long): median, p5, p95, and the share of found needles drawn more than
+  :data:`TIP_OFF_MM` short of, or beyond, the real tip (with a known spacing);
 - shaft angle error (degrees, direction tail -> tip): median, p95;
 - needle recall on frames whose truth has a needle; false-positive rate on frames
   whose truth has none; and, as a second figure, recall on frames whose visible
@@ -35,6 +39,9 @@ from .geometry import resample_on_grid
 MIN_SHAFT_MM = 2.0
 """Shortest visible shaft counted by ``needle_recall_shaft_2mm`` (about three lateral resolution cells)."""
 
+TIP_OFF_MM = 1.0
+"""A tip drawn farther than this along the shaft from the real one is counted as short or beyond."""
+
 SURFACE_GAP_PX = 12.0
 """Surface points farther apart than this in x are a gap, not interpolated across."""
 
@@ -42,6 +49,7 @@ SURFACE_GAP_PX = 12.0
 @dataclass
 class _Acc:
     tip: list[float] = field(default_factory=list)
+    tip_along: list[float] = field(default_factory=list)
     angle: list[float] = field(default_factory=list)
     bone: list[float] = field(default_factory=list)
     surface: list[float] = field(default_factory=list)
@@ -118,6 +126,11 @@ def _add_frame(acc: _Acc, pred: dict | None, truth: dict, spacing_mm) -> None:
             if sp is not None:
                 d = d * np.asarray(sp)
             acc.tip.append(float(np.hypot(*d)))
+            shaft = np.subtract(tn["tip_px"], tn["shaft_px"][0], dtype=float) if tn.get("shaft_px") else None
+            if shaft is not None and sp is not None:
+                shaft = shaft * np.asarray(sp)  # the direction in mm where pixels are not square
+            if shaft is not None and np.hypot(*shaft) > 0:
+                acc.tip_along.append(float(d @ shaft) / float(np.hypot(*shaft)))
             da = (_angle_deg(pn) - _angle_deg(tn) + 180.0) % 360.0 - 180.0
             acc.angle.append(abs(da))
     else:
@@ -153,13 +166,26 @@ def _stats(v: list[float]) -> dict | None:
             "mean": round(float(a.mean()), 4), "n": int(len(a))}
 
 
+def _signed_stats(v: list[float]) -> dict | None:
+    if not v:
+        return None
+    a = np.asarray(v, dtype=float)
+    return {"median": round(float(np.median(a)), 4), "p5": round(float(np.percentile(a, 5)), 4),
+            "p95": round(float(np.percentile(a, 95)), 4), "n": int(len(a))}
+
+
 def _report(acc: _Acc) -> dict:
     unit = "mm" if acc.units == {"mm"} else "px"
+    along = np.asarray(acc.tip_along, dtype=float)
+    in_mm = unit == "mm" and len(along) > 0
     return {
         "frames": acc.frames,
         "frames_without_prediction": acc.missing_pred,
         "unit": unit,
         "tip_error": _stats(acc.tip),
+        "tip_along_error": _signed_stats(acc.tip_along),
+        "tip_short_rate": round(float(np.mean(along < -TIP_OFF_MM)), 4) if in_mm else None,
+        "tip_beyond_rate": round(float(np.mean(along > TIP_OFF_MM)), 4) if in_mm else None,
         "angle_error_deg": _stats(acc.angle),
         "needle_recall": round(acc.found / acc.with_needle, 4) if acc.with_needle else None,
         "needle_frames": acc.with_needle,
@@ -286,6 +312,12 @@ def format_report(report: dict) -> str:
             return "n/a"
         return f"median {s['median']:.3f} {unit}, p95 {s['p95']:.3f} {unit}, mean {s['mean']:.3f} {unit} (n={s['n']})"
 
+    def along(s, unit):
+        if s is None:
+            return "n/a"
+        return (f"median {s['median']:+.3f} {unit}, p5 {s['p5']:+.3f} {unit}, p95 {s['p95']:+.3f} {unit} "
+                f"(- short of the tip, + beyond)")
+
     def pct(v):
         return "n/a" if v is None else f"{100 * v:.1f}%"
 
@@ -293,6 +325,9 @@ def format_report(report: dict) -> str:
         f"frames                  {report['frames']} in {report.get('sequences', 1)} sequence(s)"
         + (f", {report['frames_without_prediction']} without a prediction" if report["frames_without_prediction"] else ""),
         f"tip error               {st(report['tip_error'], u)}",
+        f"tip along the shaft     {along(report.get('tip_along_error'), u)}"
+        + (f"; drawn > {TIP_OFF_MM:g} mm short {pct(report['tip_short_rate'])}, beyond {pct(report['tip_beyond_rate'])}"
+           if report.get("tip_short_rate") is not None else ""),
         f"shaft angle error       {st(report['angle_error_deg'], 'deg')}",
         f"needle recall           {pct(report['needle_recall'])} of {report['needle_frames']} frames with a needle"
         + (f"; {pct(report['needle_recall_shaft_2mm'])} of {report['needle_frames_shaft_2mm']} with >= 2 mm of shaft"

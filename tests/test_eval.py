@@ -64,6 +64,23 @@ def test_evaluate_known_differences():
     assert r["target_kind_agreement"] == pytest.approx(1.0)
 
 
+def test_tip_error_along_the_shaft_says_short_or_beyond():
+    # A tip drawn short of the real one reads as more distance to go than there is: the sign matters.
+    truth = [rec(i, needle((0, 0), (100, 0)), None, [0.1, 0.1]) for i in range(3)]
+    pred = [rec(0, needle((0, 0), (80, 0))),    # 2 mm short
+            rec(1, needle((0, 0), (100, 3))),   # on the tip's depth, 0.3 mm beside it
+            rec(2, needle((0, 0), (115, 0)))]   # 1.5 mm beyond
+    r = evaluate(zip(pred, truth))
+    assert r["tip_along_error"]["median"] == pytest.approx(0.0, abs=1e-9)
+    assert r["tip_along_error"]["p5"] < -1.5 and r["tip_along_error"]["p95"] > 1.0
+    assert r["tip_short_rate"] == pytest.approx(1 / 3, abs=1e-3)
+    assert r["tip_beyond_rate"] == pytest.approx(1 / 3, abs=1e-3)
+    # the same without a spacing: pixels, and no millimetre threshold to count against
+    r_px = evaluate(zip(pred, [rec(i, needle((0, 0), (100, 0))) for i in range(3)]))
+    assert r_px["unit"] == "px" and r_px["tip_along_error"]["p5"] < -15
+    assert r_px["tip_short_rate"] is None
+
+
 def test_recall_on_shafts_of_2mm_leaves_out_slivers():
     # shafts of 5 mm (found), 1.5 mm (missed) and 3 mm (missed) at 0.1 mm/px
     truth = [rec(0, needle((0, 0), (30, 40)), spacing=[0.1, 0.1]),
