@@ -146,7 +146,8 @@ def main() -> int:
             if args.out_dir is not None and k < 12:
                 sheet.append(_draw(img, d.needle, truth["needle"]))
         r = evaluate(pairs)
-        out[det.name] = {k: r[k] for k in ("tip_error", "angle_error_deg", "needle_recall", "false_positive_rate",
+        out[det.name] = {k: r[k] for k in ("tip_error", "tip_along_error", "tip_short_rate", "tip_beyond_rate",
+                                           "angle_error_deg", "needle_recall", "false_positive_rate",
                                            "bone_distance", "bone_coverage", "cartilage_thickness_error_mm")}
         if sheet:
             args.out_dir.mkdir(parents=True, exist_ok=True)
