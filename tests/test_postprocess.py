@@ -258,6 +258,20 @@ def test_the_tip_follows_the_shaft_past_where_the_segmentation_stopped():
     assert abs(pp.tip_fall_off(img, centre, d, t, half_band_px=8.0, search_px=6.0) - 260.0) < 2.0
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_tip_follows_the_shaft_into_a_brighter_tissue_layer(seed):
+    # The segmentation stopped where a faint shaft enters a brighter layer (the boundary crossing it at
+    # 36 degrees, 15 px past the end); the shaft goes on to t = 260 px. Crossing the boundary, one flank
+    # brightens and the cross-section no longer looks like the shaft's, while its core still stands out.
+    centre, d = np.array([20.0, 30.0]), np.array([np.cos(0.45), np.sin(0.45)])
+    img = speckled_two_wall_needle((320, 400), centre, d, t_end=260.0, seed=seed, bright=60.0, dim=18.0)
+    yy, xx = np.mgrid[0:320, 0:400].astype(np.float32)
+    boundary_at = centre + 175.0 * d
+    img = img + np.float32(30.0) * ((yy - boundary_at[1]) > np.tan(np.radians(-10.0)) * (xx - boundary_at[0]))
+    t = pp.shaft_continues_to(img, centre, d, 0.0, 160.0)
+    assert 245.0 <= t <= 264.0
+
+
 def test_a_tissue_line_beside_the_axis_does_not_carry_the_tip_on():
     centre, d = np.array([20.0, 30.0]), np.array([np.cos(0.45), np.sin(0.45)])
     img = speckled_two_wall_needle((320, 400), centre, d, t_end=160.0)

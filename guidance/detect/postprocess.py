@@ -360,7 +360,9 @@ def shaft_continues_to(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tai
                        half_width_px: float = 12.0, ref_px: float = 80.0, smooth_px: int = 12,
                        start_px: int = 16, start_level: float = 0.7, start_match: float = 0.7,
                        min_level: float = 0.5, min_match: float = 0.5, max_gap_px: int = 16,
-                       min_extend_px: float = 32.0, max_extend_px: float = 200.0) -> float:
+                       min_extend_px: float = 32.0, max_extend_px: float = 200.0,
+                       start_core: float = 0.7, min_core: float = 0.5, min_core_grey: float = 8.0,
+                       bridge_px: int = 32, bridge_core: float = 0.3) -> float:
     """How far along ``p0 + t d`` the shaft's own cross-section goes on beyond ``t_tip`` (px).
 
     The reference is the mean profile across the line (``+-half_width_px``)
@@ -379,37 +381,60 @@ def shaft_continues_to(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tai
     ``max_gap_px`` (speckle across the shaft). Returns the last position that
     matches, or ``t_tip`` when the shaft does not go on for at least
     ``min_extend_px``.
+
+    A position also counts when the shaft's bright core (the reference's peak,
+    down to half its height) stands above the darker flank on each side, taken
+    one side at a time, by ``start_core`` (at the start) or ``min_core`` of the
+    reference's own margin (when that is at least ``min_core_grey`` grey
+    levels). Where the shaft enters a darker or brighter tissue layer one
+    flank changes brightness and the whole profile no longer correlates with
+    the reference, while the core still stands out: on frames from another
+    image formation the tip stopped there. For the same reason the strong
+    start may begin up to ``bridge_px`` past ``t_tip`` (where the segmentation
+    stopped at such a boundary), provided the core keeps at least
+    ``bridge_core`` of its margin all the way there.
     """
     t0 = max(t_tail, t_tip - 4.0 - ref_px)
     if t_tip - 4.0 - t0 < 2 * smooth_px:
         return t_tip
     s = np.arange(-half_width_px, half_width_px + 1e-6, 1.0)
-    ref = sample_along(image_f, p0, d, np.arange(t0, t_tip - 4.0, 1.0), s).mean(axis=0)
-    ref = ref - ref.mean()
+    ref_grey = sample_along(image_f, p0, d, np.arange(t0, t_tip - 4.0, 1.0), s).mean(axis=0)
+    ref = ref_grey - ref_grey.mean()
     rr = float(ref @ ref)
     if rr < len(s) * 4.0:  # a flat reference (under 2 grey levels rms): nothing to follow
         return t_tip
+    core, left, right = _core_and_flanks(ref)
+    core_ref = _core_margin(ref_grey, core, left, right) if left.any() and right.any() else 0.0
     h, w = image_f.shape[:2]
     n = np.array([-d[1], d[0]])
 
-    def compare(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Level, match and whether the profile lies inside the image, at each ``t``."""
-        prof = cv2.blur(sample_along(image_f, p0, d, t, s), (1, smooth_px),
+    def compare(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Level, match, core margin (of the reference's) and whether the profile lies inside the image."""
+        grey = cv2.blur(sample_along(image_f, p0, d, t, s), (1, smooth_px),
                         borderType=cv2.BORDER_REPLICATE)  # along the line only
-        prof = prof - prof.mean(axis=1, keepdims=True)
+        prof = grey - grey.mean(axis=1, keepdims=True)
         level = prof @ ref / rr
         match = level * np.sqrt(rr) / np.maximum(np.linalg.norm(prof, axis=1), 1e-9)
+        core_rel = (_core_margin(grey, core, left, right) / core_ref if core_ref >= min_core_grey
+                    else np.zeros(len(t)))
         ends = p0 + t[:, None, None] * d + np.array([s[0], s[-1]])[None, :, None] * n  # both ends of each profile
-        return level, match, np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2))
+        return level, match, core_rel, np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2))
 
     # The start first (the blur's reach past it included, so the values are the same as in the whole
     # run): at a real tip it fails, and the rest is not sampled.
-    level, match, inside = compare(t_tip + np.arange(0.0, start_px + smooth_px, 1.0))
-    if not np.all((level[:start_px] >= start_level) & (match[:start_px] >= start_match) & inside[:start_px]):
+    n0 = bridge_px + start_px
+    level, match, core_rel, inside = compare(t_tip + np.arange(0.0, n0 + smooth_px, 1.0))
+    strong = (((level >= start_level) & (match >= start_match)) | (core_rel >= start_core)) & inside
+    # a start of start_px strong positions, reached across at most bridge_px where the core still shows
+    window = np.convolve(strong[:n0].view(np.int8), np.ones(start_px, np.int8), "valid") == start_px
+    bridged = np.logical_and.accumulate(np.r_[True, (core_rel >= bridge_core) & inside][:len(window)])
+    first = np.flatnonzero(window & bridged)
+    if len(first) == 0:
         return t_tip
     t = t_tip + np.arange(0.0, max_extend_px, 1.0)
-    level, match, inside = compare(t)
-    good = (match >= min_match) & (level >= min_level) & inside
+    level, match, core_rel, inside = compare(t)
+    good = (((match >= min_match) & (level >= min_level)) | (core_rel >= min_core)) & inside
+    good[:first[0]] = True
     i = np.arange(len(t))
     last_good = np.maximum.accumulate(np.where(good, i, -1))
     stop = np.flatnonzero(i - last_good >= max_gap_px)  # a dropout too long to bridge
@@ -417,6 +442,23 @@ def shaft_continues_to(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tai
     if last < 0 or t[last] < t_tip + min_extend_px:
         return t_tip
     return float(t[last])
+
+
+def _core_and_flanks(ref: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masks over a mean-free profile: the run around its peak down to half the peak, and the
+    positions below the mean on each side of it."""
+    k = int(np.argmax(ref))
+    high = ref >= 0.5 * ref[k]
+    run = np.cumsum(np.r_[0, np.diff(high.view(np.int8)) != 0])  # label of each run of equal values
+    core = high & (run == run[k])
+    i = np.arange(len(ref))
+    first, last = np.flatnonzero(core)[[0, -1]]
+    return core, (ref < 0) & (i < first), (ref < 0) & (i > last)
+
+
+def _core_margin(grey: np.ndarray, core: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """How far the core's mean stands above the brighter of the two flanks' means (grey levels)."""
+    return grey[..., core].mean(-1) - np.maximum(grey[..., left].mean(-1), grey[..., right].mean(-1))
 
 
 def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | None, *,
