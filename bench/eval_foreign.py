@@ -17,7 +17,8 @@ point-scatterer tools (Field II phantoms) usually do: a cylinder of dense,
 strong random scatterers, with no specular walls and no reverberation, so it
 shows as a bright speckled band. Every frame is detected alone; figures from
 ``guidance.evaluate``. ``--out-dir`` writes a contact sheet of the first frames
-with truth (green) and detections (red).
+with truth (green) and detections (red), one of the frames whose tip is farthest
+off, and every detector's lines and the truth as JSON Lines for ``guidance eval``.
 """
 
 from __future__ import annotations
@@ -129,7 +130,9 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=120)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--detectors", default="auto,classical")
-    ap.add_argument("--out-dir", type=Path)
+    ap.add_argument("--out-dir", type=Path,
+                    help="write each detector's lines and the truth as JSON Lines (for `guidance eval`), a contact "
+                         "sheet of the first frames and one of the frames whose tip is farthest off")
     ap.add_argument("--needle", choices=("walls", "scatterers"), default="walls",
                     help="the needle as two specular walls with reverberations, or as a cylinder of strong scatterers")
     args = ap.parse_args()
@@ -138,23 +141,38 @@ def main() -> int:
     out = {"frames": len(frames), "seed": args.seed, "needle_model": args.needle}
     for name in args.detectors.split(","):
         det = load_detector(name)
-        pairs, sheet = [], []
+        pairs, dets = [], []
         for k, (img, sp, truth) in enumerate(frames):
             d = det.detect(img, spacing_mm=sp)
+            dets.append(d)
             truth = {"frame": k, **truth}
             pairs.append(({"frame": k, "needle": needle_to_dict(d.needle), "target": target_to_dict(d.target)}, truth))
-            if args.out_dir is not None and k < 12:
-                sheet.append(_draw(img, d.needle, truth["needle"]))
         r = evaluate(pairs)
         out[det.name] = {k: r[k] for k in ("tip_error", "tip_along_error", "tip_short_rate", "tip_beyond_rate",
                                            "angle_error_deg", "needle_recall", "false_positive_rate",
                                            "bone_distance", "bone_coverage", "cartilage_thickness_error_mm")}
-        if sheet:
-            args.out_dir.mkdir(parents=True, exist_ok=True)
-            rows = [np.hstack(sheet[i:i + 4]) for i in range(0, len(sheet) - len(sheet) % 4, 4)]
-            cv2.imwrite(str(args.out_dir / f"foreign_{det.name.replace(':', '_')}.png"), np.vstack(rows))
+        if args.out_dir is not None:
+            _write_outputs(args.out_dir, f"foreign_{args.needle}_s{args.seed}", det.name, frames, dets, pairs)
     print(json.dumps(out, indent=1))
     return 0
+
+
+def _write_outputs(out_dir: Path, run_name: str, det_name: str, frames, dets, pairs) -> None:
+    """JSON Lines as ``bench/eval_sim.py`` writes them, and two contact sheets (truth green, detection red)."""
+    tag = det_name.replace(":", "_").replace("/", "_")
+    for path, recs in ((out_dir / tag / f"{run_name}.jsonl", [p for p, _ in pairs]),
+                       (out_dir / "truth" / run_name / "truth.jsonl", [t for _, t in pairs])):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    # the worst tips: how far each detected tip is from the true one (px), found needles only
+    off = [np.hypot(*np.subtract(d.needle.tip_px, t["needle"]["tip_px"])) if d.needle is not None and t["needle"]
+           else -1.0 for d, (_, t) in zip(dets, pairs)]
+    worst = [k for k in np.argsort(off)[::-1][:8] if off[k] > 0]
+    for name, ks in (("first", range(min(12, len(frames)))), ("worst_tips", worst)):
+        tiles = [_draw(frames[k][0], dets[k].needle, pairs[k][1]["needle"]) for k in ks]
+        if len(tiles) >= 4:
+            rows = [np.hstack(tiles[i:i + 4]) for i in range(0, len(tiles) - len(tiles) % 4, 4)]
+            cv2.imwrite(str(out_dir / f"{run_name}_{tag}_{name}.png"), np.vstack(rows))
 
 
 def _draw(img, needle, truth_needle) -> np.ndarray:
