@@ -35,6 +35,9 @@ from guidance.contract import needle_to_dict, target_to_dict
 from guidance.detect import load_detector
 from guidance.evaluate import evaluate
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_sim import _write as write_jsonl  # noqa: E402  (the same layout guidance eval reads)
+
 
 def _polyline_mask(shape, pts_px, thickness_px) -> np.ndarray:
     m = np.zeros(shape, np.float32)
@@ -139,6 +142,10 @@ def main() -> int:
     rng = np.random.default_rng(args.seed)
     frames = [make_frame(rng, needle=(k % 2 == 0), needle_model=args.needle) for k in range(args.frames)]
     out = {"frames": len(frames), "seed": args.seed, "needle_model": args.needle}
+    run_name = f"foreign_{args.needle}_s{args.seed}"
+    if args.out_dir is not None:  # the truth once, whatever the detectors
+        write_jsonl(args.out_dir / "truth" / run_name / "truth.jsonl",
+                    [{"frame": k, **t} for k, (_, _, t) in enumerate(frames)])
     for name in args.detectors.split(","):
         det = load_detector(name)
         pairs, dets = [], []
@@ -152,18 +159,16 @@ def main() -> int:
                                            "angle_error_deg", "needle_recall", "false_positive_rate",
                                            "bone_distance", "bone_coverage", "cartilage_thickness_error_mm")}
         if args.out_dir is not None:
-            _write_outputs(args.out_dir, f"foreign_{args.needle}_s{args.seed}", det.name, frames, dets, pairs)
+            _write_outputs(args.out_dir, run_name, det.name, frames, dets, pairs)
     print(json.dumps(out, indent=1))
     return 0
 
 
 def _write_outputs(out_dir: Path, run_name: str, det_name: str, frames, dets, pairs) -> None:
-    """JSON Lines as ``bench/eval_sim.py`` writes them, and two contact sheets (truth green, detection red)."""
+    """The detector's lines laid out as ``bench/eval_sim.py`` writes them, and two contact sheets
+    (truth green, detection red)."""
     tag = det_name.replace(":", "_").replace("/", "_")
-    for path, recs in ((out_dir / tag / f"{run_name}.jsonl", [p for p, _ in pairs]),
-                       (out_dir / "truth" / run_name / "truth.jsonl", [t for _, t in pairs])):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    write_jsonl(out_dir / tag / f"{run_name}.jsonl", [p for p, _ in pairs])
     # the worst tips: how far each detected tip is from the true one (px), found needles only
     off = [np.hypot(*np.subtract(d.needle.tip_px, t["needle"]["tip_px"])) if d.needle is not None and t["needle"]
            else -1.0 for d, (_, t) in zip(dets, pairs)]
