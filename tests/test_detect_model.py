@@ -218,6 +218,21 @@ def test_the_tip_is_not_drawn_short_where_the_segmentation_stops_early():
     assert abs(tip_error_mm(ModelDetector(DEFAULT_MODEL))) < 0.5
 
 
+def test_a_tip_resting_on_a_tissue_layer_is_not_carried_along_it(model):
+    """Tuning scene 6245 (insertion, injecting): the tip rests on a bright layer that runs on at a small
+    angle to the shaft. The change-point follower, without its off-axis check, carried the tip 1.5 mm
+    along the layer on frames 212 and 218."""
+    from guidance.sim import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(width_px=400, height_px=320, seed=6245, scenario="insertion", depth_mm=25.0))
+    for i in (212, 218):
+        f = sim.render(i)
+        tip, tail = np.array(f.truth["needle"]["tip_px"]), np.array(f.truth["needle"]["shaft_px"][0])
+        along = (tip - tail) / np.hypot(*(tip - tail))
+        needle = model.detect(f.image, spacing_mm=tuple(f.spacing_mm)).needle
+        assert abs(float((np.array(needle.tip_px) - tip) @ along * f.spacing_mm[0])) < 0.5
+
+
 def test_no_needle_on_real_frames_without_one(model, model_alone, shared_data):
     """Every frame of the two real PLUS sequences (no needle in either): the committed detector draws none.
 

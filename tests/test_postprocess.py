@@ -335,6 +335,68 @@ def test_a_band_not_darker_than_the_tissue_above_is_not_cartilage():
     assert make_target(xs, bone_ys, top_ys, scale, (0.1, 0.1)).kind == "cartilage"
 
 
+def patchy_faint_needle(seed, *, t_end=260.0, bright=45.0):
+    """A faint steep shaft whose echo comes and goes along it (a speckled specular reflector), in speckle."""
+    centre, d = np.array([40.0, 10.0]), np.array([np.cos(1.0), np.sin(1.0)])
+    shape = (320, 400)
+    shaft = two_wall_needle(shape, centre, d, t_end=t_end, bright=bright, dim=0.3 * bright, bg=0.0)
+    rng = np.random.default_rng(seed)
+    along = cv2.GaussianBlur(rng.normal(0.0, 1.0, (1, 400)).astype(np.float32), (0, 0), 6.0).ravel()
+    along = np.clip(1.0 + 0.8 * along / along.std(), 0.0, None)  # 1 on average, gone in places
+    t = (np.stack(np.mgrid[0:shape[0], 0:shape[1]][::-1], -1) - centre) @ d
+    speckle = cv2.GaussianBlur(rng.rayleigh(12.0, shape).astype(np.float32), (0, 0), 1.2)
+    return (shaft * along[np.clip(t, 0, 399).astype(int)] + speckle + 30.0).astype(np.float32), centre, d
+
+
+def test_a_faint_patchy_shaft_is_followed_to_its_end():
+    """Where a faint shaft's echo comes and goes, the tip is still carried to where the shaft ends."""
+    from guidance.detect.assemble import follow_shaft_to_tip
+    from guidance.types import NeedleDetection
+
+    reached = {"whole rule": 0, "cross-section alone": 0, "change point alone": 0}
+    for seed in range(10):
+        img, centre, d = patchy_faint_needle(seed)
+        short = NeedleDetection(tuple(centre + 160.0 * d), tuple(centre), 0.95)
+        tip = follow_shaft_to_tip(short, pp.Scale(2.0, 2.0), img).tip_px
+        t = {"whole rule": float(np.subtract(tip, centre) @ d),
+             "cross-section alone": pp.shaft_continues_to(img, centre, d, 0.0, 160.0),
+             "change point alone": pp.shaft_end_by_change_point(img, centre, d, 0.0, 160.0)}
+        for k, v in t.items():
+            reached[k] += abs(v - 260.0) <= 4.0
+            assert v <= 264.0  # never past the end
+    # each way of seeing the shaft go on misses some that the other sees
+    assert reached["whole rule"] >= 6  # of 10 (4 for each rule alone when this was written)
+    assert reached["whole rule"] > max(reached["cross-section alone"], reached["change point alone"])
+
+
+@pytest.mark.parametrize("gap_px", [12.0, 30.0])
+def test_a_collinear_line_after_a_gap_does_not_carry_the_tip_on(gap_px):
+    """The shaft ends; after a gap of plain tissue a line on the same axis (a fascia, a boundary) begins."""
+    centre, d = np.array([20.0, 30.0]), np.array([np.cos(0.45), np.sin(0.45)])
+    for seed in range(3):
+        img = speckled_two_wall_needle((320, 400), centre, d, t_end=160.0, seed=seed)
+        t_along = (np.stack(np.mgrid[0:320, 0:400][::-1], -1) - centre) @ d
+        img = img + two_wall_needle(img.shape, centre, d, t_end=300.0, bg=0.0) * (t_along > 160.0 + gap_px)
+        assert pp.shaft_end_by_change_point(img, centre, d, 0.0, 160.0) == 160.0
+        assert pp.shaft_continues_to(img, centre, d, 0.0, 160.0) == 160.0
+
+
+def test_the_change_point_rule_keeps_a_tip_where_the_echo_ends():
+    centre, d = np.array([20.0, 30.0]), np.array([np.cos(0.45), np.sin(0.45)])
+    img = speckled_two_wall_needle((320, 400), centre, d, t_end=160.0)
+    assert pp.shaft_end_by_change_point(img, centre, d, 0.0, 160.0) == 160.0
+    # a strand running on beside the axis is not the shaft's core
+    n = np.array([-d[1], d[0]])
+    strand = gaussian_line_image(img.shape, centre + 4.0 * n, d, sigma=1.3, amp=170.0, bg=0.0, t_end=300.0)
+    t_along = (np.stack(np.mgrid[0:320, 0:400][::-1], -1) - centre) @ d
+    assert pp.shaft_end_by_change_point(img + strand * (t_along > 160.0), centre, d, 0.0, 160.0) == 160.0
+    # the shaft going on is followed, in plain and in layered tissue
+    img = speckled_two_wall_needle((320, 400), centre, d, t_end=260.0)
+    assert 256.0 <= pp.shaft_end_by_change_point(img, centre, d, 0.0, 160.0) <= 264.0
+    assert pp.shaft_end_by_change_point(np.full((100, 100), 90.0, np.float32), np.array([5.0, 5.0]),
+                                        np.array([1.0, 0.0]), 0.0, 50.0) == 50.0
+
+
 def test_the_tip_is_not_carried_past_the_bone_surface():
     """A shaft-like echo going on through the bone line (its own bright line, a collinear boundary) ends the tip there."""
     from guidance.detect.assemble import follow_shaft_to_tip

@@ -53,9 +53,13 @@ def follow_shaft_to_tip(needle: NeedleDetection, scale: pp.Scale, image_f: np.nd
 
     Speckle or a change of tissue can end the segmentation millimetres before
     the shaft does, and a tip drawn short reads as more distance to go than
-    there is. :func:`~guidance.detect.postprocess.shaft_continues_to` follows
-    the shaft's own cross-section along the line; the tip is then put where
-    the echo falls off (:func:`~guidance.detect.postprocess.tip_at_fall_off`).
+    there is. The shaft goes on as far as either of two rules sees it:
+    :func:`~guidance.detect.postprocess.shaft_continues_to` follows the
+    shaft's own cross-section along the line, and
+    :func:`~guidance.detect.postprocess.shaft_end_by_change_point` weighs its
+    core's margin over the flanks along the whole line (a faint shaft whose
+    echo comes and goes). The tip is then put where the echo falls off
+    (:func:`~guidance.detect.postprocess.tip_at_fall_off`).
     ``image_f`` is the (cropped) image whose top-left is ``scale``'s offset in
     the frame, as for :func:`make_needle`; the needle is in frame pixels.
     Whether there is a needle was decided before: this only moves the tip
@@ -70,7 +74,9 @@ def follow_shaft_to_tip(needle: NeedleDetection, scale: pp.Scale, image_f: np.nd
     tip = np.asarray(needle.tip_px, float) - off
     length = float(np.hypot(*(tip - tail)))
     d = (tip - tail) / max(length, 1e-9)
-    t = pp.shaft_continues_to(image_f, tail, d, 0.0, length)
+    # Each rule catches shafts the other misses (tests/test_postprocess.py, model card).
+    t = max(pp.shaft_continues_to(image_f, tail, d, 0.0, length),
+            pp.shaft_end_by_change_point(image_f, tail, d, 0.0, length))
     if t <= length:
         return needle
     t = max(pp.tip_at_fall_off(image_f, tail, d, t, scale), length)

@@ -461,6 +461,86 @@ def _core_margin(grey: np.ndarray, core: np.ndarray, left: np.ndarray, right: np
     return grey[..., core].mean(-1) - np.maximum(grey[..., left].mean(-1), grey[..., right].mean(-1))
 
 
+def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tail: float, t_tip: float, *,
+                              half_width_px: float = 12.0, ref_px: float = 80.0, smooth_px: int = 4,
+                              max_extend_px: float = 200.0, min_core_grey: float = 8.0, min_snr: float = 1.0,
+                              alarm_px: float = 24.0, start_alarm_px: float = 8.0, min_evidence_px: float = 16.0,
+                              min_extend_px: float = 16.0, drift_px: int = 4, drift_tol: float = 0.5) -> float:
+    """Where the shaft's bright core ends along ``p0 + t d`` beyond ``t_tip`` (px): a change point.
+
+    Along a faint shaft the core's margin over its flanks is noisy (speckle as
+    strong as the echo), so a rule that asks every window past the
+    segmentation's end to look like the shaft stops at the first dropout. This
+    weighs the evidence along the whole line instead. The reference is the
+    segmented shaft's last ``ref_px``: its mean cross-section gives the core
+    and flanks (:func:`_core_and_flanks`), and the margin along it gives the
+    shaft's level ``mu`` (median) and spread (robust SD). Past ``t_tip`` each
+    position adds ``margin - mu / 2`` to a running sum (Page's CUSUM for a
+    mean falling from ``mu`` to 0; margins are capped at ``2 mu`` so a bright
+    speck counts as one shaft position): the shaft ends at the sum's maximum
+    before it has fallen ``alarm_px * mu / 2`` below it (as much as that many
+    positions of plain tissue). The tip moves only when the sum reaches
+    ``min_evidence_px * mu / 2`` without first falling ``start_alarm_px * mu
+    / 2`` below zero (a shaft that goes on shows at once; after a gap it is a
+    collinear tissue line), and the end lies at least ``min_extend_px``
+    beyond ``t_tip`` (a shorter burst is mostly a tissue layer the tip rests
+    on, crossed by the line; the fall-off search covers the last pixels). A
+    reference whose margin is under ``min_core_grey`` grey levels or under
+    ``min_snr`` times its spread is too weak to judge. A position where the
+    same core stands out more (by ``drift_tol * mu``) off the axis, every 2 px
+    out to ``drift_px``, counts as plain tissue: a bright line crossing the shaft's line
+    at a small angle (a layer the tip rests on) drifts across the profile,
+    while the shaft stays on its axis. Returns ``t_tip`` when the shaft does
+    not go on.
+    """
+    t0 = max(t_tail, t_tip - 4.0 - ref_px)
+    if t_tip - 4.0 - t0 < 24.0:
+        return t_tip
+    s = np.arange(-half_width_px, half_width_px + 1e-6, 1.0)
+    ref_grey = sample_along(image_f, p0, d, np.arange(t0, t_tip - 4.0, 1.0), s)
+    ref = ref_grey.mean(axis=0)
+    ref = ref - ref.mean()
+    if float(ref @ ref) < len(s) * 4.0:  # a flat cross-section (under 2 grey levels rms): no shaft to follow
+        return t_tip
+    core, left, right = _core_and_flanks(ref)
+    if not (left.any() and right.any()):
+        return t_tip
+
+    def margin(grey: np.ndarray) -> np.ndarray:
+        if smooth_px > 1:  # along the line only
+            grey = cv2.blur(grey, (1, smooth_px), borderType=cv2.BORDER_REPLICATE)
+        return _core_margin(grey, core, left, right)
+
+    m_ref = margin(ref_grey)
+    mu = float(np.median(m_ref))
+    spread = 1.4826 * float(np.median(np.abs(m_ref - mu)))
+    if mu < min_core_grey or mu < min_snr * spread:
+        return t_tip
+    t = t_tip + np.arange(0.0, max_extend_px, 1.0)
+    h, w = image_f.shape[:2]
+    n = np.array([-d[1], d[0]])
+    ends = p0 + t[:, None, None] * d + np.array([s[0], s[-1]])[None, :, None] * n  # both ends of each profile
+    outside = np.flatnonzero(~np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2)))
+    t = t[:outside[0]] if len(outside) else t
+    if len(t) < min_extend_px:
+        return t_tip
+    # profiles drift_px wider on each side, for the same core and flanks moved across the line
+    grey = sample_along(image_f, p0, d, t, np.arange(s[0] - drift_px, s[-1] + drift_px + 1e-6, 1.0))
+    m = margin(grey[:, drift_px:drift_px + len(s)])
+    off = np.max([margin(grey[:, drift_px + k:drift_px + k + len(s)])
+                  for k in range(-drift_px, drift_px + 1, 2) if k], axis=0)
+    m = np.where(off > m + drift_tol * mu, 0.0, m)
+    evidence = np.cumsum(np.minimum(m, 2.0 * mu) - 0.5 * mu)
+    # The segmentation ended where the echo dropped: a shaft that goes on shows at once, not after a gap.
+    reached = np.flatnonzero(evidence >= min_evidence_px * 0.5 * mu)
+    if len(reached) == 0 or evidence[:reached[0]].min(initial=0.0) < -start_alarm_px * 0.5 * mu:
+        return t_tip
+    fallen = np.maximum.accumulate(np.maximum(evidence, 0.0)) - evidence
+    alarm = np.flatnonzero(fallen > alarm_px * 0.5 * mu)  # none before ``reached``: it cannot fall that far yet
+    k = int(np.argmax(evidence[:alarm[0] if len(alarm) else len(t)]))
+    return float(t[k]) if t[k] - t_tip >= min_extend_px else t_tip
+
+
 def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | None, *,
                     refine: bool | str = True, tip_refine: bool = True, line_step_px: float = 8.0,
                     line_chunk: int = 8, tip_method: str = "fall_off") -> tuple[np.ndarray, np.ndarray, float]:
