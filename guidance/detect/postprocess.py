@@ -488,10 +488,10 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     reference whose margin is under ``min_core_grey`` grey levels or under
     ``min_snr`` times its spread is too weak to judge. A position where the
     same core stands out more (by ``drift_tol * mu``) off the axis, every 2 px
-    out to ``drift_px``, counts as plain tissue: a bright line crossing the shaft's line
-    at a small angle (a layer the tip rests on) drifts across the profile,
-    while the shaft stays on its axis. Returns ``t_tip`` when the shaft does
-    not go on.
+    out to ``drift_px``, counts as plain tissue: a bright line crossing the
+    shaft's line at a small angle (a layer the tip rests on) drifts across the
+    profile, while the shaft stays on its axis. Returns ``t_tip`` when the
+    shaft does not go on.
     """
     t0 = max(t_tail, t_tip - 4.0 - ref_px)
     if t_tip - 4.0 - t0 < 24.0:
@@ -527,16 +527,18 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     # profiles drift_px wider on each side, for the same core and flanks moved across the line
     grey = sample_along(image_f, p0, d, t, np.arange(s[0] - drift_px, s[-1] + drift_px + 1e-6, 1.0))
     m = margin(grey[:, drift_px:drift_px + len(s)])
-    off = np.max([margin(grey[:, drift_px + k:drift_px + k + len(s)])
-                  for k in range(-drift_px, drift_px + 1, 2) if k], axis=0)
-    m = np.where(off > m + drift_tol * mu, 0.0, m)
+    shifts = [k for k in range(-drift_px, drift_px + 1, 2) if k]
+    if shifts:
+        off = np.max([margin(grey[:, drift_px + k:drift_px + k + len(s)]) for k in shifts], axis=0)
+        m = np.where(off > m + drift_tol * mu, 0.0, m)
     evidence = np.cumsum(np.minimum(m, 2.0 * mu) - 0.5 * mu)
     # The segmentation ended where the echo dropped: a shaft that goes on shows at once, not after a gap.
     reached = np.flatnonzero(evidence >= min_evidence_px * 0.5 * mu)
     if len(reached) == 0 or evidence[:reached[0]].min(initial=0.0) < -start_alarm_px * 0.5 * mu:
         return t_tip
     fallen = np.maximum.accumulate(np.maximum(evidence, 0.0)) - evidence
-    alarm = np.flatnonzero(fallen > alarm_px * 0.5 * mu)  # none before ``reached``: it cannot fall that far yet
+    alarm = np.flatnonzero(fallen > alarm_px * 0.5 * mu)
+    alarm = alarm[alarm > reached[0]]  # the shaft was there up to ``reached``
     k = int(np.argmax(evidence[:alarm[0] if len(alarm) else len(t)]))
     return float(t[k]) if t[k] - t_tip >= min_extend_px else t_tip
 
