@@ -390,7 +390,7 @@ def test_the_change_point_rule_keeps_a_tip_where_the_echo_ends():
     strand = gaussian_line_image(img.shape, centre + 4.0 * n, d, sigma=1.3, amp=170.0, bg=0.0, t_end=300.0)
     t_along = (np.stack(np.mgrid[0:320, 0:400][::-1], -1) - centre) @ d
     assert pp.shaft_end_by_change_point(img + strand * (t_along > 160.0), centre, d, 0.0, 160.0) == 160.0
-    # the shaft going on is followed, in plain and in layered tissue
+    # a shaft that does go on is followed to its end
     img = speckled_two_wall_needle((320, 400), centre, d, t_end=260.0)
     assert 256.0 <= pp.shaft_end_by_change_point(img, centre, d, 0.0, 160.0) <= 264.0
     assert pp.shaft_end_by_change_point(np.full((100, 100), 90.0, np.float32), np.array([5.0, 5.0]),
