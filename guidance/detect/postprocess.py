@@ -394,19 +394,16 @@ def shaft_continues_to(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tai
     stopped at such a boundary), provided the core keeps at least
     ``bridge_core`` of its margin all the way there.
     """
-    t0 = max(t_tail, t_tip - 4.0 - ref_px)
-    if t_tip - 4.0 - t0 < 2 * smooth_px:
+    sampled = _shaft_reference(image_f, p0, d, t_tail, t_tip, half_width_px, ref_px, min_px=2 * smooth_px)
+    if sampled is None:
         return t_tip
-    s = np.arange(-half_width_px, half_width_px + 1e-6, 1.0)
-    ref_grey = sample_along(image_f, p0, d, np.arange(t0, t_tip - 4.0, 1.0), s).mean(axis=0)
+    s, ref_grey = sampled[0], sampled[1].mean(axis=0)
     ref = ref_grey - ref_grey.mean()
     rr = float(ref @ ref)
     if rr < len(s) * 4.0:  # a flat reference (under 2 grey levels rms): nothing to follow
         return t_tip
     core, left, right = _core_and_flanks(ref)
     core_ref = _core_margin(ref_grey, core, left, right) if left.any() and right.any() else 0.0
-    h, w = image_f.shape[:2]
-    n = np.array([-d[1], d[0]])
 
     def compare(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Level, match, core margin (of the reference's) and whether the profile lies inside the image."""
@@ -417,8 +414,7 @@ def shaft_continues_to(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tai
         match = level * np.sqrt(rr) / np.maximum(np.linalg.norm(prof, axis=1), 1e-9)
         core_rel = (_core_margin(grey, core, left, right) / core_ref if core_ref >= min_core_grey
                     else np.zeros(len(t)))
-        ends = p0 + t[:, None, None] * d + np.array([s[0], s[-1]])[None, :, None] * n  # both ends of each profile
-        return level, match, core_rel, np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2))
+        return level, match, core_rel, _profiles_inside(image_f.shape, p0, d, t, s)
 
     # The start first (the blur's reach past it included, so the values are the same as in the whole
     # run): at a real tip it fails, and the rest is not sampled.
@@ -461,6 +457,26 @@ def _core_margin(grey: np.ndarray, core: np.ndarray, left: np.ndarray, right: np
     return grey[..., core].mean(-1) - np.maximum(grey[..., left].mean(-1), grey[..., right].mean(-1))
 
 
+def _shaft_reference(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tail: float, t_tip: float,
+                     half_width_px: float, ref_px: float, min_px: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """Offsets across the line and the profiles (positions x offsets) over the segmented shaft's last
+    ``ref_px``, stopping 4 px before its tip (the bevel); None when that is shorter than ``min_px``."""
+    t0 = max(t_tail, t_tip - 4.0 - ref_px)
+    if t_tip - 4.0 - t0 < min_px:
+        return None
+    s = np.arange(-half_width_px, half_width_px + 1e-6, 1.0)
+    return s, sample_along(image_f, p0, d, np.arange(t0, t_tip - 4.0, 1.0), s)
+
+
+def _profiles_inside(shape: tuple[int, ...], p0: np.ndarray, d: np.ndarray, t: np.ndarray,
+                     s: np.ndarray) -> np.ndarray:
+    """Whether the profile across the line at each ``t`` (offsets ``s``) lies inside an image of ``shape``."""
+    h, w = shape[:2]
+    n = np.array([-d[1], d[0]])
+    ends = p0 + t[:, None, None] * d + np.array([s[0], s[-1]])[None, :, None] * n  # both ends of each profile
+    return np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2))
+
+
 def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t_tail: float, t_tip: float, *,
                               half_width_px: float = 12.0, ref_px: float = 80.0, smooth_px: int = 4,
                               max_extend_px: float = 200.0, min_core_grey: float = 8.0, min_snr: float = 1.0,
@@ -493,11 +509,10 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     profile, while the shaft stays on its axis. Returns ``t_tip`` when the
     shaft does not go on.
     """
-    t0 = max(t_tail, t_tip - 4.0 - ref_px)
-    if t_tip - 4.0 - t0 < 24.0:
+    sampled = _shaft_reference(image_f, p0, d, t_tail, t_tip, half_width_px, ref_px, min_px=24.0)
+    if sampled is None:
         return t_tip
-    s = np.arange(-half_width_px, half_width_px + 1e-6, 1.0)
-    ref_grey = sample_along(image_f, p0, d, np.arange(t0, t_tip - 4.0, 1.0), s)
+    s, ref_grey = sampled
     ref = ref_grey.mean(axis=0)
     ref = ref - ref.mean()
     if float(ref @ ref) < len(s) * 4.0:  # a flat cross-section (under 2 grey levels rms): no shaft to follow
@@ -517,10 +532,7 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     if mu < min_core_grey or mu < min_snr * spread:
         return t_tip
     t = t_tip + np.arange(0.0, max_extend_px, 1.0)
-    h, w = image_f.shape[:2]
-    n = np.array([-d[1], d[0]])
-    ends = p0 + t[:, None, None] * d + np.array([s[0], s[-1]])[None, :, None] * n  # both ends of each profile
-    outside = np.flatnonzero(~np.all((ends >= 0) & (ends <= np.array([w - 1, h - 1])), axis=(1, 2)))
+    outside = np.flatnonzero(~_profiles_inside(image_f.shape, p0, d, t, s))
     t = t[:outside[0]] if len(outside) else t
     if len(t) < min_extend_px:
         return t_tip
