@@ -397,6 +397,23 @@ def test_the_change_point_rule_keeps_a_tip_where_the_echo_ends():
                                         np.array([1.0, 0.0]), 0.0, 50.0) == 50.0
 
 
+def test_a_layer_crossing_the_axis_past_the_tip_does_not_carry_it_on():
+    """Tuning scene 6245, frame 218: the tip rests on a bright layer that crosses the shaft's line at
+    about 20 deg. Along the line the layer stands out on one side of the axis, then on it, then on the
+    other side: a 16 px burst that the change point alone took for more shaft (1.3 mm too deep)."""
+    from guidance.sim import SimConfig, Simulator
+
+    f = Simulator(SimConfig(width_px=400, height_px=320, seed=6245, scenario="insertion", depth_mm=25.0)).render(218)
+    img = f.image.astype(np.float32)
+    tail = np.array([396.28, 24.67])
+    d = np.array([290.69, 102.74]) - tail
+    d /= np.hypot(*d)
+    true_t = float((np.array(f.truth["needle"]["tip_px"]) - tail) @ d)  # 110.6 px
+    for t_tip in (110.0, 111.0):  # the segmentation ends at the true tip
+        assert pp.shaft_end_by_change_point(img, tail, d, 0.0, t_tip, crossing_px=0) > true_t + 12.0
+        assert pp.shaft_end_by_change_point(img, tail, d, 0.0, t_tip) == t_tip
+
+
 def test_the_tip_is_not_carried_past_the_bone_surface():
     """A shaft-like echo going on through the bone line (its own bright line, a collinear boundary) ends the tip there."""
     from guidance.detect.assemble import follow_shaft_to_tip

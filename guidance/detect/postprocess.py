@@ -481,7 +481,8 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
                               half_width_px: float = 12.0, ref_px: float = 80.0, smooth_px: int = 4,
                               max_extend_px: float = 200.0, min_core_grey: float = 8.0, min_snr: float = 1.0,
                               alarm_px: float = 24.0, start_alarm_px: float = 8.0, min_evidence_px: float = 16.0,
-                              min_extend_px: float = 16.0, drift_px: int = 4, drift_tol: float = 0.5) -> float:
+                              min_extend_px: float = 16.0, drift_px: int = 4, drift_tol: float = 0.5,
+                              crossing_px: int = 4, crossing_max_px: float = 32.0) -> float:
     """Where the shaft's bright core ends along ``p0 + t d`` beyond ``t_tip`` (px): a change point.
 
     Along a faint shaft the core's margin over its flanks is noisy (speckle as
@@ -506,8 +507,12 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     same core stands out more (by ``drift_tol * mu``) off the axis, every 2 px
     out to ``drift_px``, counts as plain tissue: a bright line crossing the
     shaft's line at a small angle (a layer the tip rests on) drifts across the
-    profile, while the shaft stays on its axis. Returns ``t_tip`` when the
-    shaft does not go on.
+    profile, while the shaft stays on its axis. When the burst is short
+    (under ``crossing_max_px``) and such a line stands out on one side of the
+    axis and, up to ``crossing_px`` past the end found, on the other, it has
+    crossed the axis: the burst was that line, and the tip stays
+    (``crossing_px=0`` turns this off). Returns ``t_tip`` when the shaft does
+    not go on.
     """
     sampled = _shaft_reference(image_f, p0, d, t_tail, t_tip, half_width_px, ref_px, min_px=24.0)
     if sampled is None:
@@ -540,9 +545,13 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     grey = sample_along(image_f, p0, d, t, np.arange(s[0] - drift_px, s[-1] + drift_px + 1e-6, 1.0))
     m = margin(grey[:, drift_px:drift_px + len(s)])
     shifts = [k for k in range(-drift_px, drift_px + 1, 2) if k]
+    side = np.zeros(len(t))
     if shifts:
-        off = np.max([margin(grey[:, drift_px + k:drift_px + k + len(s)]) for k in shifts], axis=0)
-        m = np.where(off > m + drift_tol * mu, 0.0, m)
+        offs = np.array([margin(grey[:, drift_px + k:drift_px + k + len(s)]) for k in shifts])
+        off = offs.max(axis=0)
+        drifted = off > m + drift_tol * mu
+        side = np.where(drifted, np.sign(np.array(shifts, float))[np.argmax(offs, axis=0)], 0.0)
+        m = np.where(drifted, 0.0, m)
     evidence = np.cumsum(np.minimum(m, 2.0 * mu) - 0.5 * mu)
     # The segmentation ended where the echo dropped: a shaft that goes on shows at once, not after a gap.
     reached = np.flatnonzero(evidence >= min_evidence_px * 0.5 * mu)
@@ -552,6 +561,10 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     alarm = np.flatnonzero(fallen > alarm_px * 0.5 * mu)
     alarm = alarm[alarm > reached[0]]  # the shaft was there up to ``reached``
     k = int(np.argmax(evidence[:alarm[0] if len(alarm) else len(t)]))
+    if crossing_px and t[k] - t_tip < crossing_max_px:
+        near = side[:k + crossing_px + 1]
+        if (near < 0).any() and (near > 0).any():
+            return t_tip
     return float(t[k]) if t[k] - t_tip >= min_extend_px else t_tip
 
 
