@@ -221,7 +221,8 @@ def test_the_tip_is_not_drawn_short_where_the_segmentation_stops_early():
 def test_a_tip_resting_on_a_tissue_layer_is_not_carried_along_it(model):
     """Tuning scene 6245 (insertion, injecting): the tip rests on a bright layer that runs on at a small
     angle to the shaft. The change-point follower, without its off-axis check, carried the tip 1.5 mm
-    along the layer on frames 212 and 218."""
+    along the layer on frames 212 and 218; with the direction band of the thirteenth session, and
+    without its check for a line crossing the axis, 1.6 mm on frame 218."""
     from guidance.sim import SimConfig, Simulator
 
     sim = Simulator(SimConfig(width_px=400, height_px=320, seed=6245, scenario="insertion", depth_mm=25.0))

@@ -568,6 +568,21 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     return float(t[k]) if t[k] - t_tip >= min_extend_px else t_tip
 
 
+def direction_band_half_width_px(d: np.ndarray) -> float:
+    """Half-width (image px) of the profiles that give a shaft's direction, by its slope.
+
+    10 px for a shaft at 35 deg from the horizontal or flatter, 8 px at 45 deg
+    or steeper, linear between (``d`` is its unit direction in image px).
+    Measured on the tuning scenes and the foreign frames (model card): a
+    wider band steadies the direction of flatter needles, whose echo and
+    ringing stand out along the profile, and tilts steep ones, whose faint
+    shaft sits in tissue. The ramp keeps a needle near 40 deg from flipping
+    between two bands from frame to frame.
+    """
+    theta = np.degrees(np.arctan2(abs(float(d[1])), abs(float(d[0]))))
+    return float(10.0 - 2.0 * np.clip((theta - 35.0) / 10.0, 0.0, 1.0))
+
+
 def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | None, *,
                     refine: bool | str = True, tip_refine: bool = True, line_step_px: float = 8.0,
                     line_chunk: int = 8, tip_method: str = "fall_off") -> tuple[np.ndarray, np.ndarray, float]:
@@ -603,7 +618,7 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
     if refine and image_f is not None and length > 8:
         # stay off the last few pixels before the tip: the bevel is not part of the straight shaft
         if refine == "direction":
-            hw = 8.0  # chosen on tuning seeds (6-16 px tried): about a needle's echo at 512 px
+            hw = direction_band_half_width_px(d)
         else:
             hw = max(4.0, 1.5 * max(scale.sx, scale.sy) + 2.0)
         p_r, d_r, contrast = refine_line_on_image(image_f, p, d, 0.0, length - 4.0, half_width_px=hw,
