@@ -573,11 +573,14 @@ def direction_band_half_width_px(d: np.ndarray) -> float:
 
     10 px for a shaft at 35 deg from the horizontal or flatter, 8 px at 45 deg
     or steeper, linear between (``d`` is its unit direction in image px).
-    Measured on the tuning scenes and the foreign frames (model card): a
-    wider band steadies the direction of flatter needles, whose echo and
-    ringing stand out along the profile, and tilts steep ones, whose faint
-    shaft sits in tissue. The ramp keeps a needle near 40 deg from flipping
-    between two bands from frame to frame.
+    The band must hold the shaft's bright wall along its whole length while
+    the segmented line is still a degree or two off: at one end of a long
+    shaft the wall is then up to 10 px from the line, and a band that loses
+    it pulls the fit back toward the segmentation's angle. On the tuning
+    scenes and the foreign frames (model card) wider bands did this better
+    for flatter needles and tilted steep ones, whose faint shaft sits in
+    bright tissue. The ramp keeps a needle near 40 deg from switching bands
+    from frame to frame.
     """
     theta = np.degrees(np.arctan2(abs(float(d[1])), abs(float(d[0]))))
     return float(10.0 - 2.0 * np.clip((theta - 35.0) / 10.0, 0.0, 1.0))
