@@ -91,7 +91,7 @@ def make_targets(truth: dict, size: int = SIZE) -> np.ndarray:
     return out
 
 
-def render_sample(seed: int, needle_styles: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(seed: int, needle_styles: bool | dict = False) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (S,S), targets uint8 (4,S,S) scaled to 0..255) for one training seed."""
     from guidance.sim.training import make_sample
 
@@ -104,7 +104,7 @@ def render_sample(seed: int, needle_styles: bool = False) -> tuple[np.ndarray, n
 
 
 def build_cache(path: Path, seeds: list[int], workers: int,
-                needle_styles: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                needle_styles: bool | dict = False) -> tuple[np.ndarray, np.ndarray]:
     if path.is_file():
         z = np.load(path)
         if len(z["images"]) == len(seeds) and int(z["seed0"]) == seeds[0]:
@@ -294,6 +294,9 @@ def main(argv=None) -> int:
     ap.add_argument("--needle-styles", action="store_true",
                     help="make 35 %% of the needles of point scatterers, as Field II-style simulators do "
                          "(make_sample(needle_styles=True)); the cache file name says so")
+    ap.add_argument("--style-mix", default=None, metavar="STYLE=SHARE,...",
+                    help="each needle style's share of the needles, e.g. scatter=0.25,walls=0.3 (the rest "
+                         "specular; make_sample(needle_styles={...})); the cache file name says so")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="time budget: the learning-rate schedule runs over it when it ends before --steps")
     args = ap.parse_args(argv)
@@ -307,11 +310,15 @@ def main(argv=None) -> int:
 
     seeds = [TRAIN_SEED0 + args.seed * 1_000_000 + i for i in range(args.samples)]
     cache = Path(str(args.cache).format(samples=args.samples, seed=args.seed))
-    if args.needle_styles:
+    styles = args.needle_styles
+    if args.style_mix:
+        styles = {k: float(v) for k, v in (kv.split("=") for kv in args.style_mix.split(","))}
+        cache = cache.with_name(cache.stem + "_" + "_".join(f"{k}{v:g}" for k, v in styles.items()) + ".npz")
+    elif args.needle_styles:
         cache = cache.with_name(cache.stem + "_styles.npz")
-    images, targets = build_cache(cache, seeds, args.workers, args.needle_styles)
+    images, targets = build_cache(cache, seeds, args.workers, styles)
     vimg, vtg = build_cache(cache.with_name(cache.stem + "_val.npz"),
-                            [VAL_SEED0 + i for i in range(args.val)], args.workers, args.needle_styles)
+                            [VAL_SEED0 + i for i in range(args.val)], args.workers, styles)
     print(f"data ready in {time.time() - t_start:.0f} s", flush=True)
 
     net = build_net(leaky=args.leaky, channels=tuple(args.channels))
@@ -380,7 +387,7 @@ def main(argv=None) -> int:
     info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "parameters": n_params, "channels": list(args.channels),
             "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
-            "needle_styles": args.needle_styles, "freeze_bn": args.freeze_bn,
+            "needle_styles": args.needle_styles, "style_mix": args.style_mix, "freeze_bn": args.freeze_bn,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
             "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16 if aligned else None}

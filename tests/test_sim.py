@@ -372,13 +372,41 @@ def test_sim_command_writes_a_scatterer_needle_sequence_that_says_so(tmp_path, c
                               needle_style="scatter"))
     assert np.array_equal(frame, sim.render(5).image)
     with pytest.raises(SystemExit):  # argparse names the choices
-        cli_main(["sim", "--needle-style", "walls", "--out", str(tmp_path / "x")])
-    assert "invalid choice: 'walls'" in capsys.readouterr().err
+        cli_main(["sim", "--needle-style", "bubbles", "--out", str(tmp_path / "x")])
+    assert "invalid choice: 'bubbles'" in capsys.readouterr().err
 
 
 def test_an_unknown_needle_style_is_a_user_error():
-    with pytest.raises(Exception, match="needle style 'walls'"):
-        Simulator(SimConfig(needle_style="walls"))
+    with pytest.raises(Exception, match="needle style 'bubbles'"):
+        Simulator(SimConfig(needle_style="bubbles"))
+
+
+def test_a_walls_needle_shows_its_far_wall_as_bright_as_the_near_one():
+    """Single-scattering simulators (PyMUST) draw a tube as two equal walls; our scanner-like
+    specular needle has its far wall in the near one's shadow and ringing below."""
+    offsets = np.arange(-24, 25, 0.5)
+    for seed in (1, 2, 3):
+        spec = _sim(seed=seed).render(40)
+        walls = _sim(seed=seed, needle_style="walls").render(40)
+        assert walls.truth["needle"] == spec.truth["needle"] and walls.truth["sim"]["needle_style"] == "walls"
+        half_px = 0.5 * GAUGE_MM[walls.truth["sim"]["gauge"]] / walls.spacing_mm[0]
+        n = walls.truth["needle"]
+        tip, tail = np.array(n["tip_px"]), np.array(n["shaft_px"][0])
+        chord = half_px / abs((tip - tail)[0] / np.hypot(*(tip - tail)))  # the walls' vertical half-spacing
+        near, far = np.abs(offsets + chord) <= 1.5, np.abs(offsets - chord) <= 1.5
+        pw, ps = _across_profile(walls, offsets), _across_profile(spec, offsets)
+        flank = pw[np.abs(offsets) >= chord + 10].mean()
+        ratio_walls = (pw[far].max() - flank) / (pw[near].max() - flank)
+        ratio_spec = (ps[far].max() - flank) / (ps[near].max() - flank)
+        assert ratio_walls > 0.85 and ratio_spec < 0.7, (seed, ratio_walls, ratio_spec)
+
+
+def test_needle_style_shares_in_training_samples():
+    styles = [make_sample(seed, needle_styles={"scatter": 0.25, "walls": 0.3}).truth for seed in range(100000, 100040)]
+    kinds = [t["sim"].get("needle_style", "specular") for t in styles if t["needle"]]
+    assert kinds.count("walls") >= 4 and kinds.count("scatter") >= 3 and kinds.count("specular") >= 6, kinds
+    with pytest.raises(ValueError, match="summing to at most 1"):
+        make_sample(1, needle_styles={"scatter": 0.7, "walls": 0.5})
 
 
 def test_needle_styles_in_training_samples_change_only_the_needle():

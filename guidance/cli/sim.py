@@ -100,8 +100,9 @@ def register(subparsers) -> None:
                    help="anatomy: trochlea (axial, V-shaped groove), condyle (convex), suprapatellar "
                         "(longitudinal, flat femur); default: drawn from the seed")
     p.add_argument("--needle-style", choices=NEEDLE_STYLES, default="specular",
-                   help="the needle's echo: specular (a metal tube's walls and reverberation, default) or "
-                        "scatter (a cylinder of strong point scatterers, as Field II-style simulators make it)")
+                   help="the needle's echo: specular (a metal tube's walls and reverberation, default), "
+                        "scatter (a cylinder of strong point scatterers, as Field II-style simulators make it) "
+                        "or walls (two equally bright walls, no ringing, as PyMUST makes a tube)")
     p.add_argument("--masks", action="store_true", help="also write masks/NNNNN.png (training labels)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_run)

@@ -27,8 +27,10 @@ import numpy as np
 from .noise import smooth_curve
 
 GAUGE_MM = {18: 1.27, 19: 1.07, 20: 0.91, 21: 0.82, 22: 0.72, 23: 0.64, 25: 0.51}
-NEEDLE_STYLES = ("specular", "scatter")
-"""How the shaft echoes: a metal tube's specular walls, or a cylinder of point scatterers (Field II-style)."""
+NEEDLE_STYLES = ("specular", "scatter", "walls")
+"""How the shaft echoes: a metal tube's specular walls with the far wall in the near one's shadow and
+ringing between them (what scanners show), a cylinder of point scatterers (Field II-style), or two
+equally bright walls with no ringing (what single-scattering simulators such as PyMUST make of a tube)."""
 VISIBLE_LEVEL = 0.35
 """Fraction of the in-plane echo below which a piece of shaft counts as out of plane."""
 
@@ -265,7 +267,8 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     if plan.style == "scatter":
         points, amp, shaft_echo = _scatterer_shaft(plan, pose, brightness, u[-1], diameter_px)
     else:
-        points, amp, shaft_echo = _specular_shaft(plan, pose, brightness, u, pts, vis, diameter_px, step)
+        points, amp, shaft_echo = _specular_shaft(plan, pose, brightness, u, pts, vis, diameter_px, step,
+                                                  walls_only=plan.style == "walls")
 
     # Visible pieces (in plane), from the far end to the end nearest the tip.
     seen = vis >= VISIBLE_LEVEL
@@ -293,13 +296,15 @@ def _in_plane(plan: NeedlePlan, pose: NeedlePose, u_px: np.ndarray) -> np.ndarra
 
 
 def _specular_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u: np.ndarray, pts: np.ndarray,
-                    vis: np.ndarray, diameter_px: float, step: float) -> tuple[np.ndarray, np.ndarray, float]:
+                    vis: np.ndarray, diameter_px: float, step: float,
+                    walls_only: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
     """Deposits of a metal tube: its two walls, the ringing between them and the bevel.
 
     ``pts`` are the axis samples ``u`` px back from the tip, ``step`` px apart,
     with their in-plane visibility ``vis``. Returns the deposits' positions
     (N, 2) in canvas px, their amplitudes (N,) and the in-plane shaft echo per
-    px of length.
+    px of length. ``walls_only``: the far wall as bright as the near one and no
+    ringing, as a simulator of single scattering draws a tube (style "walls").
     """
     s = plan.spacing_mm
     px = 1.0 / s
@@ -316,6 +321,8 @@ def _specular_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u: np
     reverb_decay = 0.3 + 0.3 * specular
     offsets = [-chord / 2, chord / 2] + [chord / 2 + 0.5 * k * chord for k in range(1, 6)]
     gains = [1.0, 0.3] + [0.1 * plan.reverb * reverb_decay ** k * specular for k in range(1, 6)]
+    if walls_only:
+        offsets, gains = offsets[:2], [1.0, 1.0]
     all_pts = [pts + np.array([0.0, off]) for off in offsets]
     all_amp = [base * g for g in gains]
     all_pts.append(pts[u < bevel_len])

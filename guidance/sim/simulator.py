@@ -41,8 +41,10 @@ class SimConfig:
     times ``fps``. ``randomize`` turns on strong appearance randomisation
     (probe, grey map, blur, noise) for training. ``needle_style`` is how the
     needle echoes: ``"specular"`` (a metal tube's walls, reverberation and
-    bevel; our default) or ``"scatter"`` (a cylinder of strong point
-    scatterers, as point-scatterer simulators such as Field II phantoms make it).
+    bevel; our default), ``"scatter"`` (a cylinder of strong point scatterers,
+    as point-scatterer simulators such as Field II phantoms make it) or
+    ``"walls"`` (two equally bright walls and no ringing, as simulators of
+    single scattering such as PyMUST make a tube).
     """
 
     width_px: int = 512
@@ -215,9 +217,9 @@ class Simulator:
                                     out_of_plane=sc.out_of_plane, inject=sc.inject, redirect=sc.redirect,
                                     echogenic=bool(strong and rng.random() < 0.25),
                                     reverb=rng.uniform(0.0, 2.5) if strong else 1.0)
-            if self.plan is not None and cfg.needle_style == "scatter":
+            if self.plan is not None and cfg.needle_style != "specular":
                 # its own random stream: the rest of the scene stays what the same seed always made
-                self.plan = dataclasses.replace(self.plan, style="scatter",
+                self.plan = dataclasses.replace(self.plan, style=cfg.needle_style,
                                                 scatter_seed=int(cfg.seed) & 0xFFFFFFFF)
 
         # Probe drift (lateral, whole pixels) and operator gain changes, per frame.

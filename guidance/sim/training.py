@@ -17,13 +17,15 @@ import cv2
 import numpy as np
 
 from .screen import draw_overlays, draw_screen
+from .needle import NEEDLE_STYLES
 from .simulator import SimConfig, SimFrame, Simulator
 
 TRAINING_SCENARIOS = ("insertion", "steep", "out_of_plane", "no_needle")
 _SCENARIO_P = (0.38, 0.27, 0.2, 0.15)
 
 
-def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *, needle_styles: bool = False) -> SimFrame:
+def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
+                needle_styles: bool | dict[str, float] = False) -> SimFrame:
     """One randomised labelled frame, deterministic in ``seed``.
 
     Parameters
@@ -31,9 +33,10 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *, needle_styl
     seed : int
     size_px : (width, height) of the output image in pixels.
     needle_styles : when True, 35 % of the needles are made of point scatterers
-        (``SimConfig.needle_style="scatter"``) instead of specular walls. The
-        choice has its own random stream, so every other sample, and every
-        sample with False, is the same as before.
+        (``SimConfig.needle_style="scatter"``) instead of specular walls; a dict
+        such as ``{"scatter": 0.25, "walls": 0.3}`` gives each style's share
+        (the rest specular). The choice has its own random stream, so every
+        other sample, and every sample with False, is the same as before.
 
     Returns
     -------
@@ -62,7 +65,7 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *, needle_styl
     cfg = SimConfig(width_px=sw, height_px=sh, fps=fps, seed=int(rng.integers(0, 2**31)), scenario=scenario,
                     depth_mm=depth_mm, n_frames=int(rng.integers(30, 90)), randomize=True,
                     drift_mm=rng.uniform(0.2, 2.0), cartilage=bool(rng.random() > 0.15),
-                    needle_style="scatter" if needle_styles and _style_rng(seed).random() < 0.35 else "specular")
+                    needle_style=_needle_style(seed, needle_styles))
     overlays = rng.random() < 0.3
     jpeg_quality = int(rng.integers(25, 90)) if rng.random() < 0.3 else None
     sim = Simulator(cfg)
@@ -96,6 +99,22 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *, needle_styl
 
 def _style_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x57E1])
+
+
+def _needle_style(seed: int, shares: bool | dict[str, float]) -> str:
+    """The needle style of sample ``seed`` for ``make_sample``'s ``needle_styles``."""
+    if not shares:
+        return "specular"
+    if shares is True:
+        shares = {"scatter": 0.35}
+    if sum(shares.values()) > 1.0 or any(k not in NEEDLE_STYLES for k in shares):
+        raise ValueError(f"needle style shares {shares}: styles of {NEEDLE_STYLES} summing to at most 1")
+    u = _style_rng(seed).random()
+    for style, share in shares.items():  # the same draw as before for {"scatter": 0.35}
+        if u < share:
+            return style
+        u -= share
+    return "specular"
 
 
 def _degrade(rng, image: np.ndarray, region, overlays: bool, jpeg_quality: int | None) -> np.ndarray:
