@@ -437,6 +437,32 @@ def test_a_flat_needle_gets_its_direction_from_the_image_though_the_segmentation
         assert np.degrees(np.arccos(min(1.0, d @ d_true))) < 0.1
 
 
+def test_two_equal_walls_give_the_direction_where_the_centroid_hops_between_them():
+    """Simulators of single scattering (PyMUST) draw both walls of a tube alike: the centroid of the brightest
+    echo hops from one wall to the other along the shaft and tilts the fitted line; aligning the whole
+    cross-section does not. A scanner-like shaft (bright near wall, faint far wall) is left to the centroid."""
+    two, centroid = [], []
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        centre, angle = np.array([40.3, 50.7]), np.radians(rng.uniform(15, 40))
+        d_true = np.array([np.cos(angle), np.sin(angle)])
+        speckle = cv2.GaussianBlur(rng.rayleigh(1.0, (300, 380)).astype(np.float32), (0, 0), 1.2)
+        speckle /= speckle.mean()
+        walls = two_wall_needle((300, 380), centre, d_true, t_end=260.0, radius=6.0, bright=120.0, dim=120.0)
+        a = angle + np.radians(2.0)  # the segmentation's line, 2 degrees off
+        d0 = np.array([np.cos(a), np.sin(a)])
+        p = centre + 130.0 * d_true - 125.0 * d0
+        got = pp.two_wall_direction(walls * speckle, p, d0, 0.0, 250.0)
+        assert got is not None, seed
+        two.append(np.degrees(np.arccos(min(1.0, abs(got[1] @ d_true)))))
+        _, dc, _ = pp.refine_line_on_image(walls * speckle, p, d0, 0.0, 250.0, half_width_px=10.0, step_px=8.0,
+                                           chunk=8)
+        centroid.append(np.degrees(np.arccos(min(1.0, abs(dc @ d_true)))))
+        scanner = two_wall_needle((300, 380), centre, d_true, t_end=260.0, radius=6.0) * speckle
+        assert pp.two_wall_direction(scanner, p, d0, 0.0, 250.0) is None, seed
+    assert max(two) < 0.15 and np.median(centroid) > 0.3, (two, centroid)
+
+
 def test_the_direction_band_narrows_smoothly_for_steeper_needles():
     band = [pp.direction_band_half_width_px(np.array([np.cos(np.radians(a)), np.sin(np.radians(a))]))
             for a in np.arange(0.0, 90.1, 0.5)]

@@ -568,6 +568,88 @@ def shaft_end_by_change_point(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray
     return float(t[k]) if t[k] - t_tip >= min_extend_px else t_tip
 
 
+def _two_walls(section: np.ndarray, step_px: float, *, min_sep_px: float = 2.0, ratio: float = 0.5,
+               dip: float = 0.6) -> bool:
+    """Whether a shaft's cross-section holds two comparably bright walls: beside its highest peak,
+    another at least ``min_sep_px`` away and ``ratio`` of it high, with a dip between them under
+    ``dip`` of the lower one (heights above the section's median)."""
+    ex = section - np.median(section)
+    peak = (ex[1:-1] > ex[:-2]) & (ex[1:-1] >= ex[2:]) & (ex[1:-1] > 0)
+    idx = np.flatnonzero(peak) + 1
+    if len(idx) < 2:
+        return False
+    order = idx[np.argsort(ex[idx])[::-1]]
+    first = order[0]
+    apart = order[np.abs(order - first) * step_px >= min_sep_px]
+    if len(apart) == 0 or ex[apart[0]] < ratio * ex[first]:
+        return False
+    lo, hi = sorted((first, apart[0]))
+    return bool(ex[lo:hi + 1].min() <= dip * ex[apart[0]])
+
+
+def two_wall_direction(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0: float, t1: float, *,
+                       half_width_px: float = 10.0, step_px: float = 8.0, chunk: int = 8,
+                       max_shift_px: float = 4.0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Direction of a shaft whose two walls echo alike, or None when its cross-section is not so.
+
+    A scanner shows the near wall of a needle brightest (the far one lies in
+    its shadow), and :func:`refine_line_on_image` fits the centroids of the
+    brightest echo. Simulators of single scattering (PyMUST, Field II with a
+    tube) draw both walls alike; the centroid then hops between them from one
+    piece of shaft to the next and the fitted angle tilts by degrees. Here
+    the profiles across the line (each the mean of ``chunk`` 1-px steps, every
+    ``step_px`` between ``t0`` and ``t1``) are aligned to the shaft's own
+    median cross-section by normalised cross-correlation, so both walls move
+    as one, and a line is fitted through the shifts. Returns (point, unit
+    direction), or None when the median cross-section does not hold two
+    comparable walls, when the shaft is too short, or when the fit is not a line.
+    """
+    if t1 - t0 < 4 * step_px:
+        return None
+    ds = 0.25
+    m = int(round(max_shift_px / ds))
+    s = np.arange(-half_width_px - max_shift_px, half_width_px + max_shift_px + 1e-6, ds)
+    t = np.arange(t0, t1, step_px)
+    tt = np.arange(t0, t0 + len(t) * step_px, step_px / chunk)
+    prof = sample_along(image_f, p0, d, tt, s).reshape(len(t), chunk, len(s)).mean(axis=1)
+    t = t + 0.5 * step_px * (chunk - 1) / chunk
+    prof -= prof.mean(axis=1, keepdims=True)
+    core = slice(m, len(s) - m)
+    section = np.median(prof, axis=0)[core]  # the cross-section as the segmented line has it
+    if not _two_walls(section, ds):
+        return None
+    shifts = np.arange(-m, m + 1)
+    rows = np.arange(len(t))
+    win = np.lib.stride_tricks.sliding_window_view(prof, len(s) - 2 * m, axis=1)  # (chunks, shifts, samples)
+    win = win - win.mean(axis=2, keepdims=True)
+    win_norm = np.linalg.norm(win, axis=2)
+    off = np.zeros(len(t))
+    for it in range(2):  # the template from the profiles as the line has them, then as aligned
+        if it:
+            idx = np.clip(np.arange(len(s))[None, :] + np.round(off / ds).astype(int)[:, None], 0, len(s) - 1)
+            section = np.median(np.take_along_axis(prof, idx, axis=1), axis=0)[core]
+        section = section - section.mean()
+        cc = (win @ section) / (win_norm * np.linalg.norm(section) + 1e-9)
+        k = np.clip(np.argmax(cc, axis=1), 1, len(shifts) - 2)
+        a, b, c = cc[rows, k - 1], cc[rows, k], cc[rows, k + 1]
+        den = a - 2 * b + c
+        frac = np.where(den < -1e-9, 0.5 * (a - c) / np.where(den < -1e-9, den, -1.0), 0.0)
+        off = (shifts[k] + np.clip(frac, -0.5, 0.5)) * ds
+    w = np.clip(cc[rows, k], 0, None) ** 2
+    for _ in range(2):  # weighted LSQ of offset = a + b t, then one Huber reweighting
+        A = np.stack([np.ones_like(t), t], axis=1)
+        sw = np.sqrt(w)
+        coef, *_ = np.linalg.lstsq(A * sw[:, None], off * sw, rcond=None)
+        r = np.abs(off - A @ coef)
+        w = w * np.where(r <= 0.75, 1.0, 0.75 / np.maximum(r, 1e-9))
+    a0, slope = coef
+    if abs(slope) > 0.1:
+        return None
+    n = np.array([-d[1], d[0]])
+    d_new = d + slope * n
+    return p0 + a0 * n, d_new / np.hypot(*d_new)
+
+
 def direction_band_half_width_px(d: np.ndarray) -> float:
     """Half-width (image px) of the profiles that give a shaft's direction, by its slope.
 
@@ -596,7 +678,8 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
     into it); the offset is added at the end. ``refine``:
 
     - ``"direction"`` (hybrid): the direction comes from the image (a line
-      through the centroids of perpendicular profiles at full resolution), the
+      through the centroids of perpendicular profiles at full resolution, or
+      for a shaft whose two walls echo alike :func:`two_wall_direction`), the
       position across the line from the candidate. The brightest echo is the
       shaft's upper wall, parallel to the axis but half a diameter off it, so
       the image gives the angle and the segmentation its centreline.
@@ -626,6 +709,10 @@ def needle_to_image(cand: NeedleCandidate, scale: Scale, image_f: np.ndarray | N
             hw = max(4.0, 1.5 * max(scale.sx, scale.sy) + 2.0)
         p_r, d_r, contrast = refine_line_on_image(image_f, p, d, 0.0, length - 4.0, half_width_px=hw,
                                                   step_px=line_step_px, chunk=line_chunk)
+        walls = two_wall_direction(image_f, p, d, 0.0, length - 4.0, half_width_px=hw, step_px=line_step_px,
+                                   chunk=line_chunk) if refine == "direction" else None
+        if walls is not None:
+            d_r = walls[1]
         if refine == "direction":
             p = 0.5 * (tail0 + tip0)  # pivot about the middle of the segmented shaft
             d = d_r
