@@ -147,7 +147,8 @@ def line_frame(value: int, size: int = 128) -> np.ndarray:
     (230, 0.5, False),   # 0.90, but the second opinion scores it half: consensus 0.68, a tissue streak
     (230, 1.0, True),    # both agree: consensus 0.90
     (218, None, False),  # 0.85 alone: below 0.89
-    (218, 1.0, True),    # 0.85 seen the same by all four views: above the consensus rule's 0.84
+    (218, 1.0, True),    # 0.85 seen the same by all four views: above the consensus rule's 0.845
+    (240, 0.5, False),   # 0.94: inside the band (up to 0.95 since the fourteenth session), the consensus 0.71 refuses it
     (250, 0.5, True),    # 0.98: above the band, the model's own rule decides and the second is not asked
     (150, 1.0, False),   # 0.59: under the band, clear tissue
 ])

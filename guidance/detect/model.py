@@ -48,8 +48,8 @@ class ModelDetector:
                  short_needle_mm: float = 3.5,
                  short_needle_min_confidence: float = 0.92, needle_join_gap: float = 0.08,
                  follow_shaft: bool = True, second_opinion: str | Path | None = None,
-                 consensus_band: tuple[float, float] = (0.7, 0.93),
-                 consensus_min_confidence: float = 0.84, long_needle_mm: float = 10.0,
+                 consensus_band: tuple[float, float] = (0.7, 0.95),
+                 consensus_min_confidence: float = 0.845, long_needle_mm: float = 10.0,
                  long_needle_min_confidence: float = 0.78) -> None:
         import onnxruntime as ort
 
