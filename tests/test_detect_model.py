@@ -303,3 +303,21 @@ def test_a_fan_shaped_image_gets_its_bone_and_no_needle_on_its_edges(model):
         d = model.detect(fan, spacing_mm=(0.06, 0.06), region=find_imaging_region(fan))
         assert d.needle is None
         assert d.target is not None and np.ptp(d.target.bone_px[:, 0]) > 0.5 * fan.shape[1]
+
+
+def test_model_on_frames_of_another_projects_simulator():
+    """Five frames of PyMUST (SIMUS, plane waves; bench/pymust_frames.py), each its own scene: the bone found
+    to a fraction of a millimetre, no needle where there is none, and the needles made of dense scatterers
+    found with their tips. The flat two-wall needle of frame 0 is still missed (model card): not asserted."""
+    folder = REPLAY / "pymust_frames"
+    det = load_detector("auto")
+    for truth in read_jsonl(folder / "truth.jsonl"):
+        img = cv2.imread(str(folder / "images" / f"{truth['frame']:05d}.png"), cv2.IMREAD_GRAYSCALE)
+        d = det.detect(img, spacing_mm=tuple(truth["spacing_mm"]))
+        r = evaluate([({"needle": needle_to_dict(d.needle), "target": target_to_dict(d.target)}, truth)])
+        assert r["bone_distance"]["median"] < 0.1 and r["bone_coverage"] > 0.9, (truth["frame"], r["bone_distance"])
+        if truth["needle"] is None:
+            assert d.needle is None, truth["frame"]
+        elif truth["needle"]["style"] == "scatter":
+            assert d.needle is not None, truth["frame"]
+            assert r["tip_error"]["median"] < 0.5 and r["angle_error_deg"]["median"] < 1.5, (truth["frame"], r)
