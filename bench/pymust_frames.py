@@ -1,7 +1,7 @@
 """Knee-like frames from a physics-based simulator of another project: PyMUST (SIMUS).
 
     pip install pymust                      # bench only; not a dependency of the system
-    python bench/pymust_frames.py --out DIR [--frames 60] [--seed 0] [--probe L11-5v] [--jobs 1]
+    python bench/pymust_frames.py --out DIR [--frames 60] [--seed 0] [--probe L11-5v] [--spacing 0.075]
     guidance detect DIR/frames --spacing 0.075 --no-track --out pred.jsonl
     guidance eval pred.jsonl DIR/truth.jsonl
 
@@ -9,8 +9,10 @@ The detector will be judged on physics-based simulations made with other tools.
 ``bench/eval_foreign.py`` imitates such tools with our own code; this script
 uses one of them. PyMUST's ``simus`` computes the radio-frequency signals of a
 linear array (the L11-5v by default: 128 elements, 7.6 MHz) from point
-scatterers, for three steered plane waves; ``dasmtx`` beamforms them (delay and
-sum), the three are compounded coherently and log-compressed by ``bmode``.
+scatterers, for five plane waves steered -12 to +12 degrees; ``dasmtx`` beamforms
+them (delay and sum, receive f-number chosen by MUST), the five are compounded
+coherently, a TGC undoes most of the attenuation, and the envelope is
+log-compressed over 45-60 dB.
 Nothing of ``guidance.sim`` is used, and no scanner post-processing is added.
 
 Each frame is its own scene: layered soft tissue with septa and striations,

@@ -16,8 +16,8 @@ import math
 import cv2
 import numpy as np
 
-from .screen import draw_overlays, draw_screen
 from .needle import NEEDLE_STYLES
+from .screen import draw_overlays, draw_screen
 from .simulator import SimConfig, SimFrame, Simulator
 
 TRAINING_SCENARIOS = ("insertion", "steep", "out_of_plane", "no_needle")
