@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from guidance.contract import needle_to_dict, target_to_dict
+from guidance.contract import needle_to_dict, read_jsonl, target_to_dict
 from guidance.detect import load_detector
 from guidance.evaluate import evaluate
 
@@ -43,8 +43,7 @@ def load(dirs: list[Path]) -> list[tuple[np.ndarray, tuple[float, float], dict]]
     """(image, spacing, truth line) of every frame that has both its image and its truth."""
     frames = []
     for d in dirs:
-        for line in (d / "truth.jsonl").read_text().splitlines():
-            t = json.loads(line)
+        for t in read_jsonl(d / "truth.jsonl"):
             img = cv2.imread(str(_images(d) / f"{t['frame']:05d}.png"), cv2.IMREAD_GRAYSCALE)
             if img is not None:
                 frames.append((img, tuple(t["spacing_mm"]), t))
@@ -87,8 +86,7 @@ def main() -> int:
             out[det.name][g] = {k: rg[k] for k in ("needle_recall", "false_positive_rate", "tip_error",
                                                    "angle_error_deg")}
         if args.out_dir is not None:
-            _write_outputs(args.out_dir, "pymust", det.name, [(f[0], f[1], t) for f, (_, t) in zip(frames, pairs)],
-                           dets, pairs)
+            _write_outputs(args.out_dir, "pymust", det.name, frames, dets, pairs)
     print(json.dumps(out, indent=1))
     return 0
 

@@ -159,7 +159,6 @@ class Imager:
             p.fnumber = None                              # receive aperture grows with depth (MUST's own choice)
             self.params.append(p)
         self.param = self.params[0]
-        self.sp = spacing_mm
         nx = int(round(2 * X_HALF_MM / spacing_mm)) + 1
         nz = int(round((Z1_MM - Z0_MM) / spacing_mm)) + 1
         self.shape = (nz, nx)
@@ -169,7 +168,7 @@ class Imager:
         self.opt = pymust.utils.Options()
         self.opt.dBThresh = -30.0          # frequencies within 30 dB of the pulse's peak: 5x faster, same image
         self.opt.ElementSplitting = 1
-        self.M = None
+        self.M = [None] * len(ANGLES_DEG)  # beamforming matrices, built on the first frame
 
     @property
     def wavelength_mm(self) -> float:
@@ -181,8 +180,6 @@ class Imager:
         for k, (dl, param) in enumerate(zip(self.delays, self.params)):
             rf, _ = pm.simus(sc["x"] * 1e-3, sc["z"] * 1e-3, sc["rc"], dl, param, self.opt)
             iq = pm.rf2iq(rf, param)
-            if self.M is None:
-                self.M = [None] * len(self.delays)
             if self.M[k] is None or self.M[k].shape[1] != iq.size:
                 self.M[k] = pm.dasmtx(iq, self.xi, self.zi, dl, param)
             iq_sum = iq_sum + (self.M[k] @ iq.flatten(order="F")).reshape(self.shape, order="F")
