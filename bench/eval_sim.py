@@ -153,7 +153,8 @@ def main() -> int:
     ap.add_argument("--no-cartilage", action="store_true",
                     help="the same scenes with the cartilage worn away: the target must be the bone")
     ap.add_argument("--needle-style", choices=NEEDLE_STYLES, default="specular",
-                    help="the needle as our simulator's specular tube (default) or as a cylinder of point scatterers")
+                    help="the needle's echo (SimConfig.needle_style): our simulator's specular tube (default), "
+                         "a cylinder of point scatterers, two equal walls, or coherent walls under plane waves")
     ap.add_argument("--wide", action="store_true",
                     help="50 scenes (seeds 6200-6249) instead of the 9 evaluation sequences; 8 frames of each "
                          "unless --stride is given")

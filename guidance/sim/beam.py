@@ -97,6 +97,7 @@ class Beam:
         # Band centres spread over the depth; each has its own separable kernel.
         self.centres_px = np.linspace(0.12, 0.88, n_bands) * self.height_px
         self.kernels = []
+        self.sigmas = []
         for c in self.centres_px:
             z = c * s
             lat_fwhm = probe.lateral_fwhm_focus_mm * math.sqrt(1 + ((z - probe.focus_mm) / probe.rayleigh_mm) ** 2)
@@ -106,6 +107,7 @@ class Beam:
             # Ringing: a cosine at a period of ~2.5 sigma adds side lobes to bright interfaces.
             cyc = probe.ringing / (2.5 * sig_ax) if probe.ringing > 0 else 0.0
             self.kernels.append((gabor_kernel(sig_lat), gabor_kernel(sig_ax, cyc)))
+            self.sigmas.append((max(sig_lat, 0.35), max(sig_ax, 0.35)))
         self.half_px = max(max(len(kx), len(ky)) for kx, ky in self.kernels) // 2 + 1
 
         # Residual of attenuation after time-gain compensation, focal gain, deep falloff.
@@ -120,6 +122,12 @@ class Beam:
         self.gain = (10 ** (self.gain_db / 20)).astype(np.float32)
         # Electronic noise amplified by the TGC: rises with depth.
         self.noise_gain = (probe.noise_level * 10 ** (probe.noise_rise_db * z / 20)).astype(np.float32)
+
+    def sigmas_px(self, row: float) -> tuple[float, float]:
+        """Gaussian widths (lateral, axial) in px of the point-spread function at canvas ``row``."""
+        w = self.weights(np.array([row]))[:, 0]
+        sig = np.array(self.sigmas)
+        return float(w @ sig[:, 0]), float(w @ sig[:, 1])
 
     def weights(self, rows: np.ndarray) -> np.ndarray:
         """(n_bands, len(rows)) linear interpolation weights between band centres."""

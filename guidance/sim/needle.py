@@ -27,10 +27,14 @@ import numpy as np
 from .noise import smooth_curve
 
 GAUGE_MM = {18: 1.27, 19: 1.07, 20: 0.91, 21: 0.82, 22: 0.72, 23: 0.64, 25: 0.51}
-NEEDLE_STYLES = ("specular", "scatter", "walls")
+NEEDLE_STYLES = ("specular", "scatter", "walls", "coherent")
 """How the shaft echoes: a metal tube's specular walls with the far wall in the near one's shadow and
-ringing between them (what scanners show), a cylinder of point scatterers (Field II-style), or two
-equally bright walls with no ringing (what single-scattering simulators such as PyMUST make of a tube)."""
+ringing between them (what scanners show), a cylinder of point scatterers (Field II-style), two
+equally bright walls with no ringing (what single-scattering simulators such as PyMUST make of a tube),
+or those two walls as continuous reflectors imaged by steered plane waves (:mod:`.coherent`: the
+echo's strength and its fringes follow the walls' angle, as in PyMUST's compounded frames)."""
+BEVEL_MM = 1.2
+"""Length of the bevel, which scatters diffusely, at the tip."""
 VISIBLE_LEVEL = 0.35
 """Fraction of the in-plane echo below which a piece of shaft counts as out of plane."""
 
@@ -92,6 +96,8 @@ class NeedlePlan:
     """One of NEEDLE_STYLES."""
     scatter_seed: int = 0
     """Seed of the scatterers fixed in a "scatter" needle (they move with it)."""
+    roughness: float = 0.0
+    """A "coherent" needle's diffuse echo, as a fraction of a specular tube's."""
 
     @property
     def diameter_mm(self) -> float:
@@ -244,6 +250,10 @@ class NeedleEcho:
     shadow_segment_px: tuple[np.ndarray, np.ndarray] | None
     shaft_echo: float = 0.0
     """In-plane shaft echo amplitude per px of length (tissue scatterers are ~0.3-1)."""
+    walls: list[tuple[np.ndarray, np.ndarray, float, np.ndarray]] = field(default_factory=list)
+    """Style "coherent": the walls as continuous reflectors (start, unit direction, length in px,
+    amplitude per px sampled evenly from the start), imaged by :func:`.coherent.wall_field`;
+    ``points_px`` then holds only the bevel."""
 
 
 def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int],
@@ -268,7 +278,7 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
         points, amp, shaft_echo = _scatterer_shaft(plan, pose, brightness, u[-1], diameter_px)
     else:
         points, amp, shaft_echo = _specular_shaft(plan, pose, brightness, u, pts, vis, diameter_px, step,
-                                                  walls_only=plan.style == "walls")
+                                                  walls_only=plan.style in ("walls", "coherent"))
 
     # Visible pieces (in plane), from the far end to the end nearest the tip.
     seen = vis >= VISIBLE_LEVEL
@@ -283,8 +293,19 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
     segments.sort(key=lambda seg: -np.hypot(*(seg[1] - tip)))  # far pieces first
     tip_visible = bool(seen[0]) and u[0] < step * 2
     shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
+    walls = []
+    if plan.style == "coherent" and len(u) > 1:
+        # The walls (the first 2 x len(u) deposits) as continuous reflectors, without the angle's
+        # fall-off (the plane waves' phases make it); left among the points only as the weak
+        # direct echo of the metal's roughness.
+        n = len(u)
+        specular = _specular_factor(pose)
+        walls = [(points[j * n], -d, float(u[-1] - u[0]), amp[j * n:(j + 1) * n] / (step * specular))
+                 for j in range(2)]
+        amp = amp.copy()
+        amp[:2 * n] *= plan.roughness
     return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
-                      shaft_echo=shaft_echo)
+                      shaft_echo=shaft_echo, walls=walls)
 
 
 def _in_plane(plan: NeedlePlan, pose: NeedlePose, u_px: np.ndarray) -> np.ndarray:
@@ -293,6 +314,11 @@ def _in_plane(plan: NeedlePlan, pose: NeedlePose, u_px: np.ndarray) -> np.ndarra
     frac = u_px / max(pose.length_px, 1e-6)
     elev = pose.tip_elevation_mm * (1 - frac) + plan.bend_mm * np.sin(np.pi * frac)
     return np.exp(-(elev / plan.elevation_width_mm) ** 2)
+
+
+def _specular_factor(pose: NeedlePose) -> float:
+    """A specular tube's echo relative to a flat one's: it falls as the shaft steepens."""
+    return max(math.exp(-(math.radians(pose.angle_from_horizontal_deg) / math.radians(32.0)) ** 2), 0.12)
 
 
 def _specular_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u: np.ndarray, pts: np.ndarray,
@@ -309,10 +335,10 @@ def _specular_shaft(plan: NeedlePlan, pose: NeedlePose, brightness: float, u: np
     s = plan.spacing_mm
     px = 1.0 / s
     theta = math.radians(pose.angle_from_horizontal_deg)
-    specular = max(math.exp(-(theta / math.radians(32.0)) ** 2), 0.12)
+    specular = _specular_factor(pose)
     tex = np.interp(u * s, np.arange(len(plan.texture)) * 0.1, plan.texture)
     base = brightness * 12.0 * specular * vis * tex * step
-    bevel_len = 1.2 * px
+    bevel_len = BEVEL_MM * px
     bevel = np.where(u < bevel_len, brightness * 7.0 * max(specular, 0.35) * vis * step
                      * (1.0 - u / bevel_len * 0.5), 0.0)
 

@@ -23,8 +23,9 @@ from .. import __version__
 from ..errors import InputError
 from .anatomy import VIEWS, Anatomy, build_anatomy, deposit_curve
 from .beam import Beam, Probe
-from .noise import smooth_curve
+from .coherent import round_trip_wavevectors, wall_field
 from .needle import NEEDLE_STYLES, NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
+from .noise import smooth_curve
 from .scenarios import Scenario, get_scenario
 from .truth import frame_truth
 
@@ -42,9 +43,12 @@ class SimConfig:
     (probe, grey map, blur, noise) for training. ``needle_style`` is how the
     needle echoes: ``"specular"`` (a metal tube's walls, reverberation and
     bevel; our default), ``"scatter"`` (a cylinder of strong point scatterers,
-    as point-scatterer simulators such as Field II phantoms make it) or
+    as point-scatterer simulators such as Field II phantoms make it),
     ``"walls"`` (two equally bright walls and no ringing, as simulators of
-    single scattering such as PyMUST make a tube).
+    single scattering such as PyMUST make a tube) or ``"coherent"`` (those
+    walls as continuous reflectors imaged by steered plane waves,
+    :mod:`guidance.sim.coherent`: faint and fringed unless a wave meets them
+    square on, as in PyMUST's compounded frames).
     """
 
     width_px: int = 512
@@ -221,6 +225,16 @@ class Simulator:
                 # its own random stream: the rest of the scene stays what the same seed always made
                 self.plan = dataclasses.replace(self.plan, style=cfg.needle_style,
                                                 scatter_seed=int(cfg.seed) & 0xFFFFFFFF)
+            if self.plan is not None and self.plan.style == "coherent":
+                # its own random stream, like the style's
+                prng = np.random.default_rng([int(cfg.seed) & 0xFFFFFFFF, 0xC0DE])
+                steer = prng.uniform(0.0, 20.0)
+                tx = np.linspace(-steer, steer, int(prng.choice((1, 3, 5)))) if steer > 1.0 else np.zeros(1)
+                wavelength = 1.54 / self.probe.frequency_mhz
+                self.wavevectors = round_trip_wavevectors(s, wavelength, tx, prng.uniform(10.0, 35.0))
+                self.carrier = 4 * math.pi * s / wavelength
+                self.coherent_gain = prng.uniform(1.0, 3.0)
+                self.plan = dataclasses.replace(self.plan, roughness=float(prng.uniform(0.4, 1.0)))
 
         # Probe drift (lateral, whole pixels) and operator gain changes, per frame.
         t = np.arange(self.n_frames) / cfg.fps
@@ -335,16 +349,23 @@ class Simulator:
         H, W = g.shape
         s = self.spacing_mm[0]
         px = 1.0 / s
-        if len(echo.points_px):  # coherent: the same in every look
-            p = echo.points_px
-            box = self._box(p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max(), ox, W, H)
+        p = echo.points_px
+        ends = np.concatenate([p] + [np.stack([a, a + n * d]) for a, d, n, _ in echo.walls])
+        if len(ends):  # coherent: the same in every look
+            box = self._box(ends[:, 0].min(), ends[:, 1].min(), ends[:, 0].max(), ends[:, 1].max(), ox, W, H)
             if box is not None:
                 x0, y0, x1, y1 = box
                 shape = (y1 - y0, x1 - x0)
                 dre = splat(p, echo.amplitude, (x0, y0), shape)
                 (fre,) = self.beam.form([dre], y0)  # real (coherent) source: the Q part stays zero
-                for re, _ in fields:
+                fim = None
+                if echo.walls:
+                    wre, wim = self._coherent_walls(echo.walls, (x0, y0), shape)
+                    fre, fim = fre + wre, wim
+                for re, im in fields:
                     re[y0:y1, x0 - ox:x1 - ox] += fre
+                    if fim is not None:
+                        im[y0:y1, x0 - ox:x1 - ox] += fim
         if pose.bolus > 0:
             c = self.plan.bolus_centre_px
             rx = self.plan.bolus_radius_mm * math.sqrt(pose.bolus) * px
@@ -381,6 +402,24 @@ class Simulator:
                            [far[1], near[1]] if far[0] < near[0] else [near[1], far[1]])
             below = np.arange(H)[:, None] > (yl + echo.diameter_px)[None, :]
             g[:, ca - ox:cb - ox] *= np.where(below, np.float32(0.85), np.float32(1.0))
+
+    def _coherent_walls(self, walls, origin_px: tuple[int, int], shape: tuple[int, int]):
+        """IQ field (re, im) on the box at ``origin_px`` of a "coherent" needle's walls (:mod:`.coherent`)."""
+        x0, y0 = origin_px
+        h, w = shape
+        field_ = np.zeros(h * w, np.complex128)
+        yy, xx = np.divmod(np.arange(h * w), w)
+        pix = np.column_stack([xx + x0, yy + y0]).astype(np.float64)
+        for start, d, length, amp in walls:
+            mid_row = start[1] + 0.5 * length * d[1]
+            sig = self.beam.sigmas_px(mid_row)
+            reach = 4.0 * max(sig) + 1.0
+            q = pix - start
+            along = q @ d
+            near = (np.abs(q[:, 0] * d[1] - q[:, 1] * d[0]) <= reach) & (along >= -reach) & (along <= length + reach)
+            field_[near] += wall_field(pix[near], start, d, length, amp, sig, self.wavevectors, self.carrier)
+        field_ *= self.coherent_gain
+        return field_.real.reshape(shape).astype(np.float32), field_.imag.reshape(shape).astype(np.float32)
 
     def _needle_truth(self, echo: NeedleEcho, pose, ox: int, mask: np.ndarray):
         """(tail, tip, tip_visible) in frame px from the visible pieces inside the frame; draws the mask."""
