@@ -2,6 +2,7 @@
 
     pip install pymust                      # bench only; not a dependency of the system
     python bench/pymust_frames.py --out DIR [--frames 60] [--seed 0] [--probe L11-5v] [--spacing 0.075]
+                                  [--needle-style walls|scatter]
     guidance detect DIR/frames --spacing 0.075 --no-track --out pred.jsonl
     guidance eval pred.jsonl DIR/truth.jsonl
 
@@ -214,7 +215,7 @@ def truth_line(frame: int, sc: dict, sp: float) -> dict:
             "trajectory": None, "spacing_mm": [sp, sp]}
 
 
-def make(out: Path, frames: int, seed: int, probe: str, spacing_mm: float) -> None:
+def make(out: Path, frames: int, seed: int, probe: str, spacing_mm: float, needle_style: str | None = None) -> None:
     (out / "frames").mkdir(parents=True, exist_ok=True)
     truth_path = out / "truth.jsonl"
     done = {json.loads(s)["frame"]: s for s in truth_path.read_text().splitlines()} if truth_path.exists() else {}
@@ -224,6 +225,8 @@ def make(out: Path, frames: int, seed: int, probe: str, spacing_mm: float) -> No
     for k in range(frames):
         rng = np.random.default_rng([seed, k])
         sc = scene(rng, needle=(k % 3 != 2), wavelength_mm=imager.wavelength_mm)
+        if needle_style is not None and (sc["needle"] is None or sc["needle"]["style"] != needle_style):
+            continue  # the frames kept are those of a full run, byte for byte
         png = out / "frames" / f"{k:05d}.png"
         if k in done and png.exists():
             continue
@@ -236,9 +239,10 @@ def make(out: Path, frames: int, seed: int, probe: str, spacing_mm: float) -> No
               flush=True)
     (out / "meta.json").write_text(json.dumps({
         "tool": "PyMUST simus + dasmtx", "probe": probe, "plane_waves_deg": ANGLES_DEG,
-        "spacing_mm": [spacing_mm, spacing_mm], "frames": frames, "seed": seed,
+        "spacing_mm": [spacing_mm, spacing_mm], "frames": frames, "seed": seed, "needle_style": needle_style,
         "command": " ".join(["python", "bench/pymust_frames.py", "--out", str(out), "--frames", str(frames),
-                             "--seed", str(seed), "--probe", probe, "--spacing", str(spacing_mm)])}, indent=1))
+                             "--seed", str(seed), "--probe", probe, "--spacing", str(spacing_mm)]
+                            + (["--needle-style", needle_style] if needle_style else []))}, indent=1))
 
 
 def main() -> int:
@@ -248,6 +252,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--probe", default="L11-5v", help="a linear array PyMUST's getparam knows (L11-5v, L12-3v)")
     ap.add_argument("--spacing", type=float, default=0.075, help="pixel size, mm")
+    ap.add_argument("--needle-style", choices=("walls", "scatter"), default=None,
+                    help="image only the frames of the first FRAMES whose needle has this style")
     args = ap.parse_args()
     try:
         import pymust  # noqa: F401
@@ -255,7 +261,7 @@ def main() -> int:
         print("pymust_frames.py: PyMUST is not installed (pip install pymust)", file=sys.stderr)
         return 2
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    make(args.out, args.frames, args.seed, args.probe, args.spacing)
+    make(args.out, args.frames, args.seed, args.probe, args.spacing, args.needle_style)
     return 0
 
 
