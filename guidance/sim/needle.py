@@ -98,6 +98,9 @@ class NeedlePlan:
     """Seed of the scatterers fixed in a "scatter" needle (they move with it)."""
     roughness: float = 0.0
     """A "coherent" needle's diffuse echo, as a fraction of a specular tube's."""
+    ghosts: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    """A "coherent" needle's ghost lines: (offset across in diameters, + deeper; signed gain
+    relative to a wall; how far past the tip it runs, mm) each."""
 
     @property
     def diameter_mm(self) -> float:
@@ -302,10 +305,32 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
         specular = _specular_factor(pose)
         walls = [(points[j * n], -d, float(u[-1] - u[0]), amp[j * n:(j + 1) * n] / (step * specular))
                  for j in range(2)]
+        wall_amp = amp[:n].copy()
         amp = amp.copy()
         amp[:2 * n] *= plan.roughness
+        if len(plan.ghosts):
+            gp, ga = _ghost_lines(plan, pose, u, pts, wall_amp, diameter_px, step)
+            points, amp = np.concatenate([points, gp]), np.concatenate([amp, ga])
     return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
                       shaft_echo=shaft_echo, walls=walls)
+
+
+def _ghost_lines(plan: NeedlePlan, pose: NeedlePose, u: np.ndarray, pts: np.ndarray, wall_amp: np.ndarray,
+                 diameter_px: float, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Deposits of a "coherent" needle's ghost lines (:attr:`NeedlePlan.ghosts`): the bands of
+    parallel fringes and haze that plane-wave compounding draws beside a specular shaft, some
+    running on past the tip (seen in PyMUST's frames, bench/pymust_frames.py)."""
+    d = pose.direction
+    normal = np.array([-d[1], d[0]]) * (1.0 if d[0] >= 0 else -1.0)  # points deeper
+    out_p, out_a = [], []
+    for offset, gain, extend_mm in plan.ghosts:
+        ext = np.arange(-step, -extend_mm / plan.spacing_mm, -step)[::-1]  # past the tip
+        uu = np.concatenate([ext, u])
+        aa = np.concatenate([np.full(len(ext), wall_amp[0]), wall_amp]) * gain
+        p = pose.tip_px[None, :] - uu[:, None] * d[None, :] + (offset * diameter_px) * normal[None, :]
+        out_p.append(p)
+        out_a.append(aa)
+    return np.concatenate(out_p), np.concatenate(out_a)
 
 
 def _in_plane(plan: NeedlePlan, pose: NeedlePose, u_px: np.ndarray) -> np.ndarray:

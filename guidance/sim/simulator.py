@@ -234,7 +234,12 @@ class Simulator:
                 self.wavevectors = round_trip_wavevectors(s, wavelength, tx, prng.uniform(10.0, 35.0))
                 self.carrier = 4 * math.pi * s / wavelength
                 self.coherent_gain = prng.uniform(1.0, 3.0)
-                self.plan = dataclasses.replace(self.plan, roughness=float(prng.uniform(0.4, 1.0)))
+                # Plane-wave compounding also draws fringed bands beside the shaft and haze below it,
+                # some running on past the tip (PyMUST's frames): ghost lines of the walls' echo.
+                k = int(prng.integers(0, 7))
+                ghosts = np.column_stack([prng.uniform(-1.5, 3.0, k), prng.uniform(0.15, 0.7, k) * prng.choice((-1, 1), k),
+                                          np.where(prng.random(k) < 0.4, prng.uniform(0.5, 8.0, k), 0.0)])
+                self.plan = dataclasses.replace(self.plan, roughness=float(prng.uniform(0.4, 1.0)), ghosts=ghosts)
 
         # Probe drift (lateral, whole pixels) and operator gain changes, per frame.
         t = np.arange(self.n_frames) / cfg.fps
