@@ -237,9 +237,11 @@ class Simulator:
                 # Plane-wave compounding also draws fringed bands beside the shaft and haze below it,
                 # some running on past the tip (PyMUST's frames): ghost lines of the walls' echo.
                 k = int(prng.integers(0, 7))
-                ghosts = np.column_stack([prng.uniform(-1.5, 3.0, k), prng.uniform(0.15, 0.7, k) * prng.choice((-1, 1), k),
-                                          np.where(prng.random(k) < 0.4, prng.uniform(0.5, 8.0, k), 0.0)])
-                self.plan = dataclasses.replace(self.plan, roughness=float(prng.uniform(0.4, 1.0)), ghosts=ghosts)
+                offset = prng.uniform(-1.5, 3.0, k)                      # diameters across, + deeper
+                gain = prng.uniform(0.15, 0.7, k) * prng.choice((-1, 1), k)
+                past_tip = np.where(prng.random(k) < 0.4, prng.uniform(0.5, 8.0, k), 0.0)
+                self.plan = dataclasses.replace(self.plan, roughness=float(prng.uniform(0.4, 1.0)),
+                                                ghosts=np.column_stack([offset, gain, past_tip]))
 
         # Probe drift (lateral, whole pixels) and operator gain changes, per frame.
         t = np.arange(self.n_frames) / cfg.fps
