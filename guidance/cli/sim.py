@@ -101,8 +101,8 @@ def register(subparsers) -> None:
                         "(longitudinal, flat femur); default: drawn from the seed")
     p.add_argument("--needle-style", choices=NEEDLE_STYLES, default="specular",
                    help="the needle's echo: specular (a metal tube's walls and reverberation, default), "
-                        "scatter (a cylinder of strong point scatterers, as Field II-style simulators make it) "
-                        "walls (two equally bright walls, no ringing, as PyMUST makes a tube) "
+                        "scatter (a cylinder of strong point scatterers, as Field II-style simulators make it), "
+                        "walls (two equally bright walls, no ringing, as PyMUST makes a tube), "
                         "or coherent (those walls as continuous reflectors under steered plane waves: "
                         "faint and fringed unless a wave meets them square on, as in PyMUST's frames)")
     p.add_argument("--masks", action="store_true", help="also write masks/NNNNN.png (training labels)")
