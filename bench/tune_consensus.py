@@ -1,7 +1,7 @@
 """Choose the consensus rule for a pair of networks on the tuning scenes, by replaying cached maps.
 
     python bench/tune_consensus.py [--models DIR] [--stride 4] [--styles specular,coherent]
-                                   [--rules 0.7-0.95:0.845,0.7-0.93:0.84,...]
+                                   [--rules 0.7-0.95:0.845,0.7-0.93:0.84:0.78,...]
 
 The rule (``ModelDetector.consensus_band``, ``consensus_min_confidence``)
 decides which needles are judged on the four views' average and how sure that
@@ -9,7 +9,8 @@ average must be. After every fine-tune of either network it has to be chosen
 again. Running the detector once per candidate rule costs minutes each; here
 every frame of the tuning scenes (``eval_sim.wide_sequences``, seeds 6200-6249,
 never used to train) is rendered once, both the committed network's maps and
-the four views' consensus are cached, and each rule is replayed through
+the four views' consensus are cached, and each rule (band:minimum, or
+band:minimum:long-shaft minimum) is replayed through
 ``ModelDetector.from_maps`` with the cached consensus: the same code path as
 ``detect``, in seconds per rule. ``--styles`` renders the needles of the same
 scenes in other echo styles as well (``SimConfig.needle_style``), scored apart.
@@ -56,9 +57,12 @@ def cache_frames(det: ModelDetector, styles: list[str], stride: int) -> dict[str
     return out
 
 
-def replay(det: ModelDetector, frames: list, band: tuple[float, float], min_conf: float) -> dict:
-    """The figures of ``det`` with this consensus rule on cached frames."""
+def replay(det: ModelDetector, frames: list, band: tuple[float, float], min_conf: float,
+           long_min_conf: float | None = None) -> dict:
+    """The figures of ``det`` with this consensus rule (and long-shaft rule, when given) on cached frames."""
     det.consensus_band, det.consensus_min_confidence = band, min_conf
+    if long_min_conf is not None:
+        det.long_needle_min_confidence = long_min_conf
     pairs, asked = [], 0
     for image, probs, cons, spacing, truth in frames:
         p = probs.astype(np.float32)
@@ -92,12 +96,14 @@ def main() -> int:
     args = ap.parse_args()
     det = ModelDetector(args.models / "needle_target.onnx", second_opinion=args.models / "needle_target_wide.onnx")
     frames = cache_frames(det, args.styles.split(","), args.stride)
+    long_default = det.long_needle_min_confidence
     for rule in args.rules.split(","):
-        band_s, min_s = rule.split(":")
+        band_s, min_s, *long_s = rule.split(":")
         band = tuple(float(v) for v in band_s.split("-"))
+        long_min = float(long_s[0]) if long_s else long_default
         for style, fr in frames.items():
-            print(f"band {band[0]}-{band[1]} min {float(min_s)} {style:9s} {replay(det, fr, band, float(min_s))}",
-                  flush=True)
+            print(f"band {band[0]}-{band[1]} min {float(min_s)} long {long_min} {style:9s} "
+                  f"{replay(det, fr, band, float(min_s), long_min)}", flush=True)
     return 0
 
 
