@@ -37,11 +37,11 @@ def round_trip_wavevectors(spacing_mm: float, wavelength_mm: float, tx_deg: np.n
 
 def _scaled_erf(x: np.ndarray, y: float) -> np.ndarray:
     """exp(-y^2) * erf(x + iy) without overflow (x real array, y real)."""
-    ax = np.abs(x)
-    # for x >= 0: exp(-y^2) - exp(-x^2 - 2ixy) w(-y + ix); erf is odd for x < 0
-    v = np.exp(-y * y) - np.exp(-ax * ax - 2j * ax * (y * np.sign(x + (x == 0)))) \
-        * wofz(-y * np.sign(x + (x == 0)) + 1j * ax)
-    return np.where(x < 0, -v, v)
+    # For x >= 0: exp(-y^2) - exp(-x^2 - 2ixy) w(-y + ix), with w the Faddeeva function, bounded in
+    # the upper half-plane. erf is odd, so x < 0 is the same at (-x, -y), negated.
+    sign = np.where(x < 0, -1.0, 1.0)
+    ax, ys = np.abs(x), y * sign
+    return sign * (np.exp(-y * y) - np.exp(-ax * ax - 2j * ax * ys) * wofz(-ys + 1j * ax))
 
 
 def wall_field(pixels_px: np.ndarray, start_px: np.ndarray, direction: np.ndarray, length_px: float,
@@ -74,7 +74,8 @@ def wall_field(pixels_px: np.ndarray, start_px: np.ndarray, direction: np.ndarra
         w = kx * dx + ky * dy   # the phase's rate along the wall
         y = w / (2 * r)         # = w / sqrt(2a)
         along = _scaled_erf(x1, y) - _scaled_erf(x0, y)
-        # K . q - w t0 is the pair's phase at the pixel's foot; the carrier is common to all pairs
+        # K . q - w t0: the pair's phase from the pixel's foot on the wall to the pixel; the carrier
+        # (common to all pairs) is what the baseband field leaves out
         total += along * np.exp(1j * (kx * q[:, 0] + ky * q[:, 1] - w * t0 - carrier * pixels_px[:, 1]))
     # normalised like the grid's separable kernels (each L2-normalised in 1-D)
     norm = 1.0 / math.sqrt(math.pi * sx * sy) / len(wavevectors)

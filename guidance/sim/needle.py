@@ -309,17 +309,21 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
         amp = amp.copy()
         amp[:2 * n] *= plan.roughness
         if len(plan.ghosts):
-            gp, ga = _ghost_lines(plan, pose, u, pts, wall_amp, diameter_px, step)
+            gp, ga = _ghost_lines(plan, pose, u, wall_amp, diameter_px, step)
             points, amp = np.concatenate([points, gp]), np.concatenate([amp, ga])
     return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
                       shaft_echo=shaft_echo, walls=walls)
 
 
-def _ghost_lines(plan: NeedlePlan, pose: NeedlePose, u: np.ndarray, pts: np.ndarray, wall_amp: np.ndarray,
+def _ghost_lines(plan: NeedlePlan, pose: NeedlePose, u: np.ndarray, wall_amp: np.ndarray,
                  diameter_px: float, step: float) -> tuple[np.ndarray, np.ndarray]:
     """Deposits of a "coherent" needle's ghost lines (:attr:`NeedlePlan.ghosts`): the bands of
     parallel fringes and haze that plane-wave compounding draws beside a specular shaft, some
-    running on past the tip (seen in PyMUST's frames, bench/pymust_frames.py)."""
+    running on past the tip (seen in PyMUST's frames, bench/pymust_frames.py).
+
+    ``u`` are the axis samples (px back from the tip, ``step`` apart) and
+    ``wall_amp`` a wall's deposit amplitudes there; returns positions (N, 2)
+    in canvas px and amplitudes (N,)."""
     d = pose.direction
     normal = np.array([-d[1], d[0]]) * (1.0 if d[0] >= 0 else -1.0)  # points deeper
     out_p, out_a = [], []
