@@ -245,6 +245,17 @@ def make(out: Path, frames: int, seed: int, probe: str, spacing_mm: float, needl
                             + (["--needle-style", needle_style] if needle_style else []))}, indent=1))
 
 
+def pymust_ready(script: str) -> bool:
+    """Whether PyMUST can be imported (else says how to install it); one thread for its maths."""
+    try:
+        import pymust  # noqa: F401
+    except ImportError:
+        print(f"{script}: PyMUST is not installed (pip install pymust)", file=sys.stderr)
+        return False
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    return True
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -255,12 +266,8 @@ def main() -> int:
     ap.add_argument("--needle-style", choices=("walls", "scatter"), default=None,
                     help="image only the frames of the first FRAMES whose needle has this style")
     args = ap.parse_args()
-    try:
-        import pymust  # noqa: F401
-    except ImportError:
-        print("pymust_frames.py: PyMUST is not installed (pip install pymust)", file=sys.stderr)
+    if not pymust_ready("pymust_frames.py"):
         return 2
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     make(args.out, args.frames, args.seed, args.probe, args.spacing, args.needle_style)
     return 0
 

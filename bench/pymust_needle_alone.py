@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -59,12 +58,8 @@ def main() -> int:
     ap.add_argument("out", type=Path)
     ap.add_argument("--angles", default="0,10,17.5,25", help="degrees from the horizontal, comma-separated")
     args = ap.parse_args()
-    try:
-        import pymust  # noqa: F401
-    except ImportError:
-        print("pymust_needle_alone.py: PyMUST is not installed (pip install pymust)", file=sys.stderr)
+    if not pf.pymust_ready("pymust_needle_alone.py"):
         return 2
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     logging.getLogger().setLevel(logging.ERROR)           # PyMUST warns on every call
     imager = pf.Imager("L11-5v", 0.075)
     frames = []
