@@ -66,7 +66,7 @@ def replay(det: ModelDetector, frames: list, band: tuple[float, float], min_conf
     pairs, asked = [], 0
     for image, probs, cons, spacing, truth in frames:
         p = probs.astype(np.float32)
-        asked += det._asks_second_opinion(_candidate(det, p))
+        asked += det.asks_second_opinion(p)
         det.needle_consensus = lambda crop, probs_, c=cons: c.astype(np.float32)  # noqa: E731
         d = det.from_maps(image, p, (0, 0), spacing)
         pairs.append(({"frame": truth["frame"], "needle": needle_to_dict(d.needle), "target": None}, truth))
@@ -76,13 +76,6 @@ def replay(det: ModelDetector, frames: list, band: tuple[float, float], min_conf
             "tip": (r["tip_error"]["median"], r["tip_error"]["p95"]) if r.get("tip_error") else None,
             "angle": r["angle_error_deg"]["median"] if r.get("angle_error_deg") else None,
             "consensus_share": round(asked / max(len(frames), 1), 3)}
-
-
-def _candidate(det: ModelDetector, probs: np.ndarray):
-    from guidance.detect import postprocess as pp
-    mw = probs.shape[2]
-    return pp.needle_from_prob(probs[0], threshold=det.needle_threshold, min_length_px=det.min_needle_length * mw,
-                               join_gap_px=det.needle_join_gap * mw)
 
 
 def main() -> int:

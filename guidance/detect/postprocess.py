@@ -81,6 +81,19 @@ def fit_line_weighted(xy: np.ndarray, w: np.ndarray | None = None, *, iters: int
     return c, d / np.hypot(*d)
 
 
+def _fit_offset_line(t: np.ndarray, off: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """(a, b) of offset = a + b t: weighted least squares, then once more with Huber weights
+    (residuals over 0.75 px count less), so one stray profile does not tilt the line."""
+    A = np.stack([np.ones_like(t), t], axis=1)
+    weights = w
+    for _ in range(2):
+        sw = np.sqrt(weights)
+        coef, *_ = np.linalg.lstsq(A * sw[:, None], off * sw, rcond=None)
+        r = np.abs(off - A @ coef)
+        weights = w * np.where(r <= 0.75, 1.0, 0.75 / np.maximum(r, 1e-9))
+    return float(coef[0]), float(coef[1])
+
+
 def refine_line_on_image(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0: float, t1: float,
                          *, half_width_px: float = 5.0, step_px: float = 2.0,
                          chunk: int = 1) -> tuple[np.ndarray, np.ndarray, float]:
@@ -115,16 +128,7 @@ def refine_line_on_image(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0:
     if ok.sum() < 4:
         return p0, d, float(peak.mean()) if len(peak) else 0.0
     off = (core[ok] * s[None, :]).sum(axis=1) / mass[ok]
-    w = peak[ok]
-    tt = t[ok]
-    # weighted LSQ of offset = a + b t, then one Huber reweighting
-    for _ in range(2):
-        A = np.stack([np.ones_like(tt), tt], axis=1)
-        sw = np.sqrt(w)
-        coef, *_ = np.linalg.lstsq(A * sw[:, None], off * sw, rcond=None)
-        r = np.abs(off - A @ coef)
-        w = peak[ok] * np.where(r <= 0.75, 1.0, 0.75 / np.maximum(r, 1e-9))
-    a, b = coef
+    a, b = _fit_offset_line(t[ok], off, peak[ok])
     if abs(a) > half_width_px or abs(b) > 0.1:  # profiles did not see one straight line: keep the input
         return p0, d, float(np.median(peak))
     n = np.array([-d[1], d[0]])
@@ -635,14 +639,7 @@ def two_wall_direction(image_f: np.ndarray, p0: np.ndarray, d: np.ndarray, t0: f
         den = a - 2 * b + c
         frac = np.where(den < -1e-9, 0.5 * (a - c) / np.where(den < -1e-9, den, -1.0), 0.0)
         off = (shifts[k] + np.clip(frac, -0.5, 0.5)) * ds
-    w = np.clip(cc[rows, k], 0, None) ** 2
-    for _ in range(2):  # weighted LSQ of offset = a + b t, then one Huber reweighting
-        A = np.stack([np.ones_like(t), t], axis=1)
-        sw = np.sqrt(w)
-        coef, *_ = np.linalg.lstsq(A * sw[:, None], off * sw, rcond=None)
-        r = np.abs(off - A @ coef)
-        w = w * np.where(r <= 0.75, 1.0, 0.75 / np.maximum(r, 1e-9))
-    a0, slope = coef
+    a0, slope = _fit_offset_line(t, off, np.clip(cc[rows, k], 0, None) ** 2)
     if abs(slope) > 0.1:
         return None
     n = np.array([-d[1], d[0]])
