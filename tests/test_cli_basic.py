@@ -74,6 +74,10 @@ def test_detect_to_stdout_with_region_override(clip):
     (lambda d: (d / "broken.mp4").write_bytes(b"junk" * 50) and d / "broken.mp4", "broken.mp4"),
     (lambda d: (d / "empty").mkdir() or d / "empty", "no image files"),
     (lambda d: (d / "x.png").write_bytes(b"not a png") and d / "x.png", "x.png"),
+    # a PNG's signature and a broken header: OpenCV logs its own lines unless held back
+    (lambda d: (d / "y.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 2) and d / "y.png", "y.png"),
+    (lambda d: (d / "cut.png").write_bytes(cv2.imencode(".png", np.eye(64, dtype=np.uint8) * 200)[1].tobytes()[:150])
+     and d / "cut.png", "cut.png"),
 ])
 def test_detect_bad_input_is_one_line_and_status_2(tmp_path, make_bad, expected):
     bad = make_bad(tmp_path)

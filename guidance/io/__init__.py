@@ -6,6 +6,7 @@
   series), de-identified on import.
 - :mod:`guidance.io.igtl`: OpenIGTLink: images from a PLUS server, results to
   3D Slicer.
+- :mod:`guidance.io.images`: still images decoded without OpenCV's log lines.
 
 Modules are imported on demand, so a missing optional dependency only affects
 the format that needs it.

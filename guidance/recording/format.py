@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..io.images import decode_image
+
 MAGIC = b"USREC\r\n\x1a"
 """8 bytes; the CR LF and ^Z catch files mangled by text-mode transfers (as PNG does)."""
 FORMAT_VERSION = 1
@@ -141,7 +143,7 @@ def unpack_frame(payload: bytes) -> tuple[FrameHead, np.ndarray]:
     head = unpack_frame_head(payload)
     data = memoryview(payload)[FRAME_HEAD.size:]
     if head.codec == CODEC_PNG:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        image = decode_image(data)
     elif head.codec == CODEC_RAW and len(data) == head.width_px * head.height_px:
         image = np.frombuffer(data, np.uint8).reshape(head.height_px, head.width_px).copy()
     else:

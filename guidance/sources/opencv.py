@@ -20,6 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..io.images import decode_image
 from ..errors import FrameFormatError, InputError, SourceDisconnected
 from ..types import Frame, Spacing
 from .base import SourceBase, to_gray_u8
@@ -302,7 +303,7 @@ def read_image(path: Path | str) -> np.ndarray:
     if data.size == 0:
         raise InputError(f"{path}: file is empty")
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        image = decode_image(data)
     except cv2.error as exc:
         raise InputError(f"{path}: cannot decode image ({_cv_reason(exc)})") from None
     if image is None:
