@@ -230,7 +230,7 @@ def sample_along(image: np.ndarray, p0: np.ndarray, d: np.ndarray, t: np.ndarray
     (``border=cv2.BORDER_CONSTANT``) or the nearest edge pixel (``cv2.BORDER_REPLICATE``).
     """
     n = np.array([-d[1], d[0]])
-    T, S = np.meshgrid(t, s, indexing="ij")
+    T, S = np.asarray(t, float)[:, None], np.asarray(s, float)[None, :]  # broadcast: no grid copies
     mx = (p0[0] + T * d[0] + S * n[0]).astype(np.float32)
     my = (p0[1] + T * d[1] + S * n[1]).astype(np.float32)
     return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=border, borderValue=0)

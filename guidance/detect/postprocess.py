@@ -772,7 +772,7 @@ def surface_from_prob(prob: np.ndarray, *, threshold: float = 0.5, min_run: int 
     """
     h, w = prob.shape
     cols = np.arange(w)
-    peak_y = np.argmax(prob, axis=0)
+    peak_y = cv2.reduceArgMax(prob, 0).ravel()  # per column; numpy's strided argmax is 1.5x slower
     ok = prob[peak_y, cols] > threshold
     lp = np.log(np.clip(prob[np.clip(peak_y[None, :] + np.array([-1, 0, 1])[:, None], 0, h - 1), cols], 1e-6, 1.0))
     den = lp[0] - 2 * lp[1] + lp[2]
@@ -814,22 +814,23 @@ def band_top_above(band_prob: np.ndarray, xs: np.ndarray, bone_ys: np.ndarray, *
     yb = np.clip(np.round(bone_ys).astype(int), 0, h - 1)
     h_up = max_rows or max(8, h // 4)
     up = np.arange(0, h_up)
-    rows = yb[None, :] - up[:, None]                        # (h_up, n): rows going up from the surface
-    # one flat gather (a 2-D fancy index is several times slower); above the map reads 0
-    vals = band_prob.ravel()[np.maximum(rows, 0) * w + xi[None, :]]
+    rows = yb[:, None] - up[None, :]                        # (n, h_up): rows going up from the surface
+    # one flat gather (a 2-D fancy index is several times slower), each column's rows contiguous so the
+    # searches below run along the last axis; above the map reads 0
+    vals = band_prob.ravel()[np.maximum(rows, 0) * w + xi[:, None]]
     vals[rows < 0] = 0.0
     on = vals > threshold
     # first row (going up) that is inside the band, within max_gap of the surface
-    first_on = np.argmax(on, axis=0)
-    has = on.any(axis=0) & (first_on <= max_gap)
+    first_on = np.argmax(on, axis=1)
+    has = on.any(axis=1) & (first_on <= max_gap)
     # after entering the band, the first row that leaves it
-    after = np.arange(h_up)[:, None] > first_on[None, :]
-    leave = after & ~on
-    k = np.where(leave.any(axis=0), np.argmax(leave, axis=0), h_up)
+    leave = (up[None, :] > first_on[:, None]) & ~on
+    k = np.where(leave.any(axis=1), np.argmax(leave, axis=1), h_up)
     # sub-pixel: interpolate the threshold crossing between rows k-1 (in) and k (out)
     kk = np.clip(k, 1, h_up - 1)
-    v_in = vals[kk - 1, np.arange(len(xi))]
-    v_out = np.where(k < h_up, vals[kk, np.arange(len(xi))], 0.0)
+    col = np.arange(len(xi))
+    v_in = vals[col, kk - 1]
+    v_out = np.where(k < h_up, vals[col, kk], 0.0)
     frac = np.clip((v_in - threshold) / np.maximum(v_in - v_out, 1e-6), 0, 1)
     top = bone_ys - (kk - 1 + frac)
     return np.where(has & (k > first_on + 1), top, np.nan)
