@@ -147,6 +147,23 @@ def test_a_long_shaft_the_views_agree_on_is_a_needle(length_px, consensus, seen)
     assert (found is not None) == seen
 
 
+def test_a_second_look_at_twice_the_scale_finds_an_entering_needle_not_a_streak(model):
+    """Two tuning scenes (never used in training): a needle entering from the side, faint as it rolls
+    out of the plane, and a needle-free frame whose oblique tissue streak the views score alike."""
+    entering = Simulator(SimConfig(width_px=512, height_px=512, seed=6202, scenario="out_of_plane",
+                                depth_mm=30)).render(32)
+    streak = Simulator(SimConfig(width_px=512, height_px=512, seed=6218, scenario="no_needle",
+                                 depth_mm=45)).render(8)
+    found = model.detect(entering.image, spacing_mm=tuple(entering.spacing_mm)).needle
+    assert found is not None
+    tip_mm = np.hypot(*np.subtract(found.tip_px, entering.truth["needle"]["tip_px"])) * entering.spacing_mm[0]
+    assert tip_mm < 0.5
+    assert model.detect(streak.image, spacing_mm=tuple(streak.spacing_mm)).needle is None
+    # the second look is what tells them apart: without it the needle is missed as well
+    alone = ModelDetector(DEFAULT_MODEL, second_opinion=SECOND_OPINION_MODEL, second_look_min_support=0.0)
+    assert alone.detect(entering.image, spacing_mm=tuple(entering.spacing_mm)).needle is None
+
+
 def broken_needle_maps(prob: float, size: int = 256) -> np.ndarray:
     """Two collinear 20 px pieces of needle 6 px apart, 30 degrees down from (40, 60)."""
     maps = np.zeros((4, size, size), np.float32)

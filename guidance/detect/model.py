@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ModelError
+from ..geometry import sample_along
 from ..types import Detection, ImagingRegion, Spacing
 from . import postprocess as pp
 from .assemble import crop_to_region, follow_shaft_to_tip, make_needle, make_target
@@ -34,7 +35,8 @@ class ModelDetector:
     needle maps averaged over four views (:meth:`needle_consensus`) against
     ``consensus_min_confidence`` instead of on this model's own maps; a shaft
     of at least ``long_needle_mm`` that the four views agree on needs only
-    ``long_needle_min_confidence``.
+    ``long_needle_min_confidence``. A needle the consensus rejects may still be
+    taken on a second look at twice the scale (:meth:`second_look`).
 
     Raises :class:`~guidance.errors.ModelError` when a file is missing,
     corrupt, or its inputs/outputs are not ``image`` (1x1xHxW) and ``probs``
@@ -50,7 +52,9 @@ class ModelDetector:
                  follow_shaft: bool = True, second_opinion: str | Path | None = None,
                  consensus_band: tuple[float, float] = (0.7, 0.95),
                  consensus_min_confidence: float = 0.845, long_needle_mm: float = 10.0,
-                 long_needle_min_confidence: float = 0.78) -> None:
+                 long_needle_min_confidence: float = 0.78, second_look_min_support: float = 0.8,
+                 second_look_min_confidence: float = 0.78, second_look_edge: float = 0.03,
+                 second_look_max_slope_deg: float = 40.0) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -117,6 +121,17 @@ class ModelDetector:
         # no false line the consensus kept was longer than 5.8 mm (a few needle-like fascias of
         # bench/eval_foreign.py, up to 9 mm, scored above 0.84 anyway). Chosen there (model card).
         self.long_needle_mm, self.long_needle_min_confidence = long_needle_mm, long_needle_min_confidence
+        # An uncertain needle the consensus would reject (but scores at least second_look_min_confidence)
+        # is looked at again at twice the scale (:meth:`second_look`). The tissue streaks that score like
+        # needles lose their line there; about a fifth of those needles keep it. Only for a shaft
+        # entering from a side edge, as an in-plane needle does: floating needle-like lines
+        # (bench/eval_foreign.py's fascias) keep their line too. Only up to second_look_max_slope_deg:
+        # a steep shaft found this way was often just its entry, the tip drawn 5-10 mm short. Chosen
+        # on the tuning scenes (model card, "A second look at twice the scale").
+        self.second_look_min_support = second_look_min_support
+        self.second_look_min_confidence = second_look_min_confidence
+        self.second_look_edge = second_look_edge
+        self.second_look_max_slope_deg = second_look_max_slope_deg
         self.paths = (self.path,) + ((self.second.path,) if self.second is not None else ())
         self.maps(np.zeros((64, 64), np.uint8))  # warm-up: first run allocates and plans
 
@@ -164,6 +179,53 @@ class ModelDetector:
                  self.second._run(x_mirror)[0, :, ::-1])
         return np.ascontiguousarray(sum(views[1:], views[0]) * np.float32(0.25))
 
+    def second_look(self, crop: np.ndarray, cand: pp.NeedleCandidate, map_hw: tuple[int, int]) -> float:
+        """How much of the candidate's line this model still sees at twice the scale (0-1).
+
+        The model runs on the half-size window of ``crop`` centred on the
+        candidate (``cand`` in the working pixels of maps of size ``map_hw``),
+        clamped inside it. The support is the needle probability along the
+        candidate's segment in that window's map: the largest within 4 map
+        pixels across the line, averaged along it. 0 when under 4 pixels of
+        the segment fall in the window.
+        """
+        mh, mw = map_hw
+        h, w = crop.shape[:2]
+        cw, ch = max(w // 2, 1), max(h // 2, 1)
+        sx, sy = w / mw, h / mh  # working px -> crop px
+        mid = cand.point + cand.direction * (0.5 * (cand.t_tail + cand.t_tip))
+        x0 = int(np.clip(round(mid[0] * sx - cw / 2), 0, w - cw))
+        y0 = int(np.clip(round(mid[1] * sy - ch / 2), 0, h - ch))
+        zoom = self._run(self._input(np.ascontiguousarray(crop[y0:y0 + ch, x0:x0 + cw])))[0]
+        zh, zw = zoom.shape
+        # the segment's ends in the window's map pixels
+        ends = np.array([cand.point + cand.direction * t for t in (cand.t_tail, cand.t_tip)])
+        ends = (ends * (sx, sy) - (x0, y0)) * (zw / cw, zh / ch)
+        length = float(np.hypot(*(ends[1] - ends[0])))
+        if length < 1.0:
+            return 0.0
+        u = (ends[1] - ends[0]) / length
+        t = np.arange(0.0, length, 1.0)
+        on = ends[0] + t[:, None] * u
+        inside = np.all((on >= 0) & (on <= (zw - 1, zh - 1)), axis=1)
+        if inside.sum() < 4:
+            return 0.0
+        across = sample_along(zoom, ends[0], u, t[inside], np.arange(-4.0, 4.5, 1.0))
+        return float(across.max(axis=1).mean())
+
+    @staticmethod
+    def _slope_deg(cand: pp.NeedleCandidate, map_hw: tuple[int, int], crop_hw: tuple[int, int]) -> float:
+        """The candidate's angle from the horizontal in the crop's pixels (the maps' resize is anisotropic)."""
+        dx = abs(cand.direction[0]) * crop_hw[1] / map_hw[1]
+        dy = abs(cand.direction[1]) * crop_hw[0] / map_hw[0]
+        return float(np.degrees(np.arctan2(dy, dx)))
+
+    @staticmethod
+    def _reaches_side(cand: pp.NeedleCandidate, width: int, edge: float) -> bool:
+        """Whether the candidate's far end lies within ``edge`` of the width of the left or right edge."""
+        x = float(cand.point[0] + cand.t_tail * cand.direction[0])
+        return min(x, width - 1 - x) <= edge * width
+
     def _asks_second_opinion(self, cand: pp.NeedleCandidate | None) -> bool:
         return cand is not None and self.second is not None \
             and self.consensus_band[0] <= cand.confidence < self.consensus_band[1]
@@ -196,6 +258,12 @@ class ModelDetector:
             min_conf = self.consensus_min_confidence
             short_min_conf = min_conf + (self.short_needle_min_confidence - self.min_needle_confidence)
             long_min_conf = min(min_conf, self.long_needle_min_confidence)
+            if (self.second_look_min_support > 0 and cand is not None
+                    and self.second_look_min_confidence <= cand.confidence < max(min_conf, short_min_conf)
+                    and (not self.second_look_edge or self._reaches_side(cand, mw, self.second_look_edge))
+                    and self._slope_deg(cand, (mh, mw), crop.shape[:2]) <= self.second_look_max_slope_deg
+                    and self.second_look(crop, cand, (mh, mw)) >= self.second_look_min_support):
+                min_conf = short_min_conf = long_min_conf = self.second_look_min_confidence
         if cand is not None and cand.confidence < long_min_conf:
             cand = None
         crop_f = crop.astype(np.float32) if cand is not None else None
