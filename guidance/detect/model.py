@@ -179,20 +179,19 @@ class ModelDetector:
                  self.second._run(x_mirror)[0, :, ::-1])
         return np.ascontiguousarray(sum(views[1:], views[0]) * np.float32(0.25))
 
-    def second_look(self, crop: np.ndarray, cand: pp.NeedleCandidate, map_hw: tuple[int, int]) -> float:
+    def second_look(self, crop: np.ndarray, cand: pp.NeedleCandidate, scale: pp.Scale) -> float:
         """How much of the candidate's line this model still sees at twice the scale (0-1).
 
         The model runs on the half-size window of ``crop`` centred on the
-        candidate (``cand`` in the working pixels of maps of size ``map_hw``),
-        clamped inside it. The support is the needle probability along the
+        candidate (``cand`` in working pixels, ``scale`` their size in crop
+        pixels), clamped inside it. The support is the needle probability along the
         candidate's segment in that window's map: the largest within 4 map
         pixels across the line, averaged along it. 0 when under 4 pixels of
         the segment fall in the window.
         """
-        mh, mw = map_hw
         h, w = crop.shape[:2]
         cw, ch = max(w // 2, 1), max(h // 2, 1)
-        sx, sy = w / mw, h / mh  # working px -> crop px
+        sx, sy = scale.sx, scale.sy
         mid = cand.point + cand.direction * (0.5 * (cand.t_tail + cand.t_tip))
         x0 = int(np.clip(round(mid[0] * sx - cw / 2), 0, w - cw))
         y0 = int(np.clip(round(mid[1] * sy - ch / 2), 0, h - ch))
@@ -214,10 +213,9 @@ class ModelDetector:
         return float(across.max(axis=1).mean())
 
     @staticmethod
-    def _slope_deg(cand: pp.NeedleCandidate, map_hw: tuple[int, int], crop_hw: tuple[int, int]) -> float:
-        """The candidate's angle from the horizontal in the crop's pixels (the maps' resize is anisotropic)."""
-        dx = abs(cand.direction[0]) * crop_hw[1] / map_hw[1]
-        dy = abs(cand.direction[1]) * crop_hw[0] / map_hw[0]
+    def _slope_deg(cand: pp.NeedleCandidate, scale: pp.Scale) -> float:
+        """The candidate's angle from the horizontal in image pixels (the maps' resize is anisotropic)."""
+        dx, dy = np.abs(scale.vectors(cand.direction))
         return float(np.degrees(np.arctan2(dy, dx)))
 
     @staticmethod
@@ -261,8 +259,8 @@ class ModelDetector:
             if (self.second_look_min_support > 0 and cand is not None
                     and self.second_look_min_confidence <= cand.confidence < max(min_conf, short_min_conf)
                     and (not self.second_look_edge or self._reaches_side(cand, mw, self.second_look_edge))
-                    and self._slope_deg(cand, (mh, mw), crop.shape[:2]) <= self.second_look_max_slope_deg
-                    and self.second_look(crop, cand, (mh, mw)) >= self.second_look_min_support):
+                    and self._slope_deg(cand, scale) <= self.second_look_max_slope_deg
+                    and self.second_look(crop, cand, scale) >= self.second_look_min_support):
                 min_conf = short_min_conf = long_min_conf = self.second_look_min_confidence
         if cand is not None and cand.confidence < long_min_conf:
             cand = None
