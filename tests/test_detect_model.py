@@ -164,6 +164,30 @@ def test_a_second_look_at_twice_the_scale_finds_an_entering_needle_not_a_streak(
     assert alone.detect(entering.image, spacing_mm=tuple(entering.spacing_mm)).needle is None
 
 
+def test_a_short_entering_shaft_is_shown_but_a_short_speck_only_if_all_views_see_it(model):
+    """A needle's first 2 mm (tuning scene 6235, 40 mm deep) is drawn; a 1.3 mm speck of a frame made
+    the way other simulators make them (bench/eval_foreign.py), which the model alone scores 0.95, is not."""
+    entering = Simulator(SimConfig(width_px=480, height_px=640, seed=6235, scenario="insertion",
+                                   depth_mm=40)).render(4)
+    assert np.hypot(*np.subtract(*entering.truth["needle"]["shaft_px"])) * entering.spacing_mm[0] < 2.2
+    found = model.detect(entering.image, spacing_mm=tuple(entering.spacing_mm)).needle
+    assert found is not None
+    tip_mm = np.hypot(*np.subtract(found.tip_px, entering.truth["needle"]["tip_px"])) * entering.spacing_mm[0]
+    assert tip_mm < 0.5
+    # the shortest needle used to be 6.5 % of the width (1.95 mm here): this one was missed
+    longer = ModelDetector(DEFAULT_MODEL, second_opinion=SECOND_OPINION_MODEL, min_needle_length=0.065)
+    assert longer.detect(entering.image, spacing_mm=tuple(entering.spacing_mm)).needle is None
+
+    rng = np.random.default_rng(0)
+    make_frame = _foreign_frames_module().make_frame
+    speck, spacing, truth = [make_frame(rng, needle=(k % 2 == 0)) for k in range(132)][131]
+    assert truth["needle"] is None
+    assert model.detect(speck, spacing_mm=spacing).needle is None
+    # without asking all four views about a piece that short, the speck is drawn as a needle
+    alone = ModelDetector(DEFAULT_MODEL, second_opinion=SECOND_OPINION_MODEL, consensus_below_length=0.0)
+    assert alone.detect(speck, spacing_mm=spacing).needle is not None
+
+
 def broken_needle_maps(prob: float, size: int = 256) -> np.ndarray:
     """Two collinear 20 px pieces of needle 6 px apart, 30 degrees down from (40, 60)."""
     maps = np.zeros((4, size, size), np.float32)

@@ -178,6 +178,7 @@ class NeedleCandidate:
     t_tip: float
     confidence: float
     piece_fraction: float = 1.0  # share of the length covered by the heaviest component alone
+    piece_length: float = 0.0  # the heaviest component's extent along the line (working px)
 
 
 def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, threshold: float = 0.5,
@@ -266,7 +267,8 @@ def needle_from_prob(prob: np.ndarray, *, tip_heat: np.ndarray | None = None, th
     # the heat-map only says which end is the tip: its peak sits less reliably along the shaft
     # than the mask's end does (measured on held-out simulated frames)
     t_tip = t_hi
-    return NeedleCandidate(point=c, direction=d, t_tail=t_lo, t_tip=t_tip, confidence=conf, piece_fraction=piece)
+    return NeedleCandidate(point=c, direction=d, t_tail=t_lo, t_tip=t_tip, confidence=conf, piece_fraction=piece,
+                           piece_length=seed_len)
 
 
 def _collinear_chain(xs: np.ndarray, ys: np.ndarray, lab: np.ndarray, pw: np.ndarray, n: int, seed: int,
