@@ -104,6 +104,14 @@ class NeedleTracker:
         tuning scenes (every frame, with tracking) 0.5 took the false needles
         of the out-of-plane scenes from 2.1 % to 0.5 % and recall from 93.1 %
         to 93.0 %.
+    coast_min_length_mm : float
+        A needle whose last accepted detection was shorter than this (a
+        sliver at the edge of the plane, as a needle enters or rolls out of
+        it) is not coasted: once the sliver is gone the needle most likely
+        is. Off when the frame has no pixel spacing. On the 50 tuning scenes
+        (tracked, every 2nd frame scored) 1.5 mm took the out-of-plane
+        scenes' false needles from 6.3 % to 0.5 % and recall from 95.6 % to
+        95.5 % (model card).
     """
 
     def __init__(self, coast_s: float = 0.5, *, tip_along_sd_px: float = 4.0, tip_across_sd_px: float = 1.0,
@@ -111,7 +119,8 @@ class NeedleTracker:
                  accel_noise: float = 20.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
                  gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 2, confirm_frames: int = 3,
                  manoeuvre_across_px: float = 6.0, manoeuvre_angle_deg: float = 8.0, manoeuvre_jump_px: float = 12.0,
-                 use_flow: bool = True, flow_tip_sd_px: float = 0.3, coast_min_echo: float = 0.5) -> None:
+                 use_flow: bool = True, flow_tip_sd_px: float = 0.3, coast_min_echo: float = 0.5,
+                 coast_min_length_mm: float = 1.5) -> None:
         self.coast_s = float(coast_s)
         self.tip_along_sd_px = tip_along_sd_px
         self.tip_across_sd_px = tip_across_sd_px
@@ -127,6 +136,8 @@ class NeedleTracker:
         self.confirm_frames = max(1, int(confirm_frames))
         self.use_flow = use_flow
         self.coast_min_echo = coast_min_echo
+        self.coast_min_length_mm = coast_min_length_mm
+        self._last_short = False
         self._flow_var = flow_tip_sd_px**2
         self.reset()
 
@@ -333,6 +344,7 @@ class NeedleTracker:
                     self._frames_since += 1
                 return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
             self._new_filter(det)
+            self._last_short = self._is_short(det, frame)
             self._t_detect_s = t
             self._frames_since = 0
             return self._output("tracking")
@@ -374,6 +386,7 @@ class NeedleTracker:
                 else:
                     self._correct(z, r)
                 self._length_px += 0.3 * (float(np.hypot(*np.subtract(det.tip_px, det.tail_px))) - self._length_px)
+                self._last_short = self._is_short(det, frame)
                 self._confidence = float(det.confidence)
                 self._dir_var_meas = float(r[2, 2])
                 self._t_detect_s = t
@@ -393,13 +406,14 @@ class NeedleTracker:
                     v = np.subtract(self._pending[-1].tip_px, self._pending[-2].tip_px) / (
                         self._pending_t[-1] - self._pending_t[-2])
                 self._new_filter(det, v)
+                self._last_short = self._is_short(det, frame)
                 self._hits = self.reinit_frames  # already seen that many times
                 self._t_detect_s = t
                 self._frames_since = 0
                 return self._output("tracking")
 
         self._frames_since += 1
-        if t - self._t_detect_s > self.coast_s or self._hits < self.confirm_frames:
+        if t - self._t_detect_s > self.coast_s or self._hits < self.confirm_frames or self._last_short:
             self._kf = None
             self._pending, self._pending_t = ([det], [t]) if det is not None else ([], [])
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
@@ -424,6 +438,12 @@ class NeedleTracker:
             self._kf = None
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
         return self._output("coasting", fade=1.0 - (t - self._t_detect_s) / self.coast_s)
+
+    def _is_short(self, det: NeedleDetection, frame: Frame) -> bool:
+        if self.coast_min_length_mm <= 0 or frame.spacing_mm is None:
+            return False
+        dx, dy = np.subtract(det.tip_px, det.tail_px)
+        return math.hypot(dx * frame.spacing_mm[0], dy * frame.spacing_mm[1]) < self.coast_min_length_mm
 
     def _shaft_echo(self, image: np.ndarray) -> float:
         """How much the held shaft stands out: the brightest line within 8 px of it over the lines 12-16 px away.

@@ -101,6 +101,20 @@ def test_coast_then_lost_at_coast_s():
         assert t.frames_since_detection == i - 29
 
 
+def test_a_needle_last_seen_as_a_sliver_is_not_held_once_it_is_gone():
+    """A needle rolling out of the plane shrinks to a sliver, then goes: it is not drawn on after it."""
+    tip = np.array([150.0, 120.0])
+    u = np.array([100.0, 70.0]) / np.hypot(100.0, 70.0)
+    for last_mm, held in ((1.0, False), (5.0, True)):
+        tr = NeedleTracker(coast_s=0.5)
+        for i in range(20):  # 12 mm of shaft at 0.1 mm a pixel, shrinking to last_mm
+            length_px = 120.0 - (120.0 - last_mm * 10.0) * i / 19
+            tr.update(frame(i), det(tip, tip - length_px * u))
+        t = tr.update(frame(20), Detection())
+        assert (t.needle is not None) == held, (last_mm, t.state)
+        assert t.state == ("coasting" if held else "lost")
+
+
 def test_two_second_gap_reports_nothing_after_the_coast():
     tr = NeedleTracker(coast_s=0.5)
     for i in range(30):
