@@ -137,7 +137,6 @@ class NeedleTracker:
         self.use_flow = use_flow
         self.coast_min_echo = coast_min_echo
         self.coast_min_length_mm = coast_min_length_mm
-        self._last_short = False
         self._flow_var = flow_tip_sd_px**2
         self.reset()
 
@@ -156,6 +155,7 @@ class NeedleTracker:
         self._nis = 2.0                         # running mean of the tip's normalised innovation
         self._hits = 0                          # detections accepted by the current track
         self._echo_ref: float | None = None     # the shaft's echo over its surroundings while detected
+        self._last_short = False                # the last accepted detection was a sliver (no coast)
 
     @property
     def active(self) -> bool:
@@ -440,6 +440,7 @@ class NeedleTracker:
         return self._output("coasting", fade=1.0 - (t - self._t_detect_s) / self.coast_s)
 
     def _is_short(self, det: NeedleDetection, frame: Frame) -> bool:
+        """Whether ``det``'s shaft is shorter than ``coast_min_length_mm`` (never without pixel spacing)."""
         if self.coast_min_length_mm <= 0 or frame.spacing_mm is None:
             return False
         dx, dy = np.subtract(det.tip_px, det.tail_px)
