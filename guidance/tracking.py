@@ -27,7 +27,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from .geometry import resample_on_grid, sample_along
+from .geometry import length_mm, resample_on_grid, sample_along
 from .types import Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, TargetDetection
 
 # Chi-square 99.9 % quantile for 4 degrees of freedom (tip x, y, direction x, y).
@@ -441,10 +441,8 @@ class NeedleTracker:
 
     def _is_short(self, det: NeedleDetection, frame: Frame) -> bool:
         """Whether ``det``'s shaft is shorter than ``coast_min_length_mm`` (never without pixel spacing)."""
-        if self.coast_min_length_mm <= 0 or frame.spacing_mm is None:
-            return False
-        dx, dy = np.subtract(det.tip_px, det.tail_px)
-        return math.hypot(dx * frame.spacing_mm[0], dy * frame.spacing_mm[1]) < self.coast_min_length_mm
+        shaft_mm = length_mm(np.subtract(det.tip_px, det.tail_px), frame.spacing_mm)
+        return shaft_mm is not None and shaft_mm < self.coast_min_length_mm
 
     def _shaft_echo(self, image: np.ndarray) -> float:
         """How much the held shaft stands out: the brightest line within 8 px of it over the lines 12-16 px away.
