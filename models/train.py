@@ -91,11 +91,12 @@ def make_targets(truth: dict, size: int = SIZE) -> np.ndarray:
     return out
 
 
-def render_sample(seed: int, needle_styles: bool | dict = False) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(seed: int, needle_styles: bool | dict = False,
+                  distractors: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (S,S), targets uint8 (4,S,S) scaled to 0..255) for one training seed."""
     from guidance.sim.training import make_sample
 
-    sf = make_sample(seed, size_px=(SIZE, SIZE), needle_styles=needle_styles)
+    sf = make_sample(seed, size_px=(SIZE, SIZE), needle_styles=needle_styles, distractors=distractors)
     img = np.asarray(sf.image, np.uint8)
     if img.shape != (SIZE, SIZE):
         raise RuntimeError(f"make_sample({seed}) gave an image of shape {img.shape}, expected {(SIZE, SIZE)}")
@@ -104,7 +105,7 @@ def render_sample(seed: int, needle_styles: bool | dict = False) -> tuple[np.nda
 
 
 def build_cache(path: Path, seeds: list[int], workers: int,
-                needle_styles: bool | dict = False) -> tuple[np.ndarray, np.ndarray]:
+                needle_styles: bool | dict = False, distractors: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     if path.is_file():
         z = np.load(path)
         if len(z["images"]) == len(seeds) and int(z["seed0"]) == seeds[0]:
@@ -115,7 +116,8 @@ def build_cache(path: Path, seeds: list[int], workers: int,
     targets = np.zeros((len(seeds), 4, SIZE, SIZE), np.uint8)
     ctx = get_context("fork")
     with ctx.Pool(workers) as pool:
-        for i, (img, tg) in enumerate(pool.imap(partial(render_sample, needle_styles=needle_styles), seeds, chunksize=8)):
+        render = partial(render_sample, needle_styles=needle_styles, distractors=distractors)
+        for i, (img, tg) in enumerate(pool.imap(render, seeds, chunksize=8)):
             images[i], targets[i] = img, tg
             if (i + 1) % 250 == 0 or i + 1 == len(seeds):
                 el = time.time() - t0
@@ -297,6 +299,9 @@ def main(argv=None) -> int:
     ap.add_argument("--style-mix", default=None, metavar="STYLE=SHARE,...",
                     help="each needle style's share of the needles, e.g. scatter=0.25,walls=0.3 (the rest "
                          "specular; make_sample(needle_styles={...})); the cache file name says so")
+    ap.add_argument("--distractors", type=float, default=0.0, metavar="SHARE",
+                    help="give this share of the samples 1-3 needle-like oblique tissue strands "
+                         "(make_sample(distractors=...)); the cache file name says so")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="time budget: the learning-rate schedule runs over it when it ends before --steps")
     args = ap.parse_args(argv)
@@ -316,9 +321,11 @@ def main(argv=None) -> int:
         cache = cache.with_name(cache.stem + "_" + "_".join(f"{k}{v:g}" for k, v in styles.items()) + ".npz")
     elif args.needle_styles:
         cache = cache.with_name(cache.stem + "_styles.npz")
-    images, targets = build_cache(cache, seeds, args.workers, styles)
+    if args.distractors:
+        cache = cache.with_name(cache.stem + f"_strands{args.distractors:g}.npz")
+    images, targets = build_cache(cache, seeds, args.workers, styles, args.distractors)
     vimg, vtg = build_cache(cache.with_name(cache.stem + "_val.npz"),
-                            [VAL_SEED0 + i for i in range(args.val)], args.workers, styles)
+                            [VAL_SEED0 + i for i in range(args.val)], args.workers, styles, args.distractors)
     print(f"data ready in {time.time() - t_start:.0f} s", flush=True)
 
     net = build_net(leaky=args.leaky, channels=tuple(args.channels))
@@ -387,7 +394,8 @@ def main(argv=None) -> int:
     info = {"seed": args.seed, "samples": args.samples, "steps_done": step, "steps": args.steps,
             "batch": args.batch, "lr": args.lr, "parameters": n_params, "channels": list(args.channels),
             "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
-            "needle_styles": args.needle_styles, "style_mix": args.style_mix, "freeze_bn": args.freeze_bn,
+            "needle_styles": args.needle_styles, "style_mix": args.style_mix, "distractors": args.distractors,
+            "freeze_bn": args.freeze_bn,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
             "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16 if aligned else None}

@@ -483,3 +483,34 @@ def test_a_coherent_needle_changes_only_the_needle_echo_and_keeps_its_truth():
         assert np.array_equal(coh.image[~near], spec.image[~near])
         shaft = coh.masks["needle"] > 0
         assert np.abs(coh.image[shaft].astype(int) - spec.image[shaft]).mean() > 10
+
+
+def test_an_oblique_strand_is_a_straight_needle_like_line_in_the_soft_tissue_only():
+    long = 0
+    for seed in range(1, 13):
+        cfg = dict(width_px=320, height_px=320, seed=seed, scenario="no_needle")
+        plain = Simulator(SimConfig(**cfg)).render(10)
+        strand = Simulator(SimConfig(**cfg, oblique_strands=1)).render(10)
+        assert strand.truth == plain.truth and all((strand.masks[k] == plain.masks[k]).all() for k in plain.masks)
+        diff = strand.image.astype(float) - plain.image.astype(float)
+        assert diff.max() > 20, seed
+        ys, xs = np.nonzero(diff > 0.5 * diff.max())
+        bone = np.array(plain.truth["target"]["bone_px"])
+        assert (ys < np.interp(xs, bone[:, 0], bone[:, 1]) + 3).all(), seed  # above the bone
+        evals, evecs = np.linalg.eigh(np.cov(np.column_stack([xs, ys]).T.astype(float)))
+        if math.sqrt(12 * evals[-1]) < 25:  # too short to tell a line from a blob at half its peak
+            continue
+        long += 1
+        dx, dy = evecs[:, -1]
+        assert 10 <= math.degrees(math.atan2(abs(dy), abs(dx))) <= 62, seed  # at a needle's angles
+        assert evals[0] < 0.06 * evals[-1], seed  # straight and thin
+    assert long >= 6, long
+
+
+def test_distractor_strands_in_training_samples_change_only_the_image():
+    changed = 0
+    for seed in range(100000, 100016):
+        a, b = make_sample(seed), make_sample(seed, distractors=0.5)
+        assert a.truth == b.truth and all((a.masks[k] == b.masks[k]).all() for k in a.masks), seed
+        changed += not np.array_equal(a.image, b.image)
+    assert 3 <= changed <= 13, changed  # about half the samples

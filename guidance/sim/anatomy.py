@@ -182,6 +182,48 @@ def _add_streaks(rng, specular, label, fluid_mask, px) -> None:
     specular += splat(np.column_stack([xs.ravel(), ys.ravel()]), a.ravel(), (0, 0), (h, w))
 
 
+def add_oblique_strands(rng, anatomy: Anatomy, count: int, edges_px: tuple[float, float]) -> None:
+    """Straight bright strands at a needle's angles in the soft tissue (in place, ``anatomy.specular``).
+
+    Training distractors: an oblique septum or fascia that looks like a needle's
+    shaft, 2-15 mm long at 12-60 degrees, 0.4-4 per pixel of length (a faint
+    steep needle's to a flat one's shaft), patchy or tapered, some reaching a
+    side edge as an entering needle does. They have no reverberation, no bevel
+    and no shadow: the detector must learn what else makes a needle.
+    ``edges_px``: the canvas columns of the frame's left and right edges.
+    """
+    spec, soft = anatomy.specular, anatomy.soft_tissue
+    h, w = spec.shape
+    px = 1.0 / anatomy.spacing_mm
+    skin = int(1.5 * px)  # below the skin's own echo
+    rows, cols = np.nonzero(soft[skin:])
+    if len(rows) == 0:
+        return
+    from .needle import splat  # the same bilinear deposit as the needle's
+
+    for _ in range(int(count)):
+        k = int(rng.integers(len(rows)))
+        c = np.array([cols[k], rows[k] + skin], float)
+        theta = math.radians(rng.uniform(12.0, 60.0)) * rng.choice([-1.0, 1.0])
+        d = np.array([math.cos(theta), math.sin(theta)])
+        length = rng.uniform(2.0, 15.0) * px
+        if rng.random() < 0.3:  # from a side edge of the frame, as an entering needle
+            left = rng.random() < 0.5
+            d = np.array([abs(d[0]) if left else -abs(d[0]), d[1]])
+            c = np.array([edges_px[0] if left else edges_px[1], c[1]]) + d * 0.5 * length
+        t = np.arange(-0.5 * length, 0.5 * length, 0.5)
+        amp = math.exp(rng.uniform(math.log(0.4), math.log(4.0))) * 0.5  # per half pixel
+        if rng.random() < 0.5:  # patchy, with gaps
+            along = np.clip(smooth_curve(rng, len(t), rng.uniform(4, 16) * px) + rng.uniform(0.3, 1.2), 0, 1)
+        else:  # tapered at both ends
+            along = np.sin(np.pi * (t / length + 0.5)) ** 0.5
+        pts = c[None, :] + t[:, None] * d[None, :]
+        inside = (pts[:, 0] >= 0) & (pts[:, 0] < w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] < h - 1)
+        pts, a = pts[inside], (amp * along)[inside]
+        ok = soft[pts[:, 1].astype(int), pts[:, 0].astype(int)]
+        spec += splat(pts[ok], a[ok].astype(np.float32), (0, 0), (h, w)).astype(np.float32)
+
+
 def _add_vessels(rng, echo, specular, label, y_top, y_bottom, px) -> np.ndarray:
     """Zero to two small vessels (1-3.5 mm, anechoic, bright walls) in the fat or muscle, in place.
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from .anatomy import VIEWS, Anatomy, build_anatomy, deposit_curve
+from .anatomy import VIEWS, Anatomy, add_oblique_strands, build_anatomy, deposit_curve
 from .beam import Beam, Probe
 from .coherent import round_trip_wavevectors, wall_field
 from .needle import NEEDLE_STYLES, NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
@@ -48,7 +48,10 @@ class SimConfig:
     single scattering such as PyMUST make a tube) or ``"coherent"`` (those
     walls as continuous reflectors imaged by steered plane waves,
     :mod:`guidance.sim.coherent`: faint and fringed unless a wave meets them
-    square on, as in PyMUST's compounded frames).
+    square on, as in PyMUST's compounded frames). ``oblique_strands``: that
+    many needle-like tissue strands (training distractors,
+    :func:`~guidance.sim.anatomy.add_oblique_strands`), drawn on their own
+    random stream so that the rest of the scene is unchanged.
     """
 
     width_px: int = 512
@@ -65,6 +68,7 @@ class SimConfig:
     drift_mm: float = 1.5
     cartilage: bool = True
     needle_style: str = "specular"
+    oblique_strands: int = 0
 
     @property
     def spacing(self) -> float:
@@ -169,6 +173,9 @@ class Simulator:
             wav = rng.uniform(0.0, 0.3) / s * smooth_curve(rng, Wc, 6.0 / s)
             for k in range(1, 5):
                 deposit_curve(self.anatomy.specular, k * gap_mm / s + wav, np.float32(0.3 * 0.6 ** k))
+        if cfg.oblique_strands:
+            add_oblique_strands(np.random.default_rng([self.seed & 0xFFFFFFFF, 0x0B1]), self.anatomy,
+                                cfg.oblique_strands, (self.margin_px, self.margin_px + W - 1))
         echo = self.anatomy.echo * np.float32(1 / math.sqrt(2))
         density = 0.004 if not strong else rng.uniform(0.0, 0.01)
         self.looks: list[_Look] = []

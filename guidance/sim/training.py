@@ -25,7 +25,7 @@ _SCENARIO_P = (0.38, 0.27, 0.2, 0.15)
 
 
 def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
-                needle_styles: bool | dict[str, float] = False) -> SimFrame:
+                needle_styles: bool | dict[str, float] = False, distractors: float = 0.0) -> SimFrame:
     """One randomised labelled frame, deterministic in ``seed``.
 
     Parameters
@@ -37,6 +37,9 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
         such as ``{"scatter": 0.25, "walls": 0.3}`` gives each style's share
         (the rest specular). The choice has its own random stream, so every
         other sample, and every sample with False, is the same as before.
+    distractors : the share of samples given 1-3 needle-like oblique tissue
+        strands (``SimConfig.oblique_strands``), chosen on their own random
+        stream like the style.
 
     Returns
     -------
@@ -65,7 +68,8 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
     cfg = SimConfig(width_px=sw, height_px=sh, fps=fps, seed=int(rng.integers(0, 2**31)), scenario=scenario,
                     depth_mm=depth_mm, n_frames=int(rng.integers(30, 90)), randomize=True,
                     drift_mm=rng.uniform(0.2, 2.0), cartilage=bool(rng.random() > 0.15),
-                    needle_style=_needle_style(seed, needle_styles))
+                    needle_style=_needle_style(seed, needle_styles),
+                    oblique_strands=_strand_count(seed, distractors))
     overlays = rng.random() < 0.3
     jpeg_quality = int(rng.integers(25, 90)) if rng.random() < 0.3 else None
     sim = Simulator(cfg)
@@ -115,6 +119,14 @@ def _needle_style(seed: int, shares: bool | dict[str, float]) -> str:
             return style
         u -= share
     return "specular"
+
+
+def _strand_count(seed: int, share: float) -> int:
+    """How many oblique distractor strands sample ``seed`` gets for ``make_sample``'s ``distractors``."""
+    if share <= 0:
+        return 0
+    r = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xD15])
+    return int(r.integers(1, 4)) if r.random() < share else 0
 
 
 def _degrade(rng, image: np.ndarray, region, overlays: bool, jpeg_quality: int | None) -> np.ndarray:
