@@ -408,3 +408,18 @@ def test_export_to_a_folder_is_one_line_and_a_cut_recording_is_exported_with_a_w
     assert main(["export", str(cut), "--mp4", str(tmp_path / "cut.mp4"), "--no-overlay"]) == 0
     err = capsys.readouterr().err
     assert "cut.usrec: not closed properly" in err and "frames recovered" in err
+
+
+def test_a_recording_cut_off_before_its_first_frame_is_refused_not_replayed_as_empty(tmp_path, capsys):
+    frames = [Frame(np.full((64, 80), 40 + i, np.uint8), i / 30.0, i, i, (0.1, 0.1), "t") for i in range(5)]
+    rec = write_recording(tmp_path / "s.usrec", frames, {"source": "t"})
+    with RecordingReader(rec) as rd:
+        first_frame_at = int(rd._entries["frame_offset"][0])
+    cut = tmp_path / "cut.usrec"
+    cut.write_bytes(rec.read_bytes()[: first_frame_at + 100])  # the metadata and part of frame 0
+    out = tmp_path / "lines.jsonl"
+    assert main(["replay", str(cut), "--out", str(out)]) == 2  # was status 0 and an empty output
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut.usrec: the recording has no frames to replay" in err[0]
+    assert "cut off" in err[0] and "0 frames recovered" in err[0]
+    assert not out.exists()
