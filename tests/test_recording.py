@@ -410,7 +410,7 @@ def test_export_to_a_folder_is_one_line_and_a_cut_recording_is_exported_with_a_w
     assert "cut.usrec: not closed properly" in err and "frames recovered" in err
 
 
-def test_a_recording_cut_off_before_its_first_frame_is_refused_not_replayed_as_empty(tmp_path, capsys):
+def test_a_recording_cut_off_before_its_first_frame_is_refused_and_a_cut_one_detected_with_a_warning(tmp_path, capsys):
     frames = [Frame(np.full((64, 80), 40 + i, np.uint8), i / 30.0, i, i, (0.1, 0.1), "t") for i in range(5)]
     rec = write_recording(tmp_path / "s.usrec", frames, {"source": "t"})
     with RecordingReader(rec) as rd:
@@ -423,3 +423,15 @@ def test_a_recording_cut_off_before_its_first_frame_is_refused_not_replayed_as_e
     assert len(err) == 1 and "cut.usrec: the recording has no frames to replay" in err[0]
     assert "cut off" in err[0] and "0 frames recovered" in err[0]
     assert not out.exists()
+    assert main(["detect", str(cut), "--model", "classical", "--out", str(out)]) == 2  # was 0 lines, status 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cut.usrec: the recording holds no frames" in err[0] and not out.exists()
+
+    # cut after three frames: detect runs on what is there and says what is missing
+    half = tmp_path / "half.usrec"
+    with RecordingReader(rec) as rd:
+        half.write_bytes(rec.read_bytes()[: int(rd._entries["frame_offset"][3]) + 100])
+    assert main(["detect", str(half), "--model", "classical", "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "half.usrec: not closed properly" in err[0] and "3 frames recovered" in err[0]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..errors import InputError
 from ._args import add_stage_options, open_output, source_options, stages_from_args
@@ -30,6 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if kind in ("device", "igtl", "sim"):
         raise InputError(f"{args.input}: detect reads files; use 'guidance live --source {args.input}' for a live source")
     source = open_source(args.input, **source_options(args, realtime=False, loop=False))
+    notice = getattr(source, "notice", "")  # a recording cut off or damaged: say so, then detect what is there
+    if notice:
+        print(f"guidance detect: {args.input}: {notice}", file=sys.stderr)
     stages = stages_from_args(args)
     fh, finish = open_output(args.out)
     try:

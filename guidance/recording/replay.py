@@ -89,12 +89,21 @@ class RecordingSource(SourceBase):
                 return
             reader = RecordingReader(self.path)
             n = len(reader)
+            if not n:  # cut off before its first frame: nothing to read, and not a silent empty run
+                reader.close()
+                damage = f" ({reader.lost_info.message})" if reader.lost_info.message else ""
+                raise InputError(f"{self.path}: the recording holds no frames{damage}")
             start, stop = self._range
             stop = n if stop is None else stop
             start = min(max(start, 0), n)
             stop = min(max(stop, start), n)
             self._reader, self.start, self.stop = reader, start, stop
             self._position, self._current, self._anchor = start, None, None
+
+    @property
+    def notice(self) -> str:
+        """What the recording is missing (cut off, damaged records, dropped frames); "" when complete."""
+        return self.reader.lost_info.message
 
     def close(self) -> None:
         with self._lock:
