@@ -31,9 +31,8 @@ def run(args: argparse.Namespace) -> int:
     if kind in ("device", "igtl", "sim"):
         raise InputError(f"{args.input}: detect reads files; use 'guidance live --source {args.input}' for a live source")
     source = open_source(args.input, **source_options(args, realtime=False, loop=False))
-    notice = getattr(source, "notice", "")  # a recording cut off or damaged: say so, then detect what is there
-    if notice:
-        print(f"guidance detect: {args.input}: {notice}", file=sys.stderr)
+    if source.notice:  # a recording cut off or damaged: say so, then detect what is there
+        print(f"guidance detect: {args.input}: {source.notice}", file=sys.stderr)
     stages = stages_from_args(args)
     fh, finish = open_output(args.out)
     try:

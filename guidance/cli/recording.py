@@ -195,7 +195,8 @@ def run_replay(args: argparse.Namespace) -> int:
     from ..recording.golden import guidance_of
 
     reader = RecordingReader(args.recording)
-    if not len(reader):  # as export: an empty output with status 0 would pass for a replay
+    n = len(reader)
+    if not n:  # as export: an empty output with status 0 would pass for a replay
         reader.close()
         damage = f" ({reader.lost_info.message})" if reader.lost_info.message else ""
         raise InputError(f"{args.recording}: the recording has no frames to replay{damage}")
@@ -203,7 +204,6 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"guidance replay: {args.recording}: {reader.lost_info.message}", file=sys.stderr)
     if args.check and not args.recompute:
         raise InputError("--check compares recomputed guidance with the recorded one: add --recompute")
-    n = len(reader)
     if not 0 <= args.start < n:  # clipping would print nothing (or from frame 0) without a word
         raise InputError(f"{args.recording}: --start {args.start}: the recording has positions 0 to {n - 1}")
     if args.stop is not None and args.stop <= args.start:

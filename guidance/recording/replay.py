@@ -102,7 +102,7 @@ class RecordingSource(SourceBase):
 
     @property
     def notice(self) -> str:
-        """What the recording is missing (cut off, damaged records, dropped frames); "" when complete."""
+        """What the recording is missing (cut off, damaged records, dropped frames); "" when whole."""
         return self.reader.lost_info.message
 
     def close(self) -> None:

@@ -51,6 +51,8 @@ class SourceBase:
     name: str = "source"
     is_live: bool = False
     spacing_mm: Spacing | None = None
+    notice: str = ""
+    """What a file source is missing (a recording cut off or damaged); "" when it is whole."""
 
     def __init__(self) -> None:
         self._seq = 0
