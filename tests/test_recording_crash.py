@@ -96,6 +96,38 @@ def test_kill_9_of_the_record_command_leaves_a_readable_file(tmp_path):
         assert rd.record(len(rd) - 1)["frame"] == rd.frame(len(rd) - 1).index
 
 
+# A writer killed by SIGKILL right after its N-th write to the file (N = argv[2]): every boundary
+# between two writes is a place a real kill can land.
+KILL_AT_WRITE_CHILD = r"""
+import os, signal, sys, numpy as np
+from guidance.recording import RecordingWriter
+from guidance.types import Frame
+writes = 0
+original = RecordingWriter._write
+def write_then_maybe_die(self, data):
+    global writes
+    original(self, data)
+    writes += 1
+    if writes == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+RecordingWriter._write = write_then_maybe_die
+w = RecordingWriter(sys.argv[1], {"source": "kill at a write"}, sync_interval_s=0.0)
+for i in range(50):
+    img = np.random.default_rng(i).integers(0, 200, (60, 80), dtype=np.uint8)
+    w.write_frame(Frame(img, i / 30.0, i, i, (0.1, 0.1), "child"), {"frame": i, "needle": None, "target": None})
+"""
+
+
+@pytest.mark.parametrize("kill_after_writes", [5, 6])
+def test_a_kill_between_any_two_writes_never_leaves_a_frame_without_the_result_shown_on_it(tmp_path, kill_after_writes):
+    path = tmp_path / "killed.usrec"
+    done = subprocess.run([sys.executable, "-c", KILL_AT_WRITE_CHILD, str(path), str(kill_after_writes)], timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    with RecordingReader(path) as rd:
+        assert len(rd) >= 2 and not rd.lost_info.clean
+        assert [(rd.record(i) or {}).get("frame") for i in range(len(rd))] == list(range(len(rd)))
+
+
 # A live pipeline on the simulator recording until the recorder reports an error, then 1.5 s more
 # (the pipeline must go on); SEED is the simulator's seed.
 RECORD_UNTIL_ERROR = r"""

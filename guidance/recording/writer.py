@@ -128,10 +128,14 @@ class RecordingWriter:
         """Append one frame (and the contract line shown on it). Returns its position."""
         payload = fmt.pack_frame(frame.image, seq=frame.seq, index=frame.index, timestamp_s=frame.timestamp_s,
                                  spacing_mm=frame.spacing_mm, codec=self.codec)
-        frame_offset = self._append(fmt.FRAME, payload)
-        result_offset = 0
+        chunk = fmt.pack_record(fmt.FRAME, payload)
+        frame_offset, result_offset = self._offset, 0
         if record is not None:
-            result_offset = self._append(fmt.RESULT, fmt.pack_result(frame.seq, record))
+            # One write for the frame and the result shown on it: a process killed between two
+            # writes left a frame on disk without its result (seen as a flaky kill -9 test).
+            result_offset = frame_offset + len(chunk)
+            chunk += fmt.pack_record(fmt.RESULT, fmt.pack_result(frame.seq, record))
+        self._write(chunk)
         self._pending.append((frame_offset, result_offset, float(frame.timestamp_s), int(frame.seq)))
         self.frames += 1
         self.raw_bytes += frame.image.size
