@@ -285,3 +285,35 @@ def test_igtl_results_command_runs_and_a_dead_source_is_one_line(capsys):
     assert main(["igtl-results", "--source", "97", "--duration", "1", "--port", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("guidance igtl-results: capture device 97: cannot open")
+
+
+def test_igtl_send_serves_a_file_from_its_first_frame_to_a_peer_that_connects_late(tmp_path, capsys):
+    import cv2
+
+    from guidance.cli import main
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), pattern(i))
+    port = free_port()
+    status = []
+    server = threading.Thread(target=lambda: status.append(main(
+        ["igtl-send", str(folder), "--port", str(port), "--fps", "4", "--spacing", "0.1"])), daemon=True)
+    server.start()
+    time.sleep(1.0)  # 3D Slicer connects a while after the command starts
+    client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=port)
+    got = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(got) < 3 and time.monotonic() < deadline:
+            msg = client.wait_for_message("Image_Reference", timeout=0.1)
+            if msg is not None:
+                got.append(msg.image[0].copy())
+    finally:
+        client.stop()
+    server.join(10)
+    assert status == [0]
+    assert len(got) == 3 and all(np.array_equal(g, pattern(i)) for i, g in enumerate(got))
+    err = capsys.readouterr().err
+    assert "waiting for a peer" in err and "end of input after 3 frame(s); --loop starts it again" in err

@@ -43,6 +43,8 @@ def register(subparsers) -> None:
     p.add_argument("--spacing", type=spacing_arg, default=None, metavar="MM|SX,SY", help="pixel spacing to send")
     p.add_argument("--loop", action="store_true", help="start again at the end of a file")
     p.add_argument("--count", type=int, default=None, help="stop after this many frames")
+    p.add_argument("--no-wait", action="store_true",
+                   help="start sending at once (default: wait for the first peer, so a file is seen from its start)")
     p.set_defaults(func=_igtl_send)
 
     p = subparsers.add_parser(
@@ -94,12 +96,20 @@ def _igtl_send(args: argparse.Namespace) -> int:
         fps = args.fps or source.nominal_fps or 30.0
         print(f"serving {source.name} on igtl://{server.host}:{server.port} at {fps:.1f} fps "
               f"(device {args.device}); Ctrl-C stops", file=sys.stderr)
+        if not args.no_wait:
+            # Frames sent before anyone listens are lost: a short file would be over before
+            # 3D Slicer connects. Wait for the first peer, as a user starting both expects.
+            print("waiting for a peer to connect ...", file=sys.stderr, flush=True)
+            while not server.wait_for_client(1.0):
+                pass
         period = 1.0 / fps
         due = time.monotonic()
         sent = 0
         while args.count is None or sent < args.count:
             frame = source.read()
             if frame is None:
+                print(f"{source.name}: end of input after {sent} frame(s)"
+                      + ("" if args.loop else "; --loop starts it again"), file=sys.stderr)
                 break
             due += period
             wait = due - time.monotonic()
