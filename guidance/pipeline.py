@@ -175,6 +175,7 @@ class LivePipeline:
         self._processor: threading.Thread | None = None
         self._capture_done = False
         self._fatal_message: str | None = None  # the source cannot be used: stays in "error"
+        self._end_notice = ""  # what the source found missing when it ended
 
         self._state = "starting"
         self._message = ""
@@ -356,7 +357,9 @@ class LivePipeline:
                     return
                 if frame is None:
                     # The end of the input (a live source that is lost raises SourceDisconnected
-                    # instead): the processing thread finishes the last frame and reports "ended".
+                    # instead): the processing thread finishes the last frame and reports "ended",
+                    # with what the source found missing (a video shorter than its header says).
+                    self._end_notice = worker.source.notice
                     return
                 bad_in_a_row = 0
                 backoff = self.initial_backoff_s
@@ -430,7 +433,8 @@ class LivePipeline:
                     if self._fatal_message is not None:
                         self._state, self._message = "error", self._fatal_message
                     else:
-                        self._state, self._message = "ended", f"{self._source_name}: end of input"
+                        self._state, self._message = "ended", f"{self._source_name}: end of input" + (
+                            f"; {self._end_notice}" if self._end_notice else "")
                     return
                 frame, received_s = self._slot
                 self._slot = None

@@ -19,15 +19,19 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "guidance", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture
-def clip(tmp_path):
-    path = tmp_path / "clip.avi"
+def write_clip(path, frames: int, seed: int = 0):
+    """An MJPG video of noise frames, 128x96 at 20 fps, written by OpenCV."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (128, 96))
-    rng = np.random.default_rng(0)
-    for _ in range(6):
+    rng = np.random.default_rng(seed)
+    for _ in range(frames):
         writer.write(cv2.cvtColor(rng.integers(0, 120, (96, 128), dtype=np.uint8), cv2.COLOR_GRAY2BGR))
     writer.release()
     return path
+
+
+@pytest.fixture
+def clip(tmp_path):
+    return write_clip(tmp_path / "clip.avi", 6)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -49,6 +53,30 @@ def test_detect_writes_one_contract_line_per_frame(clip, tmp_path):
         assert rec["spacing_mm"] == [0.1, 0.1]
         assert "total" in rec["ms"]
     assert not (tmp_path / "out.jsonl.partial").exists()
+
+
+def test_a_video_cut_off_is_detected_as_far_as_it_goes_and_said_to_be_short(tmp_path, capsys):
+    path = write_clip(tmp_path / "long.avi", 40, seed=1)
+    data = path.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])  # a copy interrupted half way: its header still says 40 frames
+    for video, notice in ((path, False), (cut, True)):
+        out = tmp_path / f"{video.stem}.jsonl"
+        assert main(["detect", str(video), "--out", str(out), "--model", "classical"]) == 0
+        n = len(out.read_text().splitlines())
+        err = capsys.readouterr().err
+        if notice:
+            assert 0 < n < 40
+            cut_frames = n
+            assert err.strip() == (f"guidance detect: {video}: the video ends after {n} of the 40 frames its "
+                                   "header declares: it was cut off or is damaged")
+        else:
+            assert n == 40 and err == ""
+    # the live pipeline's end says it too
+    assert main(["live", "--source", str(cut), "--duration", "20", "--model", "classical"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "state=ended" in last and last.endswith("end of input; the video ends after "
+                                                   f"{cut_frames} of the 40 frames its header declares: it was cut off or is damaged")
 
 
 def test_detect_out_to_a_folder_is_one_line_before_any_work(clip, tmp_path):

@@ -31,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     if kind in ("device", "igtl", "sim"):
         raise InputError(f"{args.input}: detect reads files; use 'guidance live --source {args.input}' for a live source")
     source = open_source(args.input, **source_options(args, realtime=False, loop=False))
-    if source.notice:  # a recording cut off or damaged: say so, then detect what is there
-        print(f"guidance detect: {args.input}: {source.notice}", file=sys.stderr)
+    told = source.notice
+    if told:  # a recording cut off or damaged: say so, then detect what is there
+        print(f"guidance detect: {args.input}: {told}", file=sys.stderr)
     stages = stages_from_args(args)
     fh, finish = open_output(args.out)
     try:
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         finish(False)
         raise
+    if source.notice and source.notice != told:  # found only at the end (a video shorter than its header says)
+        print(f"guidance detect: {args.input}: {source.notice}", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,8 @@ from ..types import Frame, Spacing
 class FrameSource(Protocol):
     name: str
     """Human-readable description of the source (file name, device, URL)."""
+    notice: str
+    """What a file source is missing (cut off, damaged), once known; "" when nothing is."""
 
     @property
     def nominal_fps(self) -> float | None: ...
@@ -52,7 +54,7 @@ class SourceBase:
     is_live: bool = False
     spacing_mm: Spacing | None = None
     notice: str = ""
-    """What a file source is missing (a recording cut off or damaged); "" when it is whole."""
+    """What a file source is missing (a recording or video cut off or damaged), once known; "" when nothing is."""
 
     def __init__(self) -> None:
         self._seq = 0

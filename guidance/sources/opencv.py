@@ -260,6 +260,10 @@ class VideoFileSource(SourceBase):
         if not ok:
             if self._index == 0 and self._loop_offset_s == 0.0:
                 raise InputError(f"{self.name}: no frame could be decoded (corrupt or unsupported video)")
+            if self._count and self._loop_offset_s == 0.0 and self._count - self._index > max(2, self._count // 50):
+                # Some containers only estimate their frame count: a frame or two short is not news.
+                self.notice = (f"the video ends after {self._index} of the {self._count} frames its header "
+                               f"declares: it was cut off or is damaged")
             return None
         t_s = self._timestamp_s()
         frame = self.make_frame(image, t_s, self._index)
