@@ -259,6 +259,11 @@ class LivePipeline:
         return self._latest
 
     # --- status --------------------------------------------------------------------------------
+    @property
+    def end_notice(self) -> str:
+        """What the source found missing when it ended (a video shorter than its header says); "" if nothing."""
+        return self._end_notice
+
     def status(self) -> PipelineStatus:
         now = time.monotonic()
         with self._cond:

@@ -55,7 +55,7 @@ def test_detect_writes_one_contract_line_per_frame(clip, tmp_path):
     assert not (tmp_path / "out.jsonl.partial").exists()
 
 
-def test_a_video_cut_off_is_detected_as_far_as_it_goes_and_said_to_be_short(tmp_path, capsys):
+def test_a_video_cut_off_is_detected_and_recorded_as_far_as_it_goes_and_said_to_be_short(tmp_path, capsys):
     path = write_clip(tmp_path / "long.avi", 40, seed=1)
     data = path.read_bytes()
     cut = tmp_path / "cut.avi"
@@ -77,6 +77,14 @@ def test_a_video_cut_off_is_detected_as_far_as_it_goes_and_said_to_be_short(tmp_
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert "state=ended" in last and last.endswith("end of input; the video ends after "
                                                    f"{cut_frames} of the 40 frames its header declares: it was cut off or is damaged")
+    # and so does a recording of it, after keeping every frame there was
+    rec = tmp_path / "cut.usrec"
+    assert main(["record", "--source", str(cut), "--out", str(rec), "--model", "classical", "--quiet"]) == 0
+    assert capsys.readouterr().err.strip() == (f"guidance record: {cut}: the video ends after {cut_frames} of the 40 "
+                                               "frames its header declares: it was cut off or is damaged")
+    from guidance.recording import RecordingReader
+    with RecordingReader(rec) as rd:
+        assert len(rd) == cut_frames
 
 
 def test_detect_out_to_a_folder_is_one_line_before_any_work(clip, tmp_path):
