@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from guidance.cli import main
+from guidance.recording import RecordingReader
 
 COMMANDS = ["detect", "live", "bench"]
 
@@ -82,7 +83,6 @@ def test_a_video_cut_off_is_detected_and_recorded_as_far_as_it_goes_and_said_to_
     assert main(["record", "--source", str(cut), "--out", str(rec), "--model", "classical", "--quiet"]) == 0
     assert capsys.readouterr().err.strip() == (f"guidance record: {cut}: the video ends after {cut_frames} of the 40 "
                                                "frames its header declares: it was cut off or is damaged")
-    from guidance.recording import RecordingReader
     with RecordingReader(rec) as rd:
         assert len(rd) == cut_frames
 
