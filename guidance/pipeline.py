@@ -176,6 +176,7 @@ class LivePipeline:
         self._capture_done = False
         self._fatal_message: str | None = None  # the source cannot be used: stays in "error"
         self._end_notice = ""  # what the source found missing when it ended
+        self._last_source: FrameSource | None = None  # the source opened last (its notice, while it runs)
 
         self._state = "starting"
         self._message = ""
@@ -260,9 +261,11 @@ class LivePipeline:
 
     # --- status --------------------------------------------------------------------------------
     @property
-    def end_notice(self) -> str:
-        """What the source found missing when it ended (a video shorter than its header says); "" if nothing."""
-        return self._end_notice
+    def source_notice(self) -> str:
+        """What the source found missing (a video shorter than its header says, found at its end
+        or, looping, at its first end); "" if nothing."""
+        source = self._last_source
+        return self._end_notice or (source.notice if source is not None else "")
 
     def status(self) -> PipelineStatus:
         now = time.monotonic()
@@ -325,7 +328,7 @@ class LivePipeline:
                     try:
                         source = self._new_source()
                         self._source_name = getattr(source, "name", "") or self._source_name
-                        worker.source = source
+                        worker.source = self._last_source = source
                         source.open()
                     except Exception as exc:  # noqa: BLE001 - never die with the source
                         failed_source = worker.source

@@ -189,6 +189,21 @@ def test_frames_from_a_file_source_arrive_and_are_painted(window, qtbot, tmp_pat
     assert window.worker is None
 
 
+def test_a_looped_video_that_is_cut_off_says_so_beside_the_readouts(window, qtbot, tmp_path):
+    whole = _write_video(tmp_path / "whole.avi", n=60)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # its header still says 60 frames
+    assert window.start(str(cut))
+    qtbot.waitUntil(lambda: window.readouts.source_note.text() != "", timeout=20000)
+    text = window.readouts.source_note.text()
+    assert text.startswith("cut.avi: the video ends after ") and "of the 60 frames its header declares: it was cut off or is damaged" in text
+    painted = window.view.paint_count
+    qtbot.waitUntil(lambda: window.view.paint_count > painted + 5, timeout=10000)  # and it goes on looping
+    window.stop()
+    window._update_status()
+    assert window.readouts.source_note.text() == ""
+
+
 def test_a_bad_source_gives_a_message_not_a_crash(window):
     assert not window.start("/nonexistent/clip.avi")
     assert "clip.avi" in window.strip.text()

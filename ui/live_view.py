@@ -409,6 +409,10 @@ class LiveWindow(QtWidgets.QMainWindow):
             screen = f", on screen {sorted(shown)[len(shown) // 2]:.0f} ms" if shown else ""
             self.lab_latency.setText(f"processing {lat}{screen}")
             self.lab_dropped.setText(f"dropped {status.frames_dropped}")
+        # What the source is missing (a video cut off): a looped file would replay its part unnoticed.
+        notice = self.worker.source_notice if self.worker is not None else ""
+        name = Path(status.source).name if status is not None else ""  # a long path would not wrap
+        self.readouts.source_note.setText(f"{name}: {notice}" if notice else "")
         if self.recorder is not None:
             self._update_record_label()
 

@@ -105,6 +105,11 @@ class PipelineWorker(QtCore.QObject):
     def status(self):
         return self.pipeline.status()
 
+    @property
+    def source_notice(self) -> str:
+        """What the source found missing (a video cut off), "" if nothing (any thread)."""
+        return self.pipeline.source_notice
+
     def pause(self) -> None:
         self.pipeline.pause()
 

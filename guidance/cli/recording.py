@@ -174,8 +174,8 @@ def run_record(args: argparse.Namespace) -> int:
               f"{out} not kept", file=sys.stderr)
         return 2
     print(json.dumps(stats), flush=True)
-    if pipeline.end_notice:  # recorded what there was: say what was not there
-        print(f"guidance record: {args.source}: {pipeline.end_notice}", file=sys.stderr)
+    if pipeline.source_notice:  # recorded what there was: say what was not there
+        print(f"guidance record: {args.source}: {pipeline.source_notice}", file=sys.stderr)
     if recorder.error:
         print(f"guidance record: {recorder.error}", file=sys.stderr)
         return 1

@@ -252,6 +252,12 @@ class VideoFileSource(SourceBase):
             self.open()
         assert self._cap is not None
         ok, image = self._read_raw()
+        if not ok and self._index > 0 and self._loop_offset_s == 0.0 and self._count \
+                and self._count - self._index > max(2, self._count // 50):
+            # The first end came well before the frame count the header declares (some containers
+            # only estimate it: a frame or two short is not news). Said once, looping or not.
+            self.notice = (f"the video ends after {self._index} of the {self._count} frames its header "
+                           f"declares: it was cut off or is damaged")
         if not ok and self.loop and self._index > 0:
             self._loop_offset_s = self._last_t_s + 1.0 / (self._fps or DEFAULT_STILL_FPS)
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
@@ -260,10 +266,6 @@ class VideoFileSource(SourceBase):
         if not ok:
             if self._index == 0 and self._loop_offset_s == 0.0:
                 raise InputError(f"{self.name}: no frame could be decoded (corrupt or unsupported video)")
-            if self._count and self._loop_offset_s == 0.0 and self._count - self._index > max(2, self._count // 50):
-                # Some containers only estimate their frame count: a frame or two short is not news.
-                self.notice = (f"the video ends after {self._index} of the {self._count} frames its header "
-                               f"declares: it was cut off or is damaged")
             return None
         t_s = self._timestamp_s()
         frame = self.make_frame(image, t_s, self._index)
