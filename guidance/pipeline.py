@@ -175,8 +175,7 @@ class LivePipeline:
         self._processor: threading.Thread | None = None
         self._capture_done = False
         self._fatal_message: str | None = None  # the source cannot be used: stays in "error"
-        self._end_notice = ""  # what the source found missing when it ended
-        self._last_source: FrameSource | None = None  # the source opened last (its notice, while it runs)
+        self._last_source: FrameSource | None = None  # the source opened last (what it found missing)
 
         self._state = "starting"
         self._message = ""
@@ -265,7 +264,7 @@ class LivePipeline:
         """What the source found missing (a video shorter than its header says, found at its end
         or, looping, at its first end); "" if nothing."""
         source = self._last_source
-        return self._end_notice or (source.notice if source is not None else "")
+        return source.notice if source is not None else ""
 
     def status(self) -> PipelineStatus:
         now = time.monotonic()
@@ -367,7 +366,6 @@ class LivePipeline:
                     # The end of the input (a live source that is lost raises SourceDisconnected
                     # instead): the processing thread finishes the last frame and reports "ended",
                     # with what the source found missing (a video shorter than its header says).
-                    self._end_notice = worker.source.notice
                     return
                 bad_in_a_row = 0
                 backoff = self.initial_backoff_s
@@ -441,8 +439,9 @@ class LivePipeline:
                     if self._fatal_message is not None:
                         self._state, self._message = "error", self._fatal_message
                     else:
+                        notice = self.source_notice
                         self._state, self._message = "ended", f"{self._source_name}: end of input" + (
-                            f"; {self._end_notice}" if self._end_notice else "")
+                            f"; {notice}" if notice else "")
                     return
                 frame, received_s = self._slot
                 self._slot = None
