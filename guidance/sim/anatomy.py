@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .needle import splat
 from .noise import level_lines, smooth_curve, smooth_noise
 
 VIEWS = ("trochlea", "condyle", "suprapatellar", "joint_line")
@@ -199,8 +200,6 @@ def add_oblique_strands(rng, anatomy: Anatomy, count: int, edges_px: tuple[float
     rows, cols = np.nonzero(soft[skin:])
     if len(rows) == 0:
         return
-    from .needle import splat  # the same bilinear deposit as the needle's
-
     for _ in range(int(count)):
         k = int(rng.integers(len(rows)))
         c = np.array([cols[k], rows[k] + skin], float)
@@ -221,7 +220,7 @@ def add_oblique_strands(rng, anatomy: Anatomy, count: int, edges_px: tuple[float
         inside = (pts[:, 0] >= 0) & (pts[:, 0] < w - 1) & (pts[:, 1] >= 0) & (pts[:, 1] < h - 1)
         pts, a = pts[inside], (amp * along)[inside]
         ok = soft[pts[:, 1].astype(int), pts[:, 0].astype(int)]
-        spec += splat(pts[ok], a[ok].astype(np.float32), (0, 0), (h, w)).astype(np.float32)
+        spec += splat(pts[ok], a[ok].astype(np.float32), (0, 0), (h, w))  # the needle's bilinear deposit
 
 
 def _add_vessels(rng, echo, specular, label, y_top, y_bottom, px) -> np.ndarray:
