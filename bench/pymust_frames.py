@@ -148,12 +148,12 @@ def scene(rng: np.random.Generator, needle: bool, wavelength_mm: float) -> dict:
 class Imager:
     """PyMUST plane-wave imaging on a fixed pixel grid; the beamforming matrices are built once."""
 
-    def __init__(self, probe: str, spacing_mm: float):
+    def __init__(self, probe: str, spacing_mm: float, angles_deg: tuple[float, ...] = ANGLES_DEG):
         import pymust
 
         self.pm = pymust
         self.params = []                                  # one per plane wave: simus stores its delays in it
-        for _ in ANGLES_DEG:
+        for _ in angles_deg:
             p = pymust.getparam(probe)
             p.fs = 4 * p.fc
             p.attenuation = 0.5                           # dB/cm/MHz, mostly undone by a TGC below
@@ -165,17 +165,18 @@ class Imager:
         self.shape = (nz, nx)
         xi, zi = np.meshgrid(-X_HALF_MM + spacing_mm * np.arange(nx), Z0_MM + spacing_mm * np.arange(nz))
         self.xi, self.zi = xi * 1e-3, zi * 1e-3
-        self.delays = [pymust.txdelay(p, np.radians(a)) for p, a in zip(self.params, ANGLES_DEG)]
+        self.delays = [pymust.txdelay(p, np.radians(a)) for p, a in zip(self.params, angles_deg)]
         self.opt = pymust.utils.Options()
         self.opt.dBThresh = -30.0          # frequencies within 30 dB of the pulse's peak: 5x faster, same image
         self.opt.ElementSplitting = 1
-        self.M = [None] * len(ANGLES_DEG)  # beamforming matrices, built on the first frame
+        self.M = [None] * len(angles_deg)  # beamforming matrices, built on the first frame
 
     @property
     def wavelength_mm(self) -> float:
         return 1540.0 / self.param.fc * 1e3
 
-    def image(self, sc: dict, rng: np.random.Generator) -> np.ndarray:
+    def compounded_iq(self, sc: dict) -> np.ndarray:
+        """The scatterers' beamformed I/Q on the pixel grid, the plane waves summed coherently."""
         pm = self.pm
         iq_sum = 0
         for k, (dl, param) in enumerate(zip(self.delays, self.params)):
@@ -184,6 +185,10 @@ class Imager:
             if self.M[k] is None or self.M[k].shape[1] != iq.size:
                 self.M[k] = pm.dasmtx(iq, self.xi, self.zi, dl, param)
             iq_sum = iq_sum + (self.M[k] @ iq.flatten(order="F")).reshape(self.shape, order="F")
+        return iq_sum
+
+    def image(self, sc: dict, rng: np.random.Generator) -> np.ndarray:
+        iq_sum = self.compounded_iq(sc)
         # TGC: undo most of the round trip's attenuation (alpha f 2 z), not all of it
         f_mhz = self.param.fc * 1e-6
         gain_db = 0.5 * f_mhz * 2 * (self.zi * 100) * rng.uniform(0.7, 0.95)

@@ -91,12 +91,30 @@ def make_targets(truth: dict, size: int = SIZE) -> np.ndarray:
     return out
 
 
-def render_sample(seed: int, needle_styles: bool | dict = False,
-                  distractors: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """(image uint8 (S,S), targets uint8 (4,S,S) scaled to 0..255) for one training seed."""
+_WORKER: dict = {}  # what a rendering worker process loads once (the PyMUST needle library)
+
+
+def _init_worker(pymust_needles: Path | None) -> None:
+    if pymust_needles is not None:
+        from pymust_needles import NeedleLibrary
+
+        _WORKER["library"] = NeedleLibrary(pymust_needles)
+
+
+def render_sample(seed: int, needle_styles: bool | dict = False, distractors: float = 0.0,
+                  pymust_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (S,S), targets uint8 (4,S,S) scaled to 0..255) for one training seed.
+
+    With ``pymust_share`` > 0 that share of the samples (on its own random
+    stream) are needle-free scenes given a needle imaged by PyMUST
+    (``models/pymust_needles.py``, loaded by the worker's initialiser).
+    """
     from guidance.sim.training import make_sample
 
-    sf = make_sample(seed, size_px=(SIZE, SIZE), needle_styles=needle_styles, distractors=distractors)
+    extra = {}
+    if pymust_share > 0 and np.random.default_rng([seed, 0x9A57]).random() < pymust_share:
+        extra = {"scenario": "no_needle", "add_needle": _WORKER["library"]}
+    sf = make_sample(seed, size_px=(SIZE, SIZE), needle_styles=needle_styles, distractors=distractors, **extra)
     img = np.asarray(sf.image, np.uint8)
     if img.shape != (SIZE, SIZE):
         raise RuntimeError(f"make_sample({seed}) gave an image of shape {img.shape}, expected {(SIZE, SIZE)}")
@@ -104,8 +122,9 @@ def render_sample(seed: int, needle_styles: bool | dict = False,
     return img, np.round(tg * 255).astype(np.uint8)
 
 
-def build_cache(path: Path, seeds: list[int], workers: int,
-                needle_styles: bool | dict = False, distractors: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def build_cache(path: Path, seeds: list[int], workers: int, needle_styles: bool | dict = False,
+                distractors: float = 0.0, pymust_needles: Path | None = None,
+                pymust_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     if path.is_file():
         z = np.load(path)
         if len(z["images"]) == len(seeds) and int(z["seed0"]) == seeds[0]:
@@ -115,8 +134,9 @@ def build_cache(path: Path, seeds: list[int], workers: int,
     images = np.zeros((len(seeds), SIZE, SIZE), np.uint8)
     targets = np.zeros((len(seeds), 4, SIZE, SIZE), np.uint8)
     ctx = get_context("fork")
-    with ctx.Pool(workers) as pool:
-        render = partial(render_sample, needle_styles=needle_styles, distractors=distractors)
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(pymust_needles if pymust_share > 0 else None,)) as pool:
+        render = partial(render_sample, needle_styles=needle_styles, distractors=distractors,
+                         pymust_share=pymust_share)
         for i, (img, tg) in enumerate(pool.imap(render, seeds, chunksize=8)):
             images[i], targets[i] = img, tg
             if (i + 1) % 250 == 0 or i + 1 == len(seeds):
@@ -302,6 +322,11 @@ def main(argv=None) -> int:
     ap.add_argument("--distractors", type=float, default=0.0, metavar="SHARE",
                     help="give this share of the samples 1-3 needle-like oblique tissue strands "
                          "(make_sample(distractors=...)); the cache file name says so")
+    ap.add_argument("--pymust-needles", type=Path, default=None, metavar="DIR",
+                    help="needles imaged by PyMUST (models/pymust_needles.py make --out DIR)")
+    ap.add_argument("--pymust-share", type=float, default=0.0, metavar="SHARE",
+                    help="give this share of the samples a needle from --pymust-needles instead of their own "
+                         "scene (a needle-free one); the cache file name says so")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="time budget: the learning-rate schedule runs over it when it ends before --steps")
     args = ap.parse_args(argv)
@@ -323,9 +348,14 @@ def main(argv=None) -> int:
         cache = cache.with_name(cache.stem + "_styles.npz")
     if args.distractors:
         cache = cache.with_name(cache.stem + f"_strands{args.distractors:g}.npz")
-    images, targets = build_cache(cache, seeds, args.workers, styles, args.distractors)
+    if args.pymust_share:
+        if args.pymust_needles is None:
+            ap.error("--pymust-share needs --pymust-needles DIR")
+        cache = cache.with_name(cache.stem + f"_pymust{args.pymust_share:g}.npz")
+    extra = {"pymust_needles": args.pymust_needles, "pymust_share": args.pymust_share}
+    images, targets = build_cache(cache, seeds, args.workers, styles, args.distractors, **extra)
     vimg, vtg = build_cache(cache.with_name(cache.stem + "_val.npz"),
-                            [VAL_SEED0 + i for i in range(args.val)], args.workers, styles, args.distractors)
+                            [VAL_SEED0 + i for i in range(args.val)], args.workers, styles, args.distractors, **extra)
     print(f"data ready in {time.time() - t_start:.0f} s", flush=True)
 
     net = build_net(leaky=args.leaky, channels=tuple(args.channels))
@@ -395,7 +425,8 @@ def main(argv=None) -> int:
             "batch": args.batch, "lr": args.lr, "parameters": n_params, "channels": list(args.channels),
             "init": str(args.init) if args.init else None, "hard_frac": args.hard_frac, "hard_pool": args.hard_pool,
             "needle_styles": args.needle_styles, "style_mix": args.style_mix, "distractors": args.distractors,
-            "freeze_bn": args.freeze_bn,
+            "pymust_needles": str(args.pymust_needles) if args.pymust_share else None,
+            "pymust_share": args.pymust_share, "freeze_bn": args.freeze_bn,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
             "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16 if aligned else None}

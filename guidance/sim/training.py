@@ -12,6 +12,7 @@ other machines and on other simulators: variety matters more than beauty.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -25,7 +26,8 @@ _SCENARIO_P = (0.38, 0.27, 0.2, 0.15)
 
 
 def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
-                needle_styles: bool | dict[str, float] = False, distractors: float = 0.0) -> SimFrame:
+                needle_styles: bool | dict[str, float] = False, distractors: float = 0.0,
+                scenario: str | None = None, add_needle: AddNeedle | None = None) -> SimFrame:
     """One randomised labelled frame, deterministic in ``seed``.
 
     Parameters
@@ -40,6 +42,17 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
     distractors : the share of samples given 1-3 needle-like oblique tissue
         strands (``SimConfig.oblique_strands``), chosen on their own random
         stream like the style.
+    scenario : draw this scenario (one of ``TRAINING_SCENARIOS``) instead of
+        the random one; the random choice is still drawn, so the rest of the
+        sample is as it would have been.
+    add_needle : draws a needle imaged elsewhere (another simulator's
+        frames, ``models/pymust_needles.py``) into the frame before the
+        scanner's degradations: called as ``add_needle(image, truth,
+        spacing_mm, rng)`` with the frame (uint8, changed in place), its
+        truth in pixels (``region_px`` and the target, to keep the needle
+        above the bone) and the mm per pixel; returns the needle's contract fields in pixels (at least
+        ``tip_px`` and ``shaft_px``) or None when it drew none. Use it on a
+        needle-free scenario: the frame's own needle is replaced in the truth.
 
     Returns
     -------
@@ -50,7 +63,11 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
     """
     W, H = int(size_px[0]), int(size_px[1])
     rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x7A1])
-    scenario = str(rng.choice(TRAINING_SCENARIOS, p=_SCENARIO_P))
+    drawn = str(rng.choice(TRAINING_SCENARIOS, p=_SCENARIO_P))
+    if scenario is None:
+        scenario = drawn
+    elif scenario not in TRAINING_SCENARIOS:
+        raise ValueError(f"scenario {scenario!r}: one of {TRAINING_SCENARIOS}")
     screen = rng.random() < 0.4
     if screen:
         rw = int(W * rng.uniform(0.5, 0.85))
@@ -76,6 +93,10 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
     frame = sim.render(int(rng.integers(0, len(sim))))
     if (sw, sh) == (rw, rh) and not screen:
         frame.truth["region_px"] = [0, 0, W, H]
+        if add_needle is not None:
+            frame.image = frame.image.copy()
+            _add_needle(add_needle, seed, frame.image, frame.masks, frame.truth, frame.spacing_mm)
+            frame.tip_px = tuple(frame.truth["needle"]["tip_px"]) if frame.truth["needle"] else None
         frame.image = _degrade(rng, frame.image, (0, 0, W, H), overlays, jpeg_quality)
         return frame
 
@@ -92,13 +113,30 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
             z[ry:ry + rh, rx:rx + rw] = m
             full[k] = z
         masks = full
-    img = _degrade(rng, img, (rx, ry, rw, rh), overlays, jpeg_quality)
     spacing = (frame.spacing_mm[0] / sx, frame.spacing_mm[1] / sy)
     truth = transform_truth(frame.truth, (sx, sy), (rx, ry), spacing)
     truth["region_px"] = [rx, ry, rw, rh]
+    if add_needle is not None:
+        _add_needle(add_needle, seed, img, masks, truth, spacing)
+    img = _degrade(rng, img, (rx, ry, rw, rh), overlays, jpeg_quality)
     tip = tuple(truth["needle"]["tip_px"]) if truth["needle"] else None
     return SimFrame(image=img, truth=truth, masks=masks, tip_px=tip, index=frame.index, t_s=frame.t_s,
                     spacing_mm=spacing)
+
+
+AddNeedle = Callable[[np.ndarray, dict, tuple[float, float], np.random.Generator], "dict | None"]
+
+
+def _add_needle(add_needle: AddNeedle, seed: int, image: np.ndarray, masks: dict, truth: dict,
+                spacing: tuple[float, float]) -> None:
+    """Let ``add_needle`` draw its needle (on its own random stream); the truth and mask follow it."""
+    needle = add_needle(image, truth, spacing, np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xADD]))
+    truth["needle"] = needle
+    mask = np.zeros(image.shape[:2], np.uint8)
+    if needle is not None:
+        p0, p1 = (tuple(int(round(v)) for v in p) for p in (needle["shaft_px"][0], needle["tip_px"]))
+        cv2.line(mask, p0, p1, 1, thickness=3)
+    masks["needle"] = mask
 
 
 def _style_rng(seed: int) -> np.random.Generator:
