@@ -150,6 +150,16 @@ def test_bad_arguments_are_one_line_and_status_2(args):
     assert "error" in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("value", ["-1,2", "-0.1", "-.5"])
+def test_a_negative_spacing_gets_our_own_message_naming_it(value, capsys):
+    # argparse alone takes "-1,2" for an option and says only "expected one argument"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["detect", "x.avi", "--spacing", value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"spacing '{value}'" in err and "positive millimetres" in err
+
+
 def test_bad_model_path_is_one_line(clip, tmp_path):
     bogus = tmp_path / "model.onnx"
     bogus.write_bytes(b"not onnx")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import re
 import sys
 from importlib.metadata import entry_points
 
@@ -53,9 +54,25 @@ def _unavailable(args, exc) -> int:
     return 2
 
 
+def _attach_negative_values(argv: list[str]) -> list[str]:
+    """``--spacing -1,2`` as ``--spacing=-1,2``.
+
+    argparse reads a value starting with '-' as the next option and says only
+    "expected one argument"; attached, the option's own check says what is
+    wrong with the value. None of our commands takes a negative positional.
+    """
+    out: list[str] = []
+    for tok in argv:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and re.match(r"-\.?\d", tok):
+            out[-1] = f"{out[-1]}={tok}"
+        else:
+            out.append(tok)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_attach_negative_values(sys.argv[1:] if argv is None else list(argv)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
