@@ -12,8 +12,9 @@ itself. ``make`` images a needle alone (two walls of reflectors lambda/6 apart,
 0.4-1.3 mm across, a bevel of random scatterers, 3-32 degrees from the
 horizontal, entering at the left edge) with plane waves (1, 3, 5 or 7, up to
 +-8, 12 or 16 degrees; L11-5v or L12-3v), delay and sum, coherent compounding,
-and keeps the linear envelope with the needle's axis in mm. About 15-40 s a
-needle on one core. ``calibrate`` images tissue alone (20 scatterers per mm2,
+and keeps the linear envelope with the needle's axis in mm. On one core,
+2-20 s a needle once an imager's beamforming matrices are built (40-70 s,
+once per probe and set of plane waves: ``make`` takes the needles in that order). ``calibrate`` images tissue alone (20 scatterers per mm2,
 amplitude 0.5 N(0, 1), as ``bench/pymust_frames.py``'s muscle) for the level
 the needles' echo is scaled to.
 

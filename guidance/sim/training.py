@@ -23,6 +23,8 @@ from .simulator import SimConfig, SimFrame, Simulator
 
 TRAINING_SCENARIOS = ("insertion", "steep", "out_of_plane", "no_needle")
 _SCENARIO_P = (0.38, 0.27, 0.2, 0.15)
+# make_sample's add_needle: (image, truth, spacing_mm, rng) -> the needle's contract fields or None
+AddNeedle = Callable[[np.ndarray, dict, tuple[float, float], np.random.Generator], "dict | None"]
 
 
 def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
@@ -50,9 +52,10 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
         scanner's degradations: called as ``add_needle(image, truth,
         spacing_mm, rng)`` with the frame (uint8, changed in place), its
         truth in pixels (``region_px`` and the target, to keep the needle
-        above the bone) and the mm per pixel; returns the needle's contract fields in pixels (at least
-        ``tip_px`` and ``shaft_px``) or None when it drew none. Use it on a
-        needle-free scenario: the frame's own needle is replaced in the truth.
+        above the bone) and the mm per pixel; returns the needle's contract
+        fields in pixels (at least ``tip_px`` and ``shaft_px``) or None when
+        it drew none. Use it on a needle-free scenario: the frame's own
+        needle is replaced in the truth.
 
     Returns
     -------
@@ -122,9 +125,6 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
     tip = tuple(truth["needle"]["tip_px"]) if truth["needle"] else None
     return SimFrame(image=img, truth=truth, masks=masks, tip_px=tip, index=frame.index, t_s=frame.t_s,
                     spacing_mm=spacing)
-
-
-AddNeedle = Callable[[np.ndarray, dict, tuple[float, float], np.random.Generator], "dict | None"]
 
 
 def _add_needle(add_needle: AddNeedle, seed: int, image: np.ndarray, masks: dict, truth: dict,
