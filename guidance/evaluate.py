@@ -262,8 +262,19 @@ def find_pairs(pred: str | Path, truth: str | Path) -> list[tuple[Path, Path]]:
 
 def _records(pred_file: Path, truth_file: Path) -> Iterator[tuple[dict | None, dict]]:
     preds = {int(r["frame"]): r for r in read_jsonl(pred_file)}
-    for t in read_jsonl(truth_file):
-        yield preds.get(int(t["frame"])), t
+    truths = list(read_jsonl(truth_file))
+    # Scored as frames without a prediction, an empty or mismatched file would look like a quiet run
+    # (no false positives at all): it is a wrong file or a failed run, so say so.
+    if truths and not preds:
+        raise InputError(f"{pred_file}: holds no predictions to compare with {truth_file}")
+    if truths and not any(int(t["frame"]) in preds for t in truths):
+        raise InputError(f"{pred_file}: none of its frame numbers ({_span(preds)}) is in {truth_file} "
+                         f"({_span({int(t['frame']) for t in truths})}); is it the right pair of files?")
+    yield from ((preds.get(int(t["frame"])), t) for t in truths)
+
+
+def _span(frames) -> str:
+    return f"frame {min(frames)}" if len(frames) == 1 else f"frames {min(frames)}-{max(frames)}"
 
 
 def _count_lines(path: Path) -> int:

@@ -145,3 +145,19 @@ def test_cli_bad_input_is_one_line_and_status_2(tmp_path, capsys):
     assert main(["eval", str(tmp_path / "P"), str(tmp_path / "T")]) == 2
     assert "no prediction" in capsys.readouterr().err
     assert main(["eval", str(tmp_path / "pred.jsonl"), str(tmp_path / "truth.jsonl"), "--spacing", "x"]) == 2
+
+
+def test_an_empty_or_mismatched_prediction_file_is_refused_not_scored_as_a_quiet_run(tmp_path, capsys):
+    pred, truth = make_pair()
+    write_jsonl(tmp_path / "truth.jsonl", truth)
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["eval", str(tmp_path / "empty.jsonl"), str(tmp_path / "truth.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "empty.jsonl: holds no predictions" in err and len(err.strip().splitlines()) == 1
+    write_jsonl(tmp_path / "other.jsonl", [rec(100 + i) for i in range(3)])
+    assert main(["eval", str(tmp_path / "other.jsonl"), str(tmp_path / "truth.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "other.jsonl: none of its frame numbers (frames 100-102)" in err and "frames 0-5" in err
+    # a file that covers some of the frames is scored, its missing frames counted as such
+    write_jsonl(tmp_path / "part.jsonl", pred[:2])
+    assert evaluate_paths(tmp_path / "part.jsonl", tmp_path / "truth.jsonl", progress=False)["frames_without_prediction"] == 4
