@@ -88,11 +88,9 @@ class NeedleLibrary:
             if not 2 <= tip[0] <= rw - 3:
                 continue
             # rows: the entry under the region's top, the whole shaft above the surface
-            xs = np.linspace(tail[0], tip[0], 50)
-            ys = np.interp(xs, [tail[0], tip[0]] if tip[0] > tail[0] else [tip[0], tail[0]],
-                           [tail[1], tip[1]] if tip[0] > tail[0] else [tip[1], tail[1]])
+            on = tail + np.linspace(0.0, 1.0, 50)[:, None] * (tip - tail)
             lo = 1.0 - tail[1]
-            hi = min(rh - 3.0 - tip[1], float(np.min(np.interp(xs, np.arange(rw), top) - ys)))
+            hi = min(rh - 3.0 - tip[1], float(np.min(np.interp(on[:, 0], np.arange(rw), top) - on[:, 1])))
             if hi >= lo:
                 break
         else:
@@ -115,7 +113,9 @@ class NeedleLibrary:
         dr = rng.uniform(45.0, 60.0)
         g = image[ry:ry + rh, rx:rx + rw].astype(np.float32)
         a_bg = 10.0 ** ((g / 255.0 - 1.0) * dr / 20.0)
-        scale = np.median(a_bg) / self.tissue_level * rng.uniform(*WALL_AMPLITUDE) / 0.5
+        # tissue of echo 0.5 (the calibration) is the frame's median; walls of amplitude A echo A times a
+        # library needle's (imaged at amplitude 1)
+        scale = np.median(a_bg) / self.tissue_level * rng.uniform(*WALL_AMPLITUDE)
         a = np.sqrt(a_bg * a_bg + (scale * canvas) ** 2)
         out = 255.0 * (1.0 + 20.0 * np.log10(a) / dr)
         image[ry:ry + rh, rx:rx + rw] = np.clip(np.round(out), 0, 255).astype(np.uint8)

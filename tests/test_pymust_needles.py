@@ -84,3 +84,33 @@ def test_a_needle_file_cut_short_is_named(tmp_path):
         _module().NeedleLibrary(tmp_path)
     with pytest.raises(FileNotFoundError, match="no needles"):
         _module().NeedleLibrary(tmp_path / "empty")
+
+
+class _LowEnds:
+    """A random generator stand-in that always draws the low end: the needle's brightness becomes exact."""
+
+    def uniform(self, lo, hi=None):
+        return lo
+
+    def integers(self, n):
+        return 0
+
+    def random(self):
+        return 0.9  # not mirrored
+
+
+def test_walls_of_amplitude_a_echo_a_times_the_tissue_in_the_frame(tmp_path):
+    # a library needle whose envelope equals the calibrated tissue's, drawn with walls 1.5 times the
+    # tissue (the low end) on a 45 dB scale (the low end) into a uniform frame: the shaft must rise by
+    # 10 log10(1 + 1.5^2) dB over the frame's level, 29 grey levels at 255 per 45 dB
+    mod = _module()
+    lib = mod.NeedleLibrary(_library(tmp_path))
+    env, *rest = lib.needles[0]
+    lib.needles[0] = (np.where(env > 1.0, lib.tissue_level, 0.0).astype(np.float32), *rest)
+    image = np.full((420, 480), 100, np.uint8)
+    truth = {"region_px": [0, 0, 480, 420], "target": None}
+    n = lib(image, truth, (GRID, GRID), _LowEnds())
+    tail, tip = np.array(n["shaft_px"][0]), np.array(n["tip_px"])
+    mid = np.round(tail + 0.5 * (tip - tail)).astype(int)
+    assert image[mid[1], mid[0]] == pytest.approx(100 + 255 * 10 * np.log10(1 + 1.5 ** 2) / 45, abs=1.5)
+    assert image[mid[1] + 20, mid[0]] == 100
