@@ -51,6 +51,23 @@ ANGLES_DEG = (-12.0, -6.0, 0.0, 6.0, 12.0)
 TISSUE_PER_MM2 = 20.0       # about three scatterers per resolution cell
 
 
+def reflector_line(p0, p1, amp: float, step_mm: float, jitter_mm: float = 0.0,
+                   rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Reflectors (x, z in mm, amplitude) every ``step_mm`` along a segment: closely spaced, they
+    echo like a surface (a septum, a needle's wall); ``jitter_mm`` roughens them, drawn from ``rng``."""
+    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    k = max(int(np.hypot(*(p1 - p0)) / step_mm), 2)
+    t = np.linspace(0, 1, k)[:, None]
+    q = p0 + t * (p1 - p0) + rng.normal(0, jitter_mm, (k, 2)) if jitter_mm else p0 + t * (p1 - p0)
+    return q[:, 0], q[:, 1], amp * np.ones(k)
+
+
+def silent_corners() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two silent scatterers at the far corners: every frame's echoes last as long, so the
+    beamforming matrices built for the first frame fit all of them."""
+    return np.array([-X_HALF_MM - 1, X_HALF_MM + 1]), np.array([Z1_MM + 1, Z1_MM + 1]), np.zeros(2)
+
+
 def scene(rng: np.random.Generator, needle: bool, wavelength_mm: float) -> dict:
     """Scatterers (x, z in mm, signed amplitude) of one knee-like scene and its truth in mm."""
     # bone surface: a dome or a trochlea (two flanks and a groove), 14-24 mm deep
@@ -79,12 +96,7 @@ def scene(rng: np.random.Generator, needle: bool, wavelength_mm: float) -> dict:
     pts = [(x[keep], z[keep], echo[keep] * rng.standard_normal(keep.sum()))]
 
     def line(p0, p1, amp, step_mm, jitter_mm=0.0):
-        """Reflectors every ``step_mm`` along a segment: closely spaced, they echo like a surface."""
-        p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
-        k = max(int(np.hypot(*(p1 - p0)) / step_mm), 2)
-        t = np.linspace(0, 1, k)[:, None]
-        q = p0 + t * (p1 - p0) + rng.normal(0, jitter_mm, (k, 2)) if jitter_mm else p0 + t * (p1 - p0)
-        return q[:, 0], q[:, 1], amp * np.ones(k)
+        return reflector_line(p0, p1, amp, step_mm, jitter_mm, rng)
 
     # septa and muscle striations: thin bright lines near the skin's direction
     for _ in range(rng.integers(2, 6)):
@@ -138,9 +150,7 @@ def scene(rng: np.random.Generator, needle: bool, wavelength_mm: float) -> dict:
             pts.append((q[:, 0], q[:, 1], amp * rng.standard_normal(40)))
         truth_needle = {"tail_mm": entry, "tip_mm": tip, "style": style, "diam_mm": diam,
                         "angle_deg": float(np.degrees(np.arctan2(d[1], d[0])))}
-    # silent scatterers at the far corners: every frame's echoes last as long, so the beamforming
-    # matrices built for the first frame fit all of them
-    pts.append((np.array([-X_HALF_MM - 1, X_HALF_MM + 1]), np.array([Z1_MM + 1, Z1_MM + 1]), np.zeros(2)))
+    pts.append(silent_corners())
     xs, zs, rc = (np.concatenate(v) for v in zip(*pts))
     return {"x": xs, "z": zs, "rc": rc, "bone": (bx, bz), "cart_mm": cart, "needle": truth_needle}
 

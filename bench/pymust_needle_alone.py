@@ -35,22 +35,14 @@ def needle_alone(angle_deg: float, wavelength_mm: float, rng: np.random.Generato
     nrm = np.array([-d[1], d[0]])
     entry = np.array([-pf.X_HALF_MM, 4.0]) - 3.0 * d          # the shaft goes on outside the image
     tip = entry + LENGTH_MM * d
-    xs, zs, rc = [], [], []
-    for off in (-DIAMETER_MM / 2, DIAMETER_MM / 2):
-        a, b = entry + off * nrm, tip + off * nrm
-        t = np.linspace(0.0, 1.0, int(np.hypot(*(b - a)) / (wavelength_mm / 6)))
-        xs.append(a[0] + t * (b[0] - a[0]))
-        zs.append(a[1] + t * (b[1] - a[1]))
-        rc.append(np.full(len(t), AMPLITUDE))
+    pts = [pf.reflector_line(entry + off * nrm, tip + off * nrm, AMPLITUDE, wavelength_mm / 6)
+           for off in (-DIAMETER_MM / 2, DIAMETER_MM / 2)]
     m = 3000
-    xs.append(rng.uniform(-pf.X_HALF_MM, pf.X_HALF_MM, m))
-    zs.append(rng.uniform(pf.Z0_MM, pf.Z1_MM, m))
-    rc.append(0.3 * rng.standard_normal(m))
-    # silent far corners, as in pymust_frames: every frame's echoes last as long
-    xs.append(np.array([-pf.X_HALF_MM - 1, pf.X_HALF_MM + 1]))
-    zs.append(np.array([pf.Z1_MM + 1, pf.Z1_MM + 1]))
-    rc.append(np.zeros(2))
-    return {"x": np.concatenate(xs), "z": np.concatenate(zs), "rc": np.concatenate(rc)}
+    pts.append((rng.uniform(-pf.X_HALF_MM, pf.X_HALF_MM, m), rng.uniform(pf.Z0_MM, pf.Z1_MM, m),
+                0.3 * rng.standard_normal(m)))
+    pts.append(pf.silent_corners())
+    xs, zs, rc = (np.concatenate(v) for v in zip(*pts))
+    return {"x": xs, "z": zs, "rc": rc}
 
 
 def main() -> int:

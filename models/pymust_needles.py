@@ -143,7 +143,9 @@ def _surface_rows(truth: dict, rx: int, rw: int) -> np.ndarray:
 
 def _imager(probe: str, angles: tuple[float, ...]):
     """``bench/pymust_frames.py``'s imager with these plane waves, and that module (its image's extent)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    bench = str(Path(__file__).resolve().parents[1] / "bench")
+    if bench not in sys.path:
+        sys.path.insert(0, bench)
     import pymust_frames as pf
 
     return pf.Imager(probe, GRID_MM, angles), pf
@@ -163,30 +165,21 @@ def _config(seed: int, k: int) -> tuple[str, tuple[float, ...]]:
     return probe, tuple(float(v) for v in np.linspace(-span, span, n).round(2))
 
 
-def _needle(rng: np.random.Generator, wavelength_mm: float, x_half_mm: float, z1_mm: float) -> tuple[dict, dict]:
+def _needle(rng: np.random.Generator, wavelength_mm: float, pf) -> tuple[dict, dict]:
+    """Scatterers of one walled needle (``pf``: ``bench/pymust_frames.py``, its image and helpers) and its axis."""
     ang = rng.uniform(3.0, 32.0)
     d = np.array([np.cos(np.radians(ang)), np.sin(np.radians(ang))])
     nrm = np.array([-d[1], d[0]])
-    entry = np.array([-x_half_mm, rng.uniform(1.0, 9.0)])
-    length = rng.uniform(6.0, min(34.0, (z1_mm - 3.5 - entry[1]) / max(d[1], 1e-3)))
+    entry = np.array([-pf.X_HALF_MM, rng.uniform(1.0, 9.0)])
+    length = rng.uniform(6.0, min(34.0, (pf.Z1_MM - 3.5 - entry[1]) / max(d[1], 1e-3)))
     tip, back = entry + length * d, entry - 3.0 * d     # the shaft goes on outside the image
     diam = rng.uniform(0.4, 1.3)
-    xs, zs, rc = [], [], []
-    for off in (-diam / 2, diam / 2):
-        a, b = back + off * nrm, tip + off * nrm
-        t = np.linspace(0.0, 1.0, int(np.hypot(*(b - a)) / (wavelength_mm / 6)))
-        xs.append(a[0] + t * (b[0] - a[0]))
-        zs.append(a[1] + t * (b[1] - a[1]))
-        rc.append(np.ones(len(t)))
+    pts = [pf.reflector_line(back + off * nrm, tip + off * nrm, 1.0, wavelength_mm / 6)
+           for off in (-diam / 2, diam / 2)]
     q = tip + rng.uniform(-diam / 2, diam / 2, (40, 1)) * nrm    # the bevel
-    xs.append(q[:, 0])
-    zs.append(q[:, 1])
-    rc.append(rng.standard_normal(40))
-    xs.append(np.array([-x_half_mm - 1, x_half_mm + 1]))          # silent far corners: echoes last as long
-    zs.append(np.array([z1_mm + 1, z1_mm + 1]))
-    rc.append(np.zeros(2))
-    return ({"x": np.concatenate(xs), "z": np.concatenate(zs), "rc": np.concatenate(rc)},
-            {"tail_mm": entry, "tip_mm": tip, "diam_mm": diam, "angle_deg": ang})
+    pts += [(q[:, 0], q[:, 1], rng.standard_normal(40)), pf.silent_corners()]
+    xs, zs, rc = (np.concatenate(v) for v in zip(*pts))
+    return {"x": xs, "z": zs, "rc": rc}, {"tail_mm": entry, "tip_mm": tip, "diam_mm": diam, "angle_deg": ang}
 
 
 def make(out: Path, seed: int, start: int, count: int, minutes: float) -> None:
@@ -203,10 +196,10 @@ def make(out: Path, seed: int, start: int, count: int, minutes: float) -> None:
             continue
         if _config(seed, k) != key:
             key = _config(seed, k)
-            im = None
+            im = None  # the last imager's matrices go before the next one's are built
             im, pf = _imager(*key)
         t0 = time.time()
-        sc, nd = _needle(np.random.default_rng([seed, k]), im.wavelength_mm, pf.X_HALF_MM, pf.Z1_MM)
+        sc, nd = _needle(np.random.default_rng([seed, k]), im.wavelength_mm, pf)
         env = _envelope(im, sc)
         np.savez_compressed(path, env=env, x0_mm=-pf.X_HALF_MM, z0_mm=pf.Z0_MM, probe=key[0],
                             angles=np.array(key[1]), **{n: np.asarray(v) for n, v in nd.items()})
