@@ -6,9 +6,10 @@ Reproduce the committed model (CPU, about 40 minutes on 2 cores)::
 
 Data: ``guidance.sim.training.make_sample(seed, size_px=(256, 256))`` (strongly
 domain-randomised knee scenes with and without a needle), rendered once into a
-cache by worker processes, then augmented on the fly (left-right flip, gain,
-gamma). Targets are built from each sample's truth (contract fields), so they
-mean exactly what the post-processing reads:
+cache by worker processes (rendered again when the code that renders them has
+changed since), then augmented on the fly (left-right flip, gain, gamma).
+Targets are built from each sample's truth (contract fields), so they mean
+exactly what the post-processing reads:
 
 - ``needle``: the shaft from tail to tip, 3 px wide;
 - ``bone``: a Gaussian ridge (sigma 1 px) on the bone surface, per column;
@@ -122,14 +123,41 @@ def render_sample(seed: int, needle_styles: bool | dict = False, distractors: fl
     return img, np.round(tg * 255).astype(np.uint8)
 
 
+def recipe_fingerprint(pymust_needles: Path | None = None) -> str:
+    """SHA-256 of what renders the samples: the simulator's code, the modules it uses, the
+    targets' code and, when used, the PyMUST needle library's code and files.
+
+    A cache made by other code (a fix to the simulator, a re-made library) is
+    rendered again rather than silently trained on.
+    """
+    import hashlib
+    import inspect
+
+    h = hashlib.sha256()
+    files = sorted((REPO / "guidance" / "sim").glob("*.py"))
+    files += [REPO / "guidance" / m for m in ("geometry.py", "contract.py", "types.py")]
+    if pymust_needles is not None:
+        files += [REPO / "models" / "pymust_needles.py", REPO / "bench" / "pymust_frames.py"]
+        files += sorted(p for p in Path(pymust_needles).rglob("*") if p.is_file())
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    for fn in (_polyline_rows, make_targets, render_sample):
+        h.update(inspect.getsource(fn).encode())
+    return h.hexdigest()
+
+
 def build_cache(path: Path, seeds: list[int], workers: int, needle_styles: bool | dict = False,
                 distractors: float = 0.0, pymust_needles: Path | None = None,
                 pymust_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    recipe = recipe_fingerprint(pymust_needles if pymust_share > 0 else None)
     if path.is_file():
         z = np.load(path)
-        if len(z["images"]) == len(seeds) and int(z["seed0"]) == seeds[0]:
+        if ("recipe" in z.files and str(z["recipe"]) == recipe and len(z["images"]) == len(seeds)
+                and int(z["seed0"]) == seeds[0]):
             print(f"cache {path}: {len(seeds)} samples", flush=True)
             return z["images"], z["targets"]
+        print(f"cache {path} was made by other code or for other seeds: rendering it again", flush=True)
     t0 = time.time()
     images = np.zeros((len(seeds), SIZE, SIZE), np.uint8)
     targets = np.zeros((len(seeds), 4, SIZE, SIZE), np.uint8)
@@ -144,7 +172,7 @@ def build_cache(path: Path, seeds: list[int], workers: int, needle_styles: bool 
                 print(f"rendered {i + 1}/{len(seeds)} samples in {el:.0f} s "
                       f"(eta {el / (i + 1) * (len(seeds) - i - 1):.0f} s)", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, images=images, targets=targets, seed0=seeds[0])
+    np.savez(path, images=images, targets=targets, seed0=seeds[0], recipe=recipe)
     return images, targets
 
 
