@@ -85,6 +85,20 @@ def test_a_video_cut_off_is_detected_and_recorded_as_far_as_it_goes_and_said_to_
                                                "frames its header declares: it was cut off or is damaged")
     with RecordingReader(rec) as rd:
         assert len(rd) == cut_frames
+        assert rd.source_notice == (f"the video ends after {cut_frames} of the 40 frames its header declares: "
+                                    "it was cut off or is damaged")
+    # kept in the file: whoever looks at or replays the recording later is told too
+    assert main(["info", str(rec)]) == 0
+    assert json.loads(capsys.readouterr().out)["source_notice"].startswith(f"the video ends after {cut_frames} ")
+    assert main(["replay", str(rec), "--out", str(tmp_path / "replayed.jsonl")]) == 0
+    assert capsys.readouterr().err.strip() == (
+        f"guidance replay: {rec}: recorded from a source where the video ends after {cut_frames} of the 40 "
+        "frames its header declares: it was cut off or is damaged")
+    # a whole video's recording says nothing of the kind
+    whole = tmp_path / "whole.usrec"
+    assert main(["record", "--source", str(path), "--out", str(whole), "--model", "classical", "--quiet"]) == 0
+    with RecordingReader(whole) as rd:
+        assert rd.source_notice == "" and rd.info()["source_notice"] is None
 
 
 def test_detect_out_to_a_folder_is_one_line_before_any_work(clip, tmp_path):

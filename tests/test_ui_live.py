@@ -15,6 +15,7 @@ pytest.importorskip("pyqtgraph")
 from PySide6 import QtCore  # noqa: E402
 
 from guidance.errors import SourceDisconnected  # noqa: E402
+from guidance.recording import RecordingReader  # noqa: E402
 from guidance.sources import SourceBase  # noqa: E402
 from guidance.types import (Detection, Frame, FrameResult, NeedleDetection, NeedleTrack,  # noqa: E402
                             TargetDetection, Trajectory)
@@ -199,6 +200,16 @@ def test_a_looped_video_that_is_cut_off_says_so_beside_the_readouts(window, qtbo
     assert text.startswith("cut.avi: the video ends after ") and "of the 60 frames its header declares: it was cut off or is damaged" in text
     painted = window.view.paint_count
     qtbot.waitUntil(lambda: window.view.paint_count > painted + 5, timeout=10000)  # and it goes on looping
+    # a recording made meanwhile keeps the notice, and its replay shows it beside the readouts
+    assert window.start_recording(tmp_path / "looped.usrec") is not None
+    qtbot.waitUntil(lambda: window.recorder.stats["frames_written"] >= 3, timeout=10000)
+    path = window.stop_recording(wait=True)
+    window.stop()
+    with RecordingReader(path) as rd:
+        assert "of the 60 frames its header declares: it was cut off or is damaged" in rd.source_notice
+    assert window.start(str(path))
+    qtbot.waitUntil(lambda: "recorded from a source where the video ends after" in
+                    window.readouts.source_note.text(), timeout=20000)
     window.stop()
     window._update_status()
     assert window.readouts.source_note.text() == ""

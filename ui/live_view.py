@@ -19,6 +19,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from guidance.errors import GuidanceError
 from guidance.overlay import guidance_age_ms, guidance_is_stale
+from guidance.recording.format import EVENT_SOURCE_NOTICE
 from guidance.sources import classify_spec, open_source
 from guidance.types import FrameResult
 
@@ -509,6 +510,8 @@ class LiveWindow(QtWidgets.QMainWindow):
             return self.recording_path
         if self.worker is not None:
             self.worker.remove_consumer(recorder.submit)
+            if self.worker.source_notice:  # kept in the file: whoever replays it is told too
+                recorder.add_event(EVENT_SOURCE_NOTICE, {"message": self.worker.source_notice})
         self.act_record.setChecked(False)
         self.lab_record.setStyleSheet("")
         self.lab_record.setText(f"saving {self.recording_path.name}\u2026")

@@ -110,6 +110,7 @@ def _record_path(out: str) -> Path:
 def run_record(args: argparse.Namespace) -> int:
     from ..pipeline import LivePipeline
     from ..recording import Recorder
+    from ..recording.format import EVENT_SOURCE_NOTICE
     from ..recording.session_meta import describe_stages
     from ..sources import classify_spec, open_source
 
@@ -164,6 +165,8 @@ def run_record(args: argparse.Namespace) -> int:
     finally:
         pipeline.remove_consumer(record)
         pipeline.stop()
+        if pipeline.source_notice:  # kept in the file: a trainee replaying it later is told too
+            recorder.add_event(EVENT_SOURCE_NOTICE, {"message": pipeline.source_notice})
         stats = recorder.stop()
         signal.signal(signal.SIGTERM, previous)
     if stats["frames_written"] == 0 and not recorder.error:
@@ -195,6 +198,7 @@ def run_replay(args: argparse.Namespace) -> int:
     from ..contract import dumps
     from ..recording import RecordingReader
     from ..recording.golden import guidance_of
+    from ..recording.replay import recording_notice
 
     reader = RecordingReader(args.recording)
     n = len(reader)
@@ -202,8 +206,8 @@ def run_replay(args: argparse.Namespace) -> int:
         reader.close()
         damage = f" ({reader.lost_info.message})" if reader.lost_info.message else ""
         raise InputError(f"{args.recording}: the recording has no frames to replay{damage}")
-    if reader.lost_info.message:
-        print(f"guidance replay: {args.recording}: {reader.lost_info.message}", file=sys.stderr)
+    if recording_notice(reader):
+        print(f"guidance replay: {args.recording}: {recording_notice(reader)}", file=sys.stderr)
     if args.check and not args.recompute:
         raise InputError("--check compares recomputed guidance with the recorded one: add --recompute")
     if not 0 <= args.start < n:  # clipping would print nothing (or from frame 0) without a word

@@ -36,6 +36,10 @@ MAX_PAYLOAD = 256 * 1024 * 1024  # a length beyond this is corruption, not a fra
 META, FRAME, RESULT, EVENT, INDEX, FOOTER = b"META", b"FRAM", b"RSLT", b"EVNT", b"INDX", b"FOOT"
 RECORD_TYPES = (META, FRAME, RESULT, EVENT, INDEX, FOOTER)
 
+# The event a recording ends with when its source was missing something (a video cut off
+# before the frame count its header declares): data {"message": ...}. A replay says so.
+EVENT_SOURCE_NOTICE = "source_notice"
+
 # Frame payload: seq, index, timestamp_s, spacing x, y (NaN: unknown), width, height, codec; then pixels.
 FRAME_HEAD = struct.Struct("<qqdddIIB")
 CODEC_RAW, CODEC_PNG = 0, 1

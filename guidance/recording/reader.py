@@ -340,6 +340,12 @@ class RecordingReader:
         return [dict(e) for e in self._events]
 
     @property
+    def source_notice(self) -> str:
+        """What the recorded source was missing when it was recorded (a video cut off); "" if nothing."""
+        notes = [e for e in self._events if e.get("kind") == fmt.EVENT_SOURCE_NOTICE]
+        return str(notes[-1]["data"].get("message", "")) if notes else ""
+
+    @property
     def seqs(self) -> np.ndarray:
         return self._entries["seq"].copy()
 
@@ -375,7 +381,8 @@ class RecordingReader:
                 "frames_dropped": self.lost_info.frames_dropped, "events": kinds,
                 "file_bytes": self.size,
                 "compression_ratio": round(raw / self.size, 3) if self.size and raw else None,
-                "closed_cleanly": self.lost_info.clean, "lost": self.lost_info.as_dict()}
+                "closed_cleanly": self.lost_info.clean, "lost": self.lost_info.as_dict(),
+                "source_notice": self.source_notice or None}
 
     def _first_readable(self, read, tries: int = 10):
         """``read(i)`` of the first of the first ``tries`` frames that is not damaged, else None."""

@@ -20,6 +20,14 @@ from ..types import Frame
 from .reader import RecordingReader
 
 
+def recording_notice(reader: RecordingReader) -> str:
+    """One line on what is missing from a recording or was missing from its source; "" if nothing."""
+    parts = [reader.lost_info.message]
+    if reader.source_notice:
+        parts.append(f"recorded from a source where {reader.source_notice}")
+    return "; ".join(p for p in parts if p)
+
+
 class RecordingSource(SourceBase):
     """Frames of a ``.usrec`` recording.
 
@@ -102,8 +110,9 @@ class RecordingSource(SourceBase):
 
     @property
     def notice(self) -> str:
-        """What the recording is missing (cut off, damaged records, dropped frames); "" when whole."""
-        return self.reader.lost_info.message
+        """What the recording is missing (cut off, damaged records, dropped frames) and what its
+        source was missing when recorded (a video cut off); "" when both were whole."""
+        return recording_notice(self.reader)
 
     def close(self) -> None:
         with self._lock:
