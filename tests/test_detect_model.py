@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from guidance.cli import main as cli_main
 from guidance.contract import needle_to_dict, read_jsonl, target_to_dict
 from guidance.detect import DEFAULT_MODEL, SECOND_OPINION_MODEL, load_detector
 from guidance.detect.model import ModelDetector
@@ -373,3 +374,23 @@ def test_model_on_frames_of_another_projects_simulator():
         elif truth["needle"]["style"] == "scatter":
             assert d.needle is not None, truth["frame"]
             assert r["tip_error"]["median"] < 0.5 and r["angle_error_deg"]["median"] < 1.5, (truth["frame"], r)
+
+
+def test_guidance_detect_on_a_folder_of_unrelated_frames_tracks_nothing_across_them(tmp_path):
+    """The contract's `guidance detect` tracks by default. On a folder of frames that are each their own
+    scene, as another tool's frames come, each frame gets what it would get alone: no target kind or
+    surface carried over from the last scene (frame 1 kept frame 0's cartilage before the scene check)."""
+    folder = REPLAY / "pymust_frames"
+    tracked, alone = tmp_path / "tracked.jsonl", tmp_path / "alone.jsonl"
+    assert cli_main(["detect", str(folder / "images"), "--out", str(tracked)]) == 0
+    assert cli_main(["detect", str(folder / "images"), "--no-track", "--out", str(alone)]) == 0
+    for t, a in zip(read_jsonl(tracked), read_jsonl(alone), strict=True):
+        assert (t["needle"] is None) == (a["needle"] is None), t["frame"]
+        if t["needle"] is not None:
+            np.testing.assert_allclose(t["needle"]["tip_px"], a["needle"]["tip_px"], atol=0.01)
+        assert t["target"]["kind"] == a["target"]["kind"], t["frame"]
+        yt = dict((round(x), y) for x, y in t["target"]["bone_px"])
+        ya = dict((round(x), y) for x, y in a["target"]["bone_px"])
+        common = sorted(set(yt) & set(ya))
+        assert len(common) > 0.9 * len(ya)
+        assert np.median(np.abs([yt[x] - ya[x] for x in common])) < 0.2, t["frame"]  # the 1-px grid's resampling

@@ -448,3 +448,42 @@ def test_pull_back_along_the_shaft_keeps_the_filtered_direction():
     t = tr.update(frame(20), det(back, back - 120 * np.array([np.cos(off), np.sin(off)])))
     assert t.state == "tracking" and t.needle.tip_px == pytest.approx(tuple(back), abs=1.0)
     assert abs(t.needle.angle_deg - 45.0) < 1.0
+
+
+def _scene_pictures(seed: int, n: int, start: int = 100, scenario: str = "insertion") -> list[np.ndarray]:
+    from guidance.sim import SimConfig, Simulator
+
+    sim = Simulator(SimConfig(width_px=320, height_px=240, seed=seed, scenario=scenario, depth_mm=30.0))
+    return [sim.render(start + i).image for i in range(n)]
+
+
+def test_a_frame_of_another_scene_starts_the_needle_and_the_surfaces_afresh():
+    # A folder of unrelated frames (another simulator's scenes, a cut in a video): what was
+    # seen on one scene must not be drawn on, or smoothed into, the next.
+    a, b = _scene_pictures(21, 4), _scene_pictures(22, 1, scenario="no_needle")[0]
+    stage = TrackStage()
+    needle = NeedleDetection((150.0, 120.0), (50.0, 50.0), 0.9)
+    for i, pic in enumerate(a):
+        out = stage(FrameResult(frame(i, pic), detection=Detection(needle, surface(150))))
+    assert out.track.confirmed and stage.scene_changes == 0
+    out = stage(FrameResult(frame(4, b), detection=Detection(None, surface(156, kind="bone"))))
+    assert stage.scene_changes == 1
+    assert out.needle is None and out.track.state == "lost"       # not coasted onto a picture without it
+    assert out.target.kind == "bone" and np.allclose(out.target.surface_px[:, 1], 156)  # this scene's own
+    # without the scene check the last scene's cartilage is carried over
+    old = TrackStage(scene_change_similarity=-2.0)
+    for i, pic in enumerate(a):
+        old(FrameResult(frame(i, pic), detection=Detection(needle, surface(150))))
+    out = old(FrameResult(frame(4, b), detection=Detection(None, surface(156, kind="bone"))))
+    assert out.target.kind == "cartilage" and np.allclose(out.target.surface_px[:, 1], 150)
+
+
+@pytest.mark.parametrize("scenario", ["insertion", "out_of_plane"])
+def test_frames_of_one_scene_are_never_taken_for_a_new_one(scenario):
+    # the probe drifts and the needle advances or rolls out of the plane: still one scene
+    stage = TrackStage()
+    pics = _scene_pictures(31, 90, start=0, scenario=scenario)[::2]
+    blank = np.zeros_like(pics[0])
+    for i, pic in enumerate(pics[:20] + [blank] + pics[20:]):  # a dropped (black) frame says nothing
+        stage(FrameResult(frame(i, pic)))
+    assert stage.scene_changes == 0
