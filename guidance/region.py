@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .scene import SCENE_CHANGE_SIMILARITY, scene_similarity, scene_thumbnail
 from .types import FrameResult, ImagingRegion, Spacing
 
 _BLOCK_PX = 8          # content is judged in blocks of this size
@@ -253,7 +254,10 @@ class RegionStage:
     spacing_mm : float or (sx, sy), optional
         Pixel spacing to put on every frame, overriding the source's.
     every_n_frames : int
-        Re-estimate the region on every n-th frame (it changes rarely).
+        Re-estimate the region on every n-th frame (it changes rarely), and at
+        once, from that frame alone, on a frame that shows another scene
+        (:mod:`guidance.scene`: another scanner's screen, a folder of unrelated
+        frames), whose region the last scene's says nothing about.
     read_scale : bool
         When the frame has no spacing, read it from the depth ruler
         (:func:`read_depth_scale`). Off by default: a misread ruler gives
@@ -272,6 +276,8 @@ class RegionStage:
         self.estimator = RegionEstimator()
         self._count = 0
         self._scale_for: tuple[ImagingRegion | None, float | None] = (None, None)
+        self._thumb: np.ndarray | None = None
+        self.scene_changes = 0  # frames whose region was estimated afresh on a new scene
 
     def set_override(self, region: ImagingRegion | None) -> None:
         self.override = region
@@ -281,8 +287,8 @@ class RegionStage:
         height, width = frame.image.shape
         if self.override is not None:
             region = _user_region_in_frame(self.override, height, width)
-        elif (self._count % self.every_n_frames == 0 or self.estimator.region is None
-              or self.estimator.frame_shape != frame.image.shape):
+        elif (self._new_scene(frame.image) or self._count % self.every_n_frames == 0
+              or self.estimator.region is None or self.estimator.frame_shape != frame.image.shape):
             region = self.estimator.update(frame.image)
         else:
             region = self.estimator.region
@@ -297,6 +303,19 @@ class RegionStage:
             frame = replace(frame, spacing_mm=spacing)
             return replace(result, frame=frame, region=region)
         return replace(result, region=region)
+
+
+    def _new_scene(self, image: np.ndarray) -> bool:
+        """Whether ``image`` shows another scene than the last frame (then the estimator starts afresh)."""
+        thumb = scene_thumbnail(image)
+        if thumb is None:  # a blank frame says nothing: the next picture is compared with the last one
+            return False
+        new = self._thumb is not None and scene_similarity(self._thumb, thumb) < SCENE_CHANGE_SIMILARITY
+        self._thumb = thumb
+        if new:
+            self.estimator.reset()
+            self.scene_changes += 1
+        return new
 
 
 def _user_region_in_frame(region: ImagingRegion, height_px: int, width_px: int) -> ImagingRegion:

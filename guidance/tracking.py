@@ -29,7 +29,8 @@ import cv2
 import numpy as np
 
 from .geometry import length_mm, resample_on_grid, sample_along
-from .types import Detection, Frame, FrameResult, ImagingRegion, NeedleDetection, NeedleTrack, TargetDetection
+from .scene import SCENE_CHANGE_SIMILARITY, scene_similarity, scene_thumbnail
+from .types import Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, TargetDetection
 
 # Chi-square 99.9 % quantile for 4 degrees of freedom (tip x, y, direction x, y).
 GATE_CHI2_4DOF = 18.47
@@ -622,47 +623,10 @@ def _stack(grid: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.stack([grid[ok], y[ok]], axis=1)
 
 
-SCENE_CHANGE_SIMILARITY = 0.8
-"""Below this :func:`scene_similarity` a frame shows another scene, and nothing tracked before it holds.
-
-Measured (32x32 thumbnails): consecutive frames of one scene scored at least
-0.98 on our simulated sequences (5,736 pairs) and on the two freehand PLUS
-sweeps, and 0.94 on ``replay_data/``. Frames of unrelated scenes: consecutive
-PyMUST frames at most 0.36; our simulator's scenes of the same size a median of
-0.0, 99th percentile 0.51 and at most 0.68 (3,824 pairs: they share a layout).
-Restarting on a fast sweep costs a frame or two of tracking; carrying a scene
-over draws it where it is not.
-"""
-
-
-def scene_thumbnail(image: np.ndarray, region: ImagingRegion | None = None,
-                    size_px: int = 32) -> np.ndarray | None:
-    """A unit-norm ``size_px`` square summary of a grey picture (inside ``region``) for :func:`scene_similarity`;
-    None for a picture with nothing in it (uniform rows), which cannot tell one scene from another.
-
-    Area-averaged, so speckle averages out and the anatomy remains; each row's
-    mean is removed, since every ultrasound picture darkens with depth alike and
-    that alone would make unrelated scenes look related.
-    """
-    if region is not None:
-        r = region.clip_to(*image.shape[:2])
-        if r.width_px >= 8 and r.height_px >= 8:
-            image = image[r.slices]
-    t = cv2.resize(image, (size_px, size_px), interpolation=cv2.INTER_AREA).astype(np.float32)
-    t -= t.mean(axis=1, keepdims=True)
-    norm = float(np.linalg.norm(t))
-    return t / norm if norm > 0.5 else None  # under half a grey level of structure in all: blank
-
-
-def scene_similarity(a: np.ndarray, b: np.ndarray) -> float:
-    """Correlation (-1 to 1) of two :func:`scene_thumbnail` results of the same size."""
-    return float(np.dot(a.ravel(), b.ravel()))
-
-
 class TrackStage:
     """Pipeline stage: sets ``result.track`` and replaces the target with the smoothed one.
 
-    A frame that shows another scene than the last (:data:`SCENE_CHANGE_SIMILARITY`)
+    A frame that shows another scene than the last (:mod:`guidance.scene`)
     starts both afresh: a folder of unrelated frames, a cut in a video, the probe
     put down elsewhere. Carried over, the last scene's needle and surfaces would
     be drawn on, or smoothed into, a picture they do not belong to.
@@ -698,5 +662,4 @@ class TrackStage:
         return replace(result, track=track, detection=det)
 
 
-__all__ = ["NeedleTracker", "TargetSmoother", "TrackStage", "GATE_CHI2_4DOF", "SCENE_CHANGE_SIMILARITY",
-           "scene_similarity", "scene_thumbnail"]
+__all__ = ["NeedleTracker", "TargetSmoother", "TrackStage", "GATE_CHI2_4DOF"]

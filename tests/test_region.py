@@ -195,3 +195,32 @@ def test_region_stage_refuses_an_override_outside_the_frame():
     screen = np.zeros((480, 720), np.uint8)
     with pytest.raises(InputError, match=r"5000,5000,10,10: outside the 720x480 frame"):
         RegionStage(override=ImagingRegion(5000, 5000, 10, 10))(_result(screen))
+
+
+def test_a_folder_of_two_scanners_screens_gets_each_screens_own_region(shared_data):
+    """Unrelated screens of one size in a row (a folder of scans from other machines): each frame's region is
+    its own, not grown or shifted by the last screen's (the Clarius frame took the Lumify's left edge, and
+    its bone was found on half its width)."""
+    def padded(name):
+        out = np.zeros((800, 1280), np.uint8)
+        img = _grey(shared_data / "knee" / name)
+        out[:img.shape[0], :img.shape[1]] = img
+        return out
+
+    screens = [padded("lumify.png"), padded("clarius.png")]
+    stage = RegionStage()
+    for i in range(6):
+        got = stage(_result(screens[i % 2])).region
+        assert _close(got, KNEE[("lumify.png", "clarius.png")[i % 2]][0]), (i, got)
+    assert stage.scene_changes == 5
+
+
+def test_region_stage_keeps_learning_over_one_scene(shared_data):
+    """A live sweep is one scene: the estimator keeps its change map (no restart on every frame)."""
+    from guidance.sources import open_source
+
+    stage = RegionStage()
+    with open_source(str(shared_data / "plus" / "BoneUltrasound_L14.igs.mha")) as source:
+        while (frame := source.read()) is not None:
+            stage(FrameResult(frame=frame))
+    assert stage.scene_changes == 0 and stage.estimator.updates >= 5
