@@ -4,12 +4,15 @@
 (tip position and velocity, shaft direction as a unit vector). Each prediction
 adds the picture's own motion around the shaft, measured by Lucas-Kanade
 optical flow (hand tremor, probe drift), so the drawn needle stays on the
-needle while detector noise is smoothed. Detections outside the filter's
-innovation gate are rejected (a persistent one starts a new track); frames
-where the detector misses hold the last position, moved by the flow (not by
-the old velocity), for at most ``coast_s`` seconds and only while the picture
-still shows the shaft's echo there: then the needle is ``lost`` and is not
-shown. A lost needle is never invented.
+needle while detector noise is smoothed. A detection outside the filter's
+innovation gate is not folded into the track (a persistent one starts a new
+track): a stray one is held back, and once such detections are no longer
+rare (frames that are not a continuous sequence) each is shown as it is, not
+confirmed, with the track held behind it. Frames where the detector misses
+hold the last position, moved by the flow (not by the old velocity), for at
+most ``coast_s`` seconds and only while the picture still shows the shaft's
+echo there: then the needle is ``lost`` and is not shown. A lost needle is
+never invented.
 
 :class:`TargetSmoother` smooths the target surfaces (cartilage top, bone) over
 time on a common 1-pixel x-grid and follows probe motion by re-registering or
@@ -22,6 +25,7 @@ scene (:class:`TrackStage`: a folder of unrelated frames, a cut in a video).
 
 from __future__ import annotations
 
+import collections
 import math
 from dataclasses import replace
 
@@ -79,6 +83,15 @@ class NeedleTracker:
         A detection outside the gate that persists (consistent with itself) for
         this many frames in a row replaces the track: a new needle, or the same
         one redirected.
+    disagree_window, show_disagreeing_after : int
+        Until then a detection outside the gate is held back (the track coasts)
+        while it is the only one among the last ``disagree_window`` detections:
+        one stray frame in a continuous sequence. Once ``show_disagreeing_after``
+        of them disagreed with the track, the frames are not behaving as a
+        sequence (independent frames of one phantom, each with the needle posed
+        anew), and each such detection is shown as it is (not confirmed), with
+        the track held behind it: the detector's view of this frame beats a
+        track's memory of others.
     manoeuvre_across_px, manoeuvre_angle_deg, manoeuvre_jump_px : float
         A detection whose shaft lies on the track's own line (within these of
         it; its tip up to 60 px along it) but whose tip is outside the gate or
@@ -120,6 +133,7 @@ class NeedleTracker:
                  dir_sd: float = 0.02, dir_endpoint_sd_px: float = 2.5,
                  accel_noise: float = 20.0, max_noise_gain: float = 2000.0, dir_rate_sd_s: float = 0.05,
                  gate_chi2: float = GATE_CHI2_4DOF, reinit_frames: int = 2, confirm_frames: int = 3,
+                 disagree_window: int = 10, show_disagreeing_after: int = 2,
                  manoeuvre_across_px: float = 6.0, manoeuvre_angle_deg: float = 8.0, manoeuvre_jump_px: float = 12.0,
                  use_flow: bool = True, flow_tip_sd_px: float = 0.3, coast_min_echo: float = 0.5,
                  coast_min_length_mm: float = 1.5) -> None:
@@ -133,6 +147,8 @@ class NeedleTracker:
         self.dir_rate_sd_s = dir_rate_sd_s
         self.gate_chi2 = gate_chi2
         self.reinit_frames = max(1, int(reinit_frames))
+        self.disagree_window = max(1, int(disagree_window))
+        self.show_disagreeing_after = max(1, int(show_disagreeing_after))
         self.manoeuvre_across_px, self.manoeuvre_angle_deg = manoeuvre_across_px, manoeuvre_angle_deg
         self.manoeuvre_jump_px = manoeuvre_jump_px
         self.confirm_frames = max(1, int(confirm_frames))
@@ -158,6 +174,8 @@ class NeedleTracker:
         self._hits = 0                          # detections accepted by the current track
         self._echo_ref: float | None = None     # the shaft's echo over its surroundings while detected
         self._last_short = False                # the last accepted detection was a sliver (no coast)
+        self._disagreed: collections.deque[bool] = collections.deque(maxlen=self.disagree_window)
+        """For each of the last detections: whether the track could not explain it (gated out)."""
 
     @property
     def active(self) -> bool:
@@ -334,7 +352,7 @@ class NeedleTracker:
 
     def _update(self, frame: Frame, t: float, det: NeedleDetection | None) -> NeedleTrack:
         track = self._follow(frame, t, det)
-        if track.state == "tracking" and self.coast_min_echo > 0:
+        if track.state == "tracking" and self.coast_min_echo > 0 and self._kf is not None and self._frames_since == 0:
             echo = self._shaft_echo(frame.image)
             self._echo_ref = echo if self._echo_ref is None else self._echo_ref + 0.3 * (echo - self._echo_ref)
         return track
@@ -346,6 +364,7 @@ class NeedleTracker:
                     self._frames_since += 1
                 return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
             self._new_filter(det)
+            self._disagreed.append(False)
             self._last_short = self._is_short(det, frame)
             self._t_detect_s = t
             self._frames_since = 0
@@ -395,7 +414,9 @@ class NeedleTracker:
                 self._frames_since = 0
                 self._pending, self._pending_t = [], []
                 self._hits += 1
+                self._disagreed.append(False)
                 return self._output("tracking")
+            self._disagreed.append(True)
             if self._pending and not _consistent(self._pending[-1], det):
                 self._pending, self._pending_t = [], []
             self._pending.append(det)
@@ -414,15 +435,23 @@ class NeedleTracker:
                 self._frames_since = 0
                 return self._output("tracking")
 
+        # No detection, or one the track cannot explain (gated out, not yet persistent). The
+        # latter is shown as it is when it is not the only one lately (see disagree_window): the
+        # frames are then not a continuous sequence, and the detector's view of this frame beats
+        # a track's memory of others (a folder of independent frames of one phantom, each with
+        # its own needle, showed the last frame's needle or none). The track is held behind it.
         self._frames_since += 1
+        shown = det if det is not None and sum(self._disagreed) >= self.show_disagreeing_after else None
         if t - self._t_detect_s > self.coast_s or self._hits < self.confirm_frames or self._last_short:
             self._kf = None
             self._pending, self._pending_t = ([det], [t]) if det is not None else ([], [])
+            if shown is not None:
+                return self._output_alone(shown)
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
-        # Coasting (no detection, or one that disagrees with the track) holds the last position,
-        # moved by the picture's flow, and does not extrapolate the velocity: a needle leaving
-        # the plane, stopping or pulled back is not where its old speed says, and a tip drawn
-        # deeper than the real one is the worst thing this can show.
+        # Coasting holds the last position, moved by the picture's flow, and does not
+        # extrapolate the velocity: a needle leaving the plane, stopping or pulled back is not
+        # where its old speed says, and a tip drawn deeper than the real one is the worst thing
+        # this can show.
         self._accept_prediction()
         held = self._kf.statePost.copy()
         held[0:2, 0] = before[0:2, 0] + (motion if motion is not None else 0.0)
@@ -431,15 +460,23 @@ class NeedleTracker:
         tip = self._kf.statePost[0:2, 0]
         if not (0 <= tip[0] < frame.width_px and 0 <= tip[1] < frame.height_px):
             self._kf = None  # coasted out of the picture: do not draw it off-frame
-            return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
-        if (self.coast_min_echo > 0 and self._echo_ref is not None and self._echo_ref >= _MIN_ECHO
+        elif (self.coast_min_echo > 0 and self._echo_ref is not None and self._echo_ref >= _MIN_ECHO
                 and self._shaft_echo(frame.image) < self.coast_min_echo * self._echo_ref):
             # The picture no longer shows the shaft where it is held (rolled out of the plane,
             # withdrawn): a detector's dropout leaves the echo, a needle gone does not. (A shaft
             # that never stood out from its sides, e.g. wider than the side lines, is not judged.)
             self._kf = None
+        if shown is not None:
+            return self._output_alone(shown)
+        if self._kf is None:
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
         return self._output("coasting", fade=1.0 - (t - self._t_detect_s) / self.coast_s)
+
+    def _output_alone(self, det: NeedleDetection) -> NeedleTrack:
+        """A detection shown as it is, outside any track (not confirmed: it raises no alert)."""
+        angle_sd_deg = math.degrees(math.sqrt(self._dir_var(det)))
+        return NeedleTrack("tracking", det, (0.0, 0.0), angle_sd_deg, 0, confirmed=False,
+                           tip_across_sd_px=self.tip_across_sd_px)
 
     def _is_short(self, det: NeedleDetection, frame: Frame) -> bool:
         """Whether ``det``'s shaft is shorter than ``coast_min_length_mm`` (never without pixel spacing)."""
