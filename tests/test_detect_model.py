@@ -14,6 +14,7 @@ from guidance.detect import DEFAULT_MODEL, SECOND_OPINION_MODEL, load_detector
 from guidance.detect.model import ModelDetector
 from guidance.evaluate import evaluate
 from guidance.sim import SimConfig, Simulator
+from guidance.types import ImagingRegion
 
 
 @pytest.fixture(scope="module")
@@ -424,3 +425,28 @@ def test_guidance_detect_on_independent_frames_of_one_phantom_shows_each_frames_
         # the same needle, not the last frame's (a track may fold in a nearby pose: a few px)
         assert np.hypot(*np.subtract(t["needle"]["tip_px"], a["needle"]["tip_px"])) < 8.0, t["frame"]
     assert found >= 10 and len(hidden) <= 1, hidden
+
+
+def test_a_large_high_resolution_frame_is_detected_at_the_working_scale_and_answered_in_its_own_pixels():
+    """A frame grabber's 1080p capture shows the scanner's image interpolated up. The refinement works in
+    pixels tuned on 400-640 px images, so a larger region is detected on a shrunk copy (model card):
+    the answer must still be in the frame's own pixels, inside the region, and agree with the
+    frame at its native size."""
+    sf = Simulator(SimConfig(width_px=512, height_px=512, seed=7001, scenario="insertion", depth_mm=30.0)).render(150)
+    det = load_detector("auto")
+    native = det.detect(sf.image, spacing_mm=tuple(sf.spacing_mm))
+    big = cv2.resize(sf.image, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    screen = np.zeros((1200, 1400), np.uint8)
+    screen[100:1124, 300:1324] = big  # the image area of a larger screen
+    d = det.detect(screen, spacing_mm=(sf.spacing_mm[0] / 2, sf.spacing_mm[1] / 2),
+                   region=ImagingRegion(300, 100, 1024, 1024))
+    assert native.needle is not None and d.needle is not None
+    expect = lambda p: ((p[0] + 0.5) * 2 - 0.5 + 300, (p[1] + 0.5) * 2 - 0.5 + 100)  # noqa: E731
+    assert np.hypot(*np.subtract(d.needle.tip_px, expect(native.needle.tip_px))) < 3.0
+    assert abs(d.needle.angle_deg - native.needle.angle_deg) < 1.0
+    bone = d.target.bone_px
+    assert bone[:, 0].min() >= 300 and bone[:, 0].max() <= 1324 and np.ptp(bone[:, 0]) > 800
+    ys = np.interp(bone[:, 0], *zip(*[expect(p) for p in native.target.bone_px]))
+    assert np.median(np.abs(bone[:, 1] - ys)) < 2.0
+    t = sf.truth["needle"]
+    assert np.hypot(*np.subtract(d.needle.tip_px, expect(t["tip_px"]))) < 2 * 1.0 / sf.spacing_mm[0] * 0.5  # < 0.5 mm

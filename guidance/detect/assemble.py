@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
+import cv2
 import numpy as np
 
 from ..geometry import polyline_y_at, ray_polyline_hit
-from ..types import ImagingRegion, NeedleDetection, Spacing, TargetDetection
+from ..types import Detection, ImagingRegion, NeedleDetection, Spacing, TargetDetection
 from . import postprocess as pp
 
 MIN_CARTILAGE_FRACTION = 0.3
@@ -23,6 +25,33 @@ it, where the model had drawn "cartilage" on every frame; the two knee scans mea
 the PLUS bone sequence 0.8-1.15. Worn cartilage thins and varies in thickness, so only the band's
 darkness is judged, not its evenness.
 """
+
+
+def shrink_to(image_u8: np.ndarray, max_side_px: int) -> tuple[np.ndarray, float, float]:
+    """``image_u8`` area-averaged down so its longer side is at most ``max_side_px``, with the kept
+    fraction of its width and height (1, 1 and the image itself when it is no larger)."""
+    h, w = image_u8.shape[:2]
+    if max(h, w) <= max_side_px:
+        return image_u8, 1.0, 1.0
+    f = max_side_px / max(h, w)
+    small = cv2.resize(image_u8, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    return small, small.shape[1] / w, small.shape[0] / h
+
+
+def detection_to_frame(det: Detection, fx: float, fy: float, ox: float = 0.0, oy: float = 0.0) -> Detection:
+    """``det`` found on an image shrunk by ``fx``, ``fy`` (:func:`shrink_to`) and offset by ``ox``, ``oy``
+    in the frame, in frame pixels (pixel centres to pixel centres)."""
+    def to_frame(xy) -> np.ndarray:
+        xy = np.asarray(xy, dtype=float)
+        return np.stack([(xy[..., 0] + 0.5) / fx - 0.5 + ox, (xy[..., 1] + 0.5) / fy - 0.5 + oy], axis=-1)
+
+    needle, target = det.needle, det.target
+    if needle is not None:
+        tip, tail = to_frame(needle.tip_px), to_frame(needle.tail_px)
+        needle = NeedleDetection((float(tip[0]), float(tip[1])), (float(tail[0]), float(tail[1])), needle.confidence)
+    if target is not None:
+        target = replace(target, surface_px=to_frame(target.surface_px), bone_px=to_frame(target.bone_px))
+    return replace(det, needle=needle, target=target)
 
 
 def crop_to_region(image_u8: np.ndarray, region: ImagingRegion | None) -> tuple[np.ndarray, int, int]:
