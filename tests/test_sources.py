@@ -164,6 +164,19 @@ def test_frame_conversion_rejects_wrong_shapes_and_types():
     assert to_gray_u8(np.full((16, 16, 4), 128, np.uint8)).shape == (16, 16)
 
 
+def test_float_frames_in_grey_levels_in_0_1_and_in_decibels_all_come_out_as_pictures(tmp_path):
+    ramp = np.tile(np.linspace(0, 1, 64, dtype=np.float32), (16, 1))
+    np.testing.assert_array_equal(to_gray_u8(ramp), np.round(ramp * 255).astype(np.uint8))
+    np.testing.assert_array_equal(to_gray_u8(ramp * 200), np.round(ramp * 200).astype(np.uint8))
+    # a simulator's log-compressed envelope saved as float: -60 dB to 0 dB is black to white, not all black
+    db = to_gray_u8(ramp * 60 - 60)
+    assert db[0, 0] == 0 and db[0, -1] == 255 and np.all(np.diff(db[0].astype(int)) >= 0)
+    # and read from a float TIFF the same way
+    cv2.imwrite(str(tmp_path / "envelope.tif"), ramp * 60 - 60)
+    frame = _read_all(open_source(str(tmp_path / "envelope.tif")))[0]
+    np.testing.assert_array_equal(frame.image, db)
+
+
 def test_capture_device_that_does_not_exist_reports_disconnected():
     source = CaptureSource("97", timeout_s=0.5)
     assert source.is_live

@@ -93,9 +93,10 @@ def to_gray_u8(image: np.ndarray, where: str = "frame") -> np.ndarray:
     """Convert a decoded image to a contiguous 2-D uint8 grey image.
 
     Colour (BGR or BGRA, as OpenCV decodes) becomes grey by luminance; 16-bit
-    and float images are scaled to 0-255 from their own range of values
-    (16-bit scanners store 12 or 16 significant bits). Anything else raises
-    :class:`FrameFormatError` naming ``where``.
+    images are scaled to 0-255 by the bits they use (8, 12 or 16); float
+    images in 0-1 or 0-255 are taken as grey levels, any other float range
+    (a log envelope in dB, raw amplitudes) is mapped from its own minimum and
+    maximum. Anything else raises :class:`FrameFormatError` naming ``where``.
     """
     if not isinstance(image, np.ndarray):
         raise FrameFormatError(f"{where}: expected an image array, got {type(image).__name__}")
@@ -127,6 +128,11 @@ def to_gray_u8(image: np.ndarray, where: str = "frame") -> np.ndarray:
         f = img.astype(np.float32)
         if not np.isfinite(f).all():
             raise FrameFormatError(f"{where}: image holds NaN or infinite values")
-        scale = 255.0 if float(f.max()) <= 1.0 else 1.0  # floats in 0-1, else already grey levels
+        lo, hi = float(f.min()), float(f.max())
+        if lo < 0.0 or hi > 255.0:
+            # Not grey levels: a simulator's log envelope in dB (-60 to 0), or raw amplitudes.
+            # Clipping would leave a dB image black; its own range maps to 0-255.
+            return np.clip((f - lo) * (255.0 / max(hi - lo, 1e-12)) + 0.5, 0, 255).astype(np.uint8)
+        scale = 255.0 if hi <= 1.0 else 1.0  # floats in 0-1, else already grey levels
         return np.clip(f * scale + 0.5, 0, 255).astype(np.uint8)
     raise FrameFormatError(f"{where}: unsupported pixel type {img.dtype}")
