@@ -304,7 +304,6 @@ class RegionStage:
             return replace(result, frame=frame, region=region)
         return replace(result, region=region)
 
-
     def _new_scene(self, image: np.ndarray) -> bool:
         """Whether ``image`` shows another scene than the last frame (then the estimator starts afresh)."""
         thumb = scene_thumbnail(image)

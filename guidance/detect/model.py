@@ -146,9 +146,10 @@ class ModelDetector:
         self.second_look_max_slope_deg = second_look_max_slope_deg
         # The refinement on the image works in pixels (profiles across the shaft, their flanks 12-16 px
         # away, the tip's fall-off): it was built and measured on 400-640 px images, 0.05-0.1 mm a
-        # pixel. A larger imaging region (a high-resolution export, 0.03 mm a pixel) is detected on a
-        # copy shrunk to this size and its result mapped back: on simulated frames scaled to 1024 px
-        # the angle median went 0.32 -> 0.20 deg, as at 512 px (model card). None: never shrink.
+        # pixel. A larger imaging region (a high-resolution capture of the scanner's interpolated
+        # image) is detected on a copy shrunk to this size and its result mapped back: on the
+        # evaluation sequences scaled up 2x, tip p95 2.10 -> 1.61 mm and angle median 0.80 -> 0.57 deg
+        # (model card, "Large frames"). None: never shrink.
         self.max_work_px = max_work_px
         self.paths = (self.path,) + ((self.second.path,) if self.second is not None else ())
         self.maps(np.zeros((64, 64), np.uint8))  # warm-up: first run allocates and plans
