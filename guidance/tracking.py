@@ -84,9 +84,11 @@ class NeedleTracker:
         this many frames in a row replaces the track: a new needle, or the same
         one redirected.
     disagree_window, show_disagreeing_after : int
-        Until then a detection outside the gate is held back (the track coasts)
-        while it is the only one among the last ``disagree_window`` detections:
-        one stray frame in a continuous sequence. Once ``show_disagreeing_after``
+        Until then a detection outside the gate of a confirmed track is held
+        back (the track coasts) while it is the only one among the last
+        ``disagree_window`` detections: one stray frame in a continuous
+        sequence. (A track not yet confirmed holds nothing back: the detection
+        starts a new track at once.) Once ``show_disagreeing_after``
         of them disagreed with the track, the frames are not behaving as a
         sequence (independent frames of one phantom, each with the needle posed
         anew), and each such detection is shown as it is (not confirmed), with
@@ -363,12 +365,8 @@ class NeedleTracker:
                 if self._t_detect_s is not None:
                     self._frames_since += 1
                 return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
-            self._new_filter(det)
             self._disagreed.append(False)
-            self._last_short = self._is_short(det, frame)
-            self._t_detect_s = t
-            self._frames_since = 0
-            return self._output("tracking")
+            return self._start(det, frame, t)
 
         before = self._kf.statePost.copy()
         self._predict(max(t - self._t_s, 1e-3))
@@ -443,10 +441,12 @@ class NeedleTracker:
         self._frames_since += 1
         shown = det if det is not None and sum(self._disagreed) >= self.show_disagreeing_after else None
         if t - self._t_detect_s > self.coast_s or self._hits < self.confirm_frames or self._last_short:
+            # Nothing worth holding (not confirmed, coasted out, or a sliver): a detection here
+            # starts a new track at once, as one after no track at all does.
             self._kf = None
-            self._pending, self._pending_t = ([det], [t]) if det is not None else ([], [])
-            if shown is not None:
-                return self._output_alone(shown)
+            self._pending, self._pending_t = [], []
+            if det is not None:
+                return self._start(det, frame, t)
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
         # Coasting holds the last position, moved by the picture's flow, and does not
         # extrapolate the velocity: a needle leaving the plane, stopping or pulled back is not
@@ -471,6 +471,14 @@ class NeedleTracker:
         if self._kf is None:
             return NeedleTrack("lost", None, frames_since_detection=self._frames_since, confirmed=False)
         return self._output("coasting", fade=1.0 - (t - self._t_detect_s) / self.coast_s)
+
+    def _start(self, det: NeedleDetection, frame: Frame, t: float) -> NeedleTrack:
+        """A new track from one detection, shown at once (not confirmed until ``confirm_frames``)."""
+        self._new_filter(det)
+        self._last_short = self._is_short(det, frame)
+        self._t_detect_s = t
+        self._frames_since = 0
+        return self._output("tracking")
 
     def _output_alone(self, det: NeedleDetection) -> NeedleTrack:
         """A detection shown as it is, outside any track (not confirmed: it raises no alert)."""
