@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
-from .scene import SCENE_CHANGE_SIMILARITY, scene_similarity, scene_thumbnail
+from .scene import SceneWatch
 from .types import FrameResult, ImagingRegion, Spacing
 
 _BLOCK_PX = 8          # content is judged in blocks of this size
@@ -276,8 +276,12 @@ class RegionStage:
         self.estimator = RegionEstimator()
         self._count = 0
         self._scale_for: tuple[ImagingRegion | None, float | None] = (None, None)
-        self._thumb: np.ndarray | None = None
-        self.scene_changes = 0  # frames whose region was estimated afresh on a new scene
+        self.scene = SceneWatch()  # a frame of another scene: its region is estimated afresh
+
+    @property
+    def scene_changes(self) -> int:
+        """Frames whose region was estimated afresh on a new scene (for tests and benchmarks)."""
+        return self.scene.changes
 
     def set_override(self, region: ImagingRegion | None) -> None:
         self.override = region
@@ -287,8 +291,11 @@ class RegionStage:
         height, width = frame.image.shape
         if self.override is not None:
             region = _user_region_in_frame(self.override, height, width)
-        elif (self._new_scene(frame.image) or self._count % self.every_n_frames == 0
-              or self.estimator.region is None or self.estimator.frame_shape != frame.image.shape):
+        elif self.scene.changed(frame.image):
+            self.estimator.reset()
+            region = self.estimator.update(frame.image)
+        elif (self._count % self.every_n_frames == 0 or self.estimator.region is None
+              or self.estimator.frame_shape != frame.image.shape):
             region = self.estimator.update(frame.image)
         else:
             region = self.estimator.region
@@ -303,18 +310,6 @@ class RegionStage:
             frame = replace(frame, spacing_mm=spacing)
             return replace(result, frame=frame, region=region)
         return replace(result, region=region)
-
-    def _new_scene(self, image: np.ndarray) -> bool:
-        """Whether ``image`` shows another scene than the last frame (then the estimator starts afresh)."""
-        thumb = scene_thumbnail(image)
-        if thumb is None:  # a blank frame says nothing: the next picture is compared with the last one
-            return False
-        new = self._thumb is not None and scene_similarity(self._thumb, thumb) < SCENE_CHANGE_SIMILARITY
-        self._thumb = thumb
-        if new:
-            self.estimator.reset()
-            self.scene_changes += 1
-        return new
 
 
 def _user_region_in_frame(region: ImagingRegion, height_px: int, width_px: int) -> ImagingRegion:

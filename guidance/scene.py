@@ -52,4 +52,30 @@ def scene_similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(a.ravel(), b.ravel()))
 
 
-__all__ = ["SCENE_CHANGE_SIMILARITY", "scene_similarity", "scene_thumbnail"]
+class SceneWatch:
+    """Says whether each frame shows another scene than the last one that showed anything.
+
+    A blank frame says nothing: the next picture is compared with the last one
+    before it. ``changes`` counts the frames that showed another scene.
+    """
+
+    def __init__(self, similarity: float = SCENE_CHANGE_SIMILARITY) -> None:
+        self.similarity = similarity
+        self.changes = 0
+        self._thumb: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the last picture: the next frame is compared with nothing."""
+        self._thumb = None
+
+    def changed(self, image: np.ndarray, region: ImagingRegion | None = None) -> bool:
+        thumb = scene_thumbnail(image, region)
+        if thumb is None:
+            return False
+        new = self._thumb is not None and scene_similarity(self._thumb, thumb) < self.similarity
+        self._thumb = thumb
+        self.changes += new
+        return new
+
+
+__all__ = ["SCENE_CHANGE_SIMILARITY", "SceneWatch", "scene_similarity", "scene_thumbnail"]

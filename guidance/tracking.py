@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from .geometry import length_mm, resample_on_grid, sample_along
-from .scene import SCENE_CHANGE_SIMILARITY, scene_similarity, scene_thumbnail
+from .scene import SCENE_CHANGE_SIMILARITY, SceneWatch
 from .types import Detection, Frame, FrameResult, NeedleDetection, NeedleTrack, TargetDetection
 
 # Chi-square 99.9 % quantile for 4 degrees of freedom (tip x, y, direction x, y).
@@ -683,23 +683,25 @@ class TrackStage:
         self.name = name
         self.tracker = tracker if tracker is not None else NeedleTracker(coast_s=coast_s)
         self.smoother = smoother if smoother is not None else (TargetSmoother() if smooth_target else None)
-        self.scene_change_similarity = scene_change_similarity
-        self.scene_changes = 0  # frames that started afresh on a new scene (for tests and benchmarks)
-        self._thumb: np.ndarray | None = None
+        self.scene = SceneWatch(scene_change_similarity)
+
+    @property
+    def scene_changes(self) -> int:
+        """Frames that started afresh on a new scene (for tests and benchmarks)."""
+        return self.scene.changes
 
     def reset(self) -> None:
+        self._start_afresh()
+        self.scene.reset()
+
+    def _start_afresh(self) -> None:
         self.tracker.reset()
         if self.smoother is not None:
             self.smoother.reset()
-        self._thumb = None
 
     def __call__(self, result: FrameResult) -> FrameResult:
-        thumb = scene_thumbnail(result.frame.image, result.region)
-        if thumb is not None:  # a blank frame says nothing: the next picture is compared with the last one
-            if self._thumb is not None and scene_similarity(self._thumb, thumb) < self.scene_change_similarity:
-                self.reset()
-                self.scene_changes += 1
-            self._thumb = thumb
+        if self.scene.changed(result.frame.image, result.region):
+            self._start_afresh()
         det = result.detection if result.detection is not None else Detection()
         track = self.tracker.update(result.frame, det)
         if self.smoother is not None:

@@ -206,8 +206,9 @@ def run_replay(args: argparse.Namespace) -> int:
         reader.close()
         damage = f" ({reader.lost_info.message})" if reader.lost_info.message else ""
         raise InputError(f"{args.recording}: the recording has no frames to replay{damage}")
-    if recording_notice(reader):
-        print(f"guidance replay: {args.recording}: {recording_notice(reader)}", file=sys.stderr)
+    notice = recording_notice(reader)
+    if notice:
+        print(f"guidance replay: {args.recording}: {notice}", file=sys.stderr)
     if args.check and not args.recompute:
         raise InputError("--check compares recomputed guidance with the recorded one: add --recompute")
     if not 0 <= args.start < n:  # clipping would print nothing (or from frame 0) without a word

@@ -41,10 +41,7 @@ def shrink_to(image_u8: np.ndarray, max_side_px: int) -> tuple[np.ndarray, float
 def detection_to_frame(det: Detection, fx: float, fy: float, ox: float = 0.0, oy: float = 0.0) -> Detection:
     """``det`` found on an image shrunk by ``fx``, ``fy`` (:func:`shrink_to`) and offset by ``ox``, ``oy``
     in the frame, in frame pixels (pixel centres to pixel centres)."""
-    def to_frame(xy) -> np.ndarray:
-        xy = np.asarray(xy, dtype=float)
-        return np.stack([(xy[..., 0] + 0.5) / fx - 0.5 + ox, (xy[..., 1] + 0.5) / fy - 0.5 + oy], axis=-1)
-
+    to_frame = pp.Scale(1.0 / fx, 1.0 / fy, ox, oy).points
     needle, target = det.needle, det.target
     if needle is not None:
         tip, tail = to_frame(needle.tip_px), to_frame(needle.tail_px)
