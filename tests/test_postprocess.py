@@ -369,6 +369,32 @@ def test_a_faint_patchy_shaft_is_followed_to_its_end():
     assert reached["whole rule"] > max(reached["cross-section alone"], reached["change point alone"])
 
 
+def test_a_long_shaft_is_followed_to_its_end_when_the_segmented_half_gives_its_direction_a_degree_off():
+    """The segmentation saw the first half of a long shaft, and its direction is 1 degree off: over
+    the other half the shaft drifts out of the followed line's profiles. Fitting the direction again
+    over the shaft followed so far, and following on along it, reaches the tip (k-Wave's frames,
+    bench/kwave_frames.py, drew one such tip 4.8 mm short)."""
+    from guidance.detect.assemble import follow_shaft_to_tip
+    from guidance.types import NeedleDetection
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        shape = (300, 420)
+        centre, angle = np.array([10.0, 40.0]), np.radians(18.0 + 4 * rng.random())
+        d = np.array([np.cos(angle), np.sin(angle)])
+        speckle = cv2.GaussianBlur(rng.rayleigh(14.0, shape).astype(np.float32), (0, 0), 1.2)
+        img = two_wall_needle(shape, centre, d, t_end=380.0, bright=120.0, dim=36.0, bg=0.0) + speckle + 30.0
+        a = angle + np.radians(1.0 if seed % 2 else -1.0)
+        d_seg = np.array([np.cos(a), np.sin(a)])
+        mid = centre + 90.0 * d
+        half = NeedleDetection(tuple(mid + 90.0 * d_seg), tuple(mid - 90.0 * d_seg), 0.95)
+        end = centre + 380.0 * d
+        once = follow_shaft_to_tip(half, pp.Scale(2.0, 2.0), img, refits=0).tip_px
+        assert np.hypot(*(np.subtract(once, end))) > 100.0, seed  # the fault: followed along the old line only
+        tip = follow_shaft_to_tip(half, pp.Scale(2.0, 2.0), img).tip_px
+        assert np.hypot(*(np.subtract(tip, end))) < 2.0, (seed, tip, end)
+
+
 @pytest.mark.parametrize("gap_px", [12.0, 30.0])
 def test_a_collinear_line_after_a_gap_does_not_carry_the_tip_on(gap_px):
     """The shaft ends; after a gap of plain tissue a line on the same axis (a fascia, a boundary) begins."""

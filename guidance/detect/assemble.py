@@ -74,7 +74,7 @@ def make_needle(cand: pp.NeedleCandidate, scale: pp.Scale, image_f: np.ndarray |
 
 
 def follow_shaft_to_tip(needle: NeedleDetection, scale: pp.Scale, image_f: np.ndarray,
-                        bone_px: np.ndarray | None = None) -> NeedleDetection:
+                        bone_px: np.ndarray | None = None, *, refits: int = 2) -> NeedleDetection:
     """The needle with its tip carried on where the shaft's echo goes on past the segmentation's end.
 
     Speckle or a change of tissue can end the segmentation millimetres before
@@ -84,33 +84,54 @@ def follow_shaft_to_tip(needle: NeedleDetection, scale: pp.Scale, image_f: np.nd
     shaft's own cross-section along the line, and
     :func:`~guidance.detect.postprocess.shaft_end_by_change_point` weighs its
     core's margin over the flanks along the whole line (a faint shaft whose
-    echo comes and goes). The tip is then put where the echo falls off
+    echo comes and goes). When the shaft went on, its direction is fitted
+    again on the image over all of the shaft followed, and the rules follow
+    again along that line, up to ``refits`` times: a direction taken from the
+    segmented half of a long shaft can be a degree or two off, and the rest of
+    the shaft then drifts out of the profiles (k-Wave's frames,
+    ``bench/kwave_frames.py``). The tip is then put where the echo falls off
     (:func:`~guidance.detect.postprocess.tip_at_fall_off`).
     ``image_f`` is the (cropped) image whose top-left is ``scale``'s offset in
     the frame, as for :func:`make_needle`; the needle is in frame pixels.
     Whether there is a needle was decided before: this only moves the tip
-    outward along the line. With ``bone_px`` (the bone surface, x-ordered,
-    frame pixels) the tip is not carried past where the line reaches it: a
-    needle does not go into bone, and where it ends on the bone the surface's
-    own bright line, or one running with the shaft, could carry it on (on the
-    tuning scenes without cartilage this drew tips up to 12 mm too deep).
+    outward along the line (and the line with it, after a refit). With
+    ``bone_px`` (the bone surface, x-ordered, frame pixels) the tip is not
+    carried past where the line reaches it: a needle does not go into bone,
+    and where it ends on the bone the surface's own bright line, or one running
+    with the shaft, could carry it on (on the tuning scenes without cartilage
+    this drew tips up to 12 mm too deep).
     """
     off = np.array([scale.ox, scale.oy], float)
     tail = np.asarray(needle.tail_px, float) - off
     tip = np.asarray(needle.tip_px, float) - off
     length = float(np.hypot(*(tip - tail)))
     d = (tip - tail) / max(length, 1e-9)
-    # Each rule catches shafts the other misses (tests/test_postprocess.py, model card).
-    t = max(pp.shaft_continues_to(image_f, tail, d, 0.0, length),
-            pp.shaft_end_by_change_point(image_f, tail, d, 0.0, length))
+
+    def followed(tail: np.ndarray, d: np.ndarray, length: float) -> float:
+        # Each rule catches shafts the other misses (tests/test_postprocess.py, model card).
+        return max(pp.shaft_continues_to(image_f, tail, d, 0.0, length),
+                   pp.shaft_end_by_change_point(image_f, tail, d, 0.0, length))
+
+    t = followed(tail, d, length)
     if t <= length:
         return needle
+    for _ in range(refits):
+        _, d_fit, _ = pp.refine_line_on_image(image_f, tail, d, 0.0, t - 4.0,
+                                              half_width_px=pp.direction_band_half_width_px(d), step_px=8.0, chunk=8)
+        mid = tail + 0.5 * length * d  # pivot about the segmented shaft's middle, as needle_to_image does
+        tail_fit = mid + float((tail - mid) @ d_fit) * d_fit
+        t_fit = float((tail + t * d - tail_fit) @ d_fit)
+        t_more = followed(tail_fit, d_fit, t_fit)
+        if t_more <= t_fit + 1.0:
+            break
+        tail, d, length, t = tail_fit, d_fit, t_fit, t_more
     t = max(pp.tip_at_fall_off(image_f, tail, d, t, scale), length)
     if bone_px is not None and len(bone_px) >= 2:
         t = min(t, _reaches_surface(tail + off, d, length, np.asarray(bone_px, float)))
     new_tip = tail + t * d + off
-    return NeedleDetection(tip_px=(float(new_tip[0]), float(new_tip[1])), tail_px=needle.tail_px,
-                           confidence=needle.confidence)
+    new_tail = tail + off
+    return NeedleDetection(tip_px=(float(new_tip[0]), float(new_tip[1])),
+                           tail_px=(float(new_tail[0]), float(new_tail[1])), confidence=needle.confidence)
 
 
 def _reaches_surface(p0: np.ndarray, d: np.ndarray, t0: float, surface_px: np.ndarray) -> float:
