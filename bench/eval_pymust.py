@@ -1,11 +1,13 @@
-"""Detection on the frames of ``bench/pymust_frames.py`` (PyMUST, another project's simulator).
+"""Detection on frames of other projects' simulators: PyMUST (``bench/pymust_frames.py``) or k-Wave.
 
     python bench/eval_pymust.py DIR [DIR ...] [--detectors auto,classical] [--out-dir OUT]
     python bench/eval_pymust.py replay_data/pymust_frames      # the five committed frames
+    python bench/eval_pymust.py replay_data/kwave_frames       # four of ``bench/kwave_frames.py``
 
 Every frame is detected alone and scored with ``guidance.evaluate`` against
 ``DIR/truth.jsonl``: overall, and by how the needle was made (dense
-scatterers or two walls of reflectors) and by its angle from the horizontal.
+scatterers, two walls of reflectors, or k-Wave's metal tube) and by its angle
+from the horizontal.
 ``--out-dir`` writes each detector's lines and the truth as JSON Lines (for
 ``guidance eval``) and contact sheets (truth green, detection red) of the first
 frames and of the frames whose tip is farthest off. Prints one JSON object.

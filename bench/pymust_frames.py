@@ -208,13 +208,14 @@ class Imager:
         return (np.clip((db + dr) / dr, 0, 1) * 255).astype(np.uint8)
 
 
-def truth_line(frame: int, sc: dict, sp: float) -> dict:
-    """The contract's line with the true values, in pixels of the image."""
+def truth_line(frame: int, sc: dict, sp: float, x_half_mm: float = X_HALF_MM, z0_mm: float = Z0_MM) -> dict:
+    """The contract's line with the true values, in pixels of an image ``2 x_half_mm`` wide from depth
+    ``z0_mm`` (also used by ``kwave_frames.py``)."""
     def px(p_mm):
-        return [round((p_mm[0] + X_HALF_MM) / sp, 3), round((p_mm[1] - Z0_MM) / sp, 3)]
+        return [round((p_mm[0] + x_half_mm) / sp, 3), round((p_mm[1] - z0_mm) / sp, 3)]
 
     bx, bz = sc["bone"]
-    inside = (bx >= -X_HALF_MM) & (bx <= X_HALF_MM)
+    inside = (bx >= -x_half_mm) & (bx <= x_half_mm)
     step = max(1, int(inside.sum() // 200))
     bone = [px(p) for p in np.stack([bx[inside], bz[inside]], 1)[::step]]
     surf = [px(p) for p in np.stack([bx[inside], bz[inside] - sc["cart_mm"]], 1)[::step]]

@@ -377,6 +377,25 @@ def test_model_on_frames_of_another_projects_simulator():
             assert r["tip_error"]["median"] < 0.5 and r["angle_error_deg"]["median"] < 1.5, (truth["frame"], r)
 
 
+def test_model_on_frames_of_a_full_wave_simulator():
+    """Four frames of k-Wave (the wave equation solved on a grid, plane waves; bench/kwave_frames.py), each
+    its own scene: the needles, metal tubes whose echo is what the wave does at their walls, found with
+    their tips and angles, and no needle where there is none. Frame 2's long shaft was drawn 4.8 mm short
+    before the direction was fitted again over the shaft followed. The bone, with k-Wave's reverberation
+    below it instead of a shadow, is mostly missed (model card): not asserted."""
+    folder = REPLAY / "kwave_frames"
+    det = load_detector("auto")
+    for truth in read_jsonl(folder / "truth.jsonl"):
+        img = cv2.imread(str(folder / "images" / f"{truth['frame']:05d}.png"), cv2.IMREAD_GRAYSCALE)
+        d = det.detect(img, spacing_mm=tuple(truth["spacing_mm"]))
+        if truth["needle"] is None:
+            assert d.needle is None, truth["frame"]
+            continue
+        assert d.needle is not None, truth["frame"]
+        r = evaluate([({"needle": needle_to_dict(d.needle), "target": None}, truth)])
+        assert r["tip_error"]["median"] < 1.0 and r["angle_error_deg"]["median"] < 1.5, (truth["frame"], r)
+
+
 def test_guidance_detect_on_a_folder_of_unrelated_frames_tracks_nothing_across_them(tmp_path):
     """The contract's `guidance detect` tracks by default. On a folder of frames that are each their own
     scene, as another tool's frames come, each frame gets what it would get alone: no target kind or
