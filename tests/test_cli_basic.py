@@ -97,6 +97,10 @@ def test_a_video_cut_off_is_detected_and_recorded_as_far_as_it_goes_and_said_to_
     # a whole video's recording says nothing of the kind
     whole = tmp_path / "whole.usrec"
     assert main(["record", "--source", str(path), "--out", str(whole), "--model", "classical", "--quiet"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    # every frame the video gave is either recorded or counted as skipped by the live view (stale)
+    assert stats["source_frames"] == 40
+    assert stats["frames_written"] + stats["frames_skipped_live"] == 40
     with RecordingReader(whole) as rd:
         assert rd.source_notice == "" and rd.info()["source_notice"] is None
 

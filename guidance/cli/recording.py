@@ -169,6 +169,11 @@ def run_record(args: argparse.Namespace) -> int:
             recorder.add_event(EVENT_SOURCE_NOTICE, {"message": pipeline.source_notice})
         stats = recorder.stop()
         signal.signal(signal.SIGTERM, previous)
+        # The live pipeline shows the newest frame and skips any that went stale while one was being
+        # processed: say so, or a folder of 40 frames recorded as 37 looks like a loss.
+        live = pipeline.status()
+        stats = {**stats, "source_frames": live.frames_received, "frames_skipped_live": live.frames_dropped,
+                 "frames_bad": live.frames_bad}
     if stats["frames_written"] == 0 and not recorder.error:
         # A header-only file would look like a finished (empty) session: do not leave one.
         out.unlink(missing_ok=True)
