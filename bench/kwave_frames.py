@@ -68,7 +68,7 @@ import pymust_frames  # noqa: E402  (the truth's line format; it imports PyMUST 
 
 DX_MM = 0.1                  # grid step: 3 points per wavelength at 5 MHz
 PML = 20                     # absorbing layer, grid points, inside the grid
-PML_ALPHA = 2.0              # its absorption (Np per grid point at its outer edge)
+PML_ALPHA = 2.0              # its absorption, nepers per grid point (k-Wave's default)
 X_HALF_MM = 12.5             # image half-width
 Z0_MM, Z1_MM = 0.5, 25.0     # image depth range
 MARGIN_MM = 2.0              # tissue beside the image on each side (the array spans it too)
@@ -263,9 +263,11 @@ class Imager:
         mask = np.zeros((g.nz, g.nx))
         mask[PML, g.array_cols] = 1
         kgrid = SimpleNamespace(Nx=g.nz, dx=DX_MM * 1e-3, Ny=g.nx, dy=DX_MM * 1e-3, Nt=self.nt, dt=self.dt)
-        medium = SimpleNamespace(sound_speed=sc["c"], density=sc["rho"], alpha_coeff=sc["alpha"], alpha_power=ALPHA_POWER)
-        sim = self.Simulation(kgrid, medium, SimpleNamespace(p_mask=mask, p=sig), SimpleNamespace(mask=mask, record=("p",)),
-                              pml_size=(PML, PML), pml_alpha=(PML_ALPHA, PML_ALPHA), quiet=True, dtype=np.float32, smooth_p0=False)
+        medium = SimpleNamespace(sound_speed=sc["c"], density=sc["rho"], alpha_coeff=sc["alpha"],
+                                 alpha_power=ALPHA_POWER)
+        sim = self.Simulation(kgrid, medium, SimpleNamespace(p_mask=mask, p=sig),
+                              SimpleNamespace(mask=mask, record=("p",)), pml_size=(PML, PML),
+                              pml_alpha=(PML_ALPHA, PML_ALPHA), quiet=True, dtype=np.float32, smooth_p0=False)
         p = np.asarray(sim.run()["p"], dtype=np.float64)         # (elements, time), in the mask's order (x rising)
         n_el = len(self.xe_rx)
         p = p[:n_el * ELEMENT].reshape(n_el, ELEMENT, -1).sum(1)
