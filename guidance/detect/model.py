@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ModelError
 from ..geometry import sample_along
-from ..types import Detection, ImagingRegion, Spacing
+from ..types import Detection, ImagingRegion, NeedleDetection, Spacing, TargetDetection
 from . import postprocess as pp
 from .assemble import (crop_to_region, detection_to_frame, follow_shaft_to_tip, make_needle, make_target,
                        shrink_to)
@@ -39,7 +39,8 @@ class ModelDetector:
     ``consensus_min_confidence`` instead of on this model's own maps; a shaft
     of at least ``long_needle_mm`` that the four views agree on needs only
     ``long_needle_min_confidence``. A needle the consensus rejects may still be
-    taken on a second look at twice the scale (:meth:`second_look`).
+    taken on a second look at twice the scale (:meth:`second_look`), or when
+    its shaft, followed on the image, runs on at least ``followed_shaft_mm``.
 
     Raises :class:`~guidance.errors.ModelError` when a file is missing,
     corrupt, or its inputs/outputs are not ``image`` (1x1xHxW) and ``probs``
@@ -58,7 +59,8 @@ class ModelDetector:
                  consensus_min_confidence: float = 0.845, long_needle_mm: float = 10.0,
                  long_needle_min_confidence: float = 0.78, second_look_min_support: float = 0.8,
                  second_look_min_confidence: float = 0.78, second_look_edge: float = 0.03,
-                 second_look_max_slope_deg: float = 40.0, max_work_px: int | None = 640) -> None:
+                 second_look_max_slope_deg: float = 40.0, followed_shaft_mm: float = 15.0,
+                 followed_shaft_min_confidence: float = 0.7, max_work_px: int | None = 640) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
@@ -144,6 +146,14 @@ class ModelDetector:
         self.second_look_min_confidence = second_look_min_confidence
         self.second_look_edge = second_look_edge
         self.second_look_max_slope_deg = second_look_max_slope_deg
+        # A candidate the consensus rejects is still a needle when the shaft followed on the image
+        # (follow_shaft_to_tip) is at least followed_shaft_mm long: the networks can mark only pieces
+        # of a long shaft drawn unlike ours (dashes, scatterers), while a reader sees it whole. No tissue
+        # line of the tuning scenes, the real frames or the foreign frames was followed that far
+        # (longest 13.3 mm). 0 turns it off. Chosen on the tuning scenes (model card, "A long shaft
+        # on the image").
+        self.followed_shaft_mm = followed_shaft_mm
+        self.followed_shaft_min_confidence = followed_shaft_min_confidence
         # The refinement on the image works in pixels (profiles across the shaft, their flanks 12-16 px
         # away, the tip's fall-off): it was built and measured on 400-640 px images, 0.05-0.1 mm a
         # pixel. A larger imaging region (a high-resolution capture of the scanner's interpolated
@@ -273,7 +283,8 @@ class ModelDetector:
         cand = pp.needle_from_prob(probs[0], tip_heat=tip_heat, **needle_kw)
         min_conf, short_min_conf = self.min_needle_confidence, self.short_needle_min_confidence
         long_min_conf = min_conf
-        if self._asks_second_opinion(cand, mw):
+        asked = self._asks_second_opinion(cand, mw)
+        if asked:
             cand = pp.needle_from_prob(self.needle_consensus(crop, probs), tip_heat=tip_heat, **needle_kw)
             # the average of four views is less extreme than one view: its own thresholds
             min_conf = self.consensus_min_confidence
@@ -285,23 +296,54 @@ class ModelDetector:
                     and self._slope_deg(cand, scale) <= self.second_look_max_slope_deg
                     and self.second_look(crop, cand, scale) >= self.second_look_min_support):
                 min_conf = short_min_conf = long_min_conf = self.second_look_min_confidence
+        # a candidate the consensus rejected may still be a long shaft on the image (followed_shaft_mm)
+        rejected = cand if (asked and cand is not None and self.followed_shaft_mm > 0 and self.follow_shaft
+                            and cand.confidence >= self.followed_shaft_min_confidence) else None
         if cand is not None and cand.confidence < long_min_conf:
             cand = None
-        crop_f = crop.astype(np.float32) if cand is not None else None
+        crop_f = crop.astype(np.float32) if cand is not None or rejected is not None else None
         needle = make_needle(cand, scale, crop_f, refine_line=self.refine_line,
                              refine_tip=self.refine_tip) if cand is not None else None
         if needle is not None:
             # judged on the longest piece alone (see needle_join_gap)
             dx, dy = np.subtract(needle.tip_px, needle.tail_px) * cand.piece_fraction
-            if spacing_mm is not None:
-                piece_mm = float(np.hypot(dx * spacing_mm[0], dy * spacing_mm[1]))
-            else:  # spacing unknown: take the image as 35 mm wide, a linear probe's usual field
-                piece_mm = float(np.hypot(dx, dy)) * 35.0 / crop.shape[1]
+            piece_mm = self._length_mm(dx, dy, spacing_mm, crop.shape[1])
             need = (short_min_conf if piece_mm < self.short_needle_mm
                     else long_min_conf if piece_mm >= self.long_needle_mm else min_conf)
             if needle.confidence < need:
                 needle = None
-        bone_prob = pp.without_needle(probs[1], cand) if needle is not None else probs[1]
+        if needle is not None:
+            rejected = None
+        target = self._target(probs, cand if needle is not None else None, scale, spacing_mm, crop)
+        if needle is not None and self.follow_shaft:
+            needle = follow_shaft_to_tip(needle, scale, crop_f, bone_px=target.bone_px if target else None)
+        elif rejected is not None:
+            needle = self._followed_long_shaft(rejected, scale, crop_f, target, spacing_mm)
+            if needle is not None:
+                target = self._target(probs, rejected, scale, spacing_mm, crop)
+        return Detection(needle=needle, target=target, detector=self.name)
+
+    @staticmethod
+    def _length_mm(dx: float, dy: float, spacing_mm: Spacing | None, width_px: int) -> float:
+        if spacing_mm is not None:
+            return float(np.hypot(dx * spacing_mm[0], dy * spacing_mm[1]))
+        return float(np.hypot(dx, dy)) * 35.0 / width_px  # spacing unknown: a linear probe's usual 35 mm field
+
+    def _followed_long_shaft(self, cand: pp.NeedleCandidate, scale: pp.Scale, crop_f: np.ndarray,
+                             target: TargetDetection | None, spacing_mm: Spacing | None) -> NeedleDetection | None:
+        """The candidate as a needle when the shaft followed on the image is at least ``followed_shaft_mm``."""
+        needle = make_needle(cand, scale, crop_f, refine_line=self.refine_line, refine_tip=self.refine_tip)
+        if needle is None:
+            return None
+        needle = follow_shaft_to_tip(needle, scale, crop_f, bone_px=target.bone_px if target else None)
+        dx, dy = np.subtract(needle.tip_px, needle.tail_px)
+        return needle if self._length_mm(dx, dy, spacing_mm, crop_f.shape[1]) >= self.followed_shaft_mm else None
+
+    def _target(self, probs: np.ndarray, needle_cand: pp.NeedleCandidate | None, scale: pp.Scale,
+                spacing_mm: Spacing | None, crop: np.ndarray) -> TargetDetection | None:
+        """Bone surface and cartilage from the maps (the needle's own pixels kept out of the bone map)."""
+        mh, mw = probs.shape[1:]
+        bone_prob = pp.without_needle(probs[1], needle_cand) if needle_cand is not None else probs[1]
         xs, ys = pp.surface_from_prob(bone_prob, threshold=self.surface_threshold, min_run=max(3, mw // 40))
         # Real frames showed single columns caught on a deeper echo and a ragged band top: keep the
         # surface continuous and the band a band (the classical detector cleans its surface the same way).
@@ -309,7 +351,4 @@ class ModelDetector:
         top = pp.band_top_above(probs[2], xs, ys) if len(xs) else None
         if top is not None:
             top = pp.clean_band_top(xs, ys, top, ksize=max(9, (mw // 12) | 1), min_run=max(3, mw // 40))
-        target = make_target(xs, ys, top, scale, spacing_mm, image=crop)
-        if needle is not None and self.follow_shaft:
-            needle = follow_shaft_to_tip(needle, scale, crop_f, bone_px=target.bone_px if target else None)
-        return Detection(needle=needle, target=target, detector=self.name)
+        return make_target(xs, ys, top, scale, spacing_mm, image=crop)
