@@ -407,8 +407,9 @@ def test_model_on_frames_of_a_full_wave_simulator():
     its own scene: the needles, metal tubes whose echo is what the wave does at their walls, found with
     their tips and angles, and no needle where there is none. Frame 2's long shaft was drawn 4.8 mm short
     before the direction was fitted again over the shaft followed. Frame 4's flat shaft near the skin,
-    drawn as a row of dashes, was missed before a shaft followed 15 mm on the image counted as a needle. The bone, with k-Wave's reverberation
-    below it instead of a shadow, is mostly missed (model card): not asserted."""
+    drawn as a row of dashes, was missed before a shaft followed 15 mm on the image counted as a needle.
+    The bone, with k-Wave's reverberation below it instead of a shadow, is mostly missed (model card):
+    not asserted."""
     folder = REPLAY / "kwave_frames"
     det = load_detector("auto")
     for truth in read_jsonl(folder / "truth.jsonl"):
