@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..errors import ModelError
-from ..geometry import sample_along
+from ..geometry import length_mm, sample_along
 from ..types import Detection, ImagingRegion, NeedleDetection, Spacing, TargetDetection
 from . import postprocess as pp
 from .assemble import (crop_to_region, detection_to_frame, follow_shaft_to_tip, make_needle, make_target,
@@ -312,8 +312,6 @@ class ModelDetector:
                     else long_min_conf if piece_mm >= self.long_needle_mm else min_conf)
             if needle.confidence < need:
                 needle = None
-        if needle is not None:
-            rejected = None
         target = self._target(probs, cand if needle is not None else None, scale, spacing_mm, crop)
         if needle is not None and self.follow_shaft:
             needle = follow_shaft_to_tip(needle, scale, crop_f, bone_px=target.bone_px if target else None)
@@ -325,9 +323,9 @@ class ModelDetector:
 
     @staticmethod
     def _length_mm(dx: float, dy: float, spacing_mm: Spacing | None, width_px: int) -> float:
-        if spacing_mm is not None:
-            return float(np.hypot(dx * spacing_mm[0], dy * spacing_mm[1]))
-        return float(np.hypot(dx, dy)) * 35.0 / width_px  # spacing unknown: a linear probe's usual 35 mm field
+        mm = length_mm((dx, dy), spacing_mm)
+        # spacing unknown: take the image as 35 mm wide, a linear probe's usual field
+        return mm if mm is not None else float(np.hypot(dx, dy)) * 35.0 / width_px
 
     def _followed_long_shaft(self, cand: pp.NeedleCandidate, scale: pp.Scale, crop_f: np.ndarray,
                              target: TargetDetection | None, spacing_mm: Spacing | None) -> NeedleDetection | None:
