@@ -507,10 +507,53 @@ def test_an_oblique_strand_is_a_straight_needle_like_line_in_the_soft_tissue_onl
     assert long >= 6, long
 
 
-def test_distractor_strands_in_training_samples_change_only_the_image():
+@pytest.mark.parametrize("variety", ["distractors", "shadowless_bone", "bright_fascias"])
+def test_training_varieties_change_only_the_image_of_about_their_share_of_samples(variety):
     changed = 0
     for seed in range(100000, 100016):
-        a, b = make_sample(seed), make_sample(seed, distractors=0.5)
+        a, b = make_sample(seed), make_sample(seed, **{variety: 0.5})
         assert a.truth == b.truth and all((a.masks[k] == b.masks[k]).all() for k in a.masks), seed
         changed += not np.array_equal(a.image, b.image)
     assert 3 <= changed <= 13, changed  # about half the samples
+
+
+def test_a_shadowless_bone_fills_only_the_region_under_it_and_keeps_the_truth():
+    """Training variety for frames of full-wave simulators (k-Wave), where a smooth bone casts no
+    shadow: the tissue is mirrored under it. Above the bone the frame is as before; under it, it is
+    no longer dark."""
+    for seed in range(1, 7):
+        cfg = dict(width_px=320, height_px=320, seed=seed, scenario="no_needle", depth_mm=30.0)
+        plain = Simulator(SimConfig(**cfg)).render(5)
+        filled = Simulator(SimConfig(**cfg, shadowless_bone=True)).render(5)
+        assert filled.truth == plain.truth and all((filled.masks[k] == plain.masks[k]).all() for k in plain.masks)
+        bone = np.array(plain.truth["target"]["bone_px"])
+        rows = np.arange(320)[:, None]
+        bone_y = np.interp(np.arange(320), bone[:, 0], bone[:, 1], left=np.nan, right=np.nan)[None, :]
+        mm = 1.0 / plain.spacing_mm[1]
+        above = rows < bone_y - 2.5 * mm
+        under = (rows > bone_y + 1.5 * mm) & (rows < bone_y + 6 * mm)
+        # as before, but for the grey calibration's median (soft tissue near the bone): a level or two
+        moved = np.abs(filled.image[above].astype(int) - plain.image[above])
+        assert np.percentile(moved, 99) <= 2 and moved.mean() < 0.5, seed
+        tissue = np.median(plain.image[above & (rows > 3 * mm)])
+        before, after = np.mean(plain.image[under]), np.mean(filled.image[under])
+        assert before < 0.3 * tissue, seed  # a shadow (some are grey)
+        assert after > max(0.35 * tissue, before + 15), seed  # echoes like tissue at 0.3-1 of its amplitude
+
+
+def test_a_bright_fascia_is_a_long_line_above_the_bone_and_keeps_the_truth():
+    """The distractor for a bone without shadow: a long line as bright as the bone in the soft tissue,
+    which the detector must not take for the bone."""
+    for seed in range(1, 5):
+        cfg = dict(width_px=320, height_px=320, seed=seed, scenario="no_needle", depth_mm=30.0)
+        plain = Simulator(SimConfig(**cfg)).render(5)
+        fascia = Simulator(SimConfig(**cfg, bright_fascias=1)).render(5)
+        assert fascia.truth == plain.truth and all((fascia.masks[k] == plain.masks[k]).all() for k in plain.masks)
+        diff = fascia.image.astype(float) - plain.image.astype(float)
+        ys, xs = np.nonzero(diff > 0.5 * diff.max())
+        assert diff.max() > 40, seed
+        bone = np.array(plain.truth["target"]["bone_px"])
+        assert (ys < np.interp(xs, bone[:, 0], bone[:, 1]) - 1.0 / plain.spacing_mm[1]).all(), seed  # above it
+        assert np.ptp(xs) > 0.3 * 320 * 0.9, seed  # long
+        on_bone = plain.image[np.round(bone[:, 1]).astype(int).clip(0, 319), np.round(bone[:, 0]).astype(int)]
+        assert np.percentile(fascia.image[ys, xs], 75) > 0.5 * np.median(on_bone), seed  # about as bright

@@ -223,6 +223,66 @@ def add_oblique_strands(rng, anatomy: Anatomy, count: int, edges_px: tuple[float
         spec += splat(pts[ok], a[ok].astype(np.float32), (0, 0), (h, w))  # the needle's bilinear deposit
 
 
+def fill_bone_shadow(rng, anatomy: Anatomy) -> None:
+    """Take the bone's shadow away (in place): the region under the bone echoes like tissue.
+
+    A full-wave simulator (k-Wave, ``bench/kwave_frames.py``) draws a smooth bone
+    with no shadow under it: the wave goes back and forth between the bone and
+    the tissue above, which mirrors that tissue below the surface (the
+    mirror-image artefact of a strong smooth reflector). Training frames with it
+    teach that a bone is its bright line, shadow or not. Under the surface: the
+    tissue above mirrored across it (a random share, the rest plain speckle at
+    the tissue's median), its interfaces mirrored more faintly, and the
+    transmission raised to 0.3-1 of the tissue's.
+    """
+    h, w = anatomy.echo.shape
+    bone_y = anatomy.bone_y_px.astype(np.float32)
+    ys = np.arange(h, dtype=np.float32)[:, None]
+    below = ys - np.where(np.isfinite(bone_y), bone_y, np.inf)[None, :]
+    under = below > 0
+    mirror_rows = np.clip(np.nan_to_num(2.0 * bone_y[None, :] - ys, nan=0.0), 0, h - 1).astype(np.intp)
+    share = np.float32(rng.uniform(0.0, 1.0))
+    plain = np.float32(np.median(anatomy.echo[anatomy.soft_tissue])) if anatomy.soft_tissue.any() else 0.5
+    filled = share * np.take_along_axis(anatomy.echo, mirror_rows, axis=0) + (1 - share) * plain
+    anatomy.echo = np.where(under, filled, anatomy.echo).astype(np.float32)
+    # the mirrored interfaces, away from the bone's own echo (its cortex lies within 0.5 mm)
+    deep = below > 0.5 / anatomy.spacing_mm
+    ghost = np.take_along_axis(anatomy.specular, mirror_rows, axis=0) * np.float32(rng.uniform(0.0, 0.5))
+    anatomy.specular = np.where(deep, anatomy.specular + ghost, anatomy.specular).astype(np.float32)
+    level = np.float32(rng.uniform(0.3, 1.0))
+    anatomy.transmission = np.where(under, np.maximum(anatomy.transmission, level),
+                                    anatomy.transmission).astype(np.float32)
+
+
+def add_bright_fascias(rng, anatomy: Anatomy, count: int) -> None:
+    """Long bright fasciae in the soft tissue, as bright as the bone and with no shadow (in place).
+
+    Training distractors for a bone without shadow (:func:`fill_bone_shadow`): on
+    real frames a fascia or a tendon's edge is a long bright line with tissue
+    under it, and must not be taken for the bone. Each runs 30-80 % of the
+    width, 1.5 mm or more under the skin and above the bone, at 0.5-1.2 of
+    the bone's echo, gently curved.
+    """
+    spec = anatomy.specular
+    h, w = spec.shape
+    px = 1.0 / anatomy.spacing_mm
+    bone_y = anatomy.bone_y_px
+    rows = np.clip(np.round(np.nan_to_num(bone_y, nan=-1)).astype(np.intp), 0, h - 1)
+    on_bone = spec[rows, np.arange(w)][np.isfinite(bone_y)]
+    bone_amp = float(np.median(on_bone)) if len(on_bone) else 1.0
+    floor = np.nanmin(bone_y) if np.isfinite(bone_y).any() else h
+    for _ in range(int(count)):
+        if floor - 2.5 * px <= 1.5 * px:
+            return
+        span = int(w * rng.uniform(0.3, 0.8))
+        x0 = int(rng.integers(0, w - span + 1))
+        y = rng.uniform(1.5 * px, floor - 2.5 * px) + rng.uniform(0.2, 1.0) * px * smooth_curve(rng, w, 8 * px)
+        y = np.where((np.arange(w) >= x0) & (np.arange(w) < x0 + span), y, np.nan)
+        y = np.where(y < np.nan_to_num(bone_y, nan=np.inf) - 2.0 * px, y, np.nan)
+        amp = bone_amp * rng.uniform(0.5, 1.2) * np.exp(0.3 * smooth_curve(rng, w, 2 * px))
+        deposit_curve(spec, y, amp.astype(np.float32))
+
+
 def _add_vessels(rng, echo, specular, label, y_top, y_bottom, px) -> np.ndarray:
     """Zero to two small vessels (1-3.5 mm, anechoic, bright walls) in the fat or muscle, in place.
 

@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import InputError
-from .anatomy import VIEWS, Anatomy, add_oblique_strands, build_anatomy, deposit_curve
+from .anatomy import (VIEWS, Anatomy, add_bright_fascias, add_oblique_strands, build_anatomy, deposit_curve,
+                      fill_bone_shadow)
 from .beam import Beam, Probe
 from .coherent import round_trip_wavevectors, wall_field
 from .needle import NEEDLE_STYLES, NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
@@ -52,6 +53,11 @@ class SimConfig:
     many needle-like tissue strands (training distractors,
     :func:`~guidance.sim.anatomy.add_oblique_strands`), drawn on their own
     random stream so that the rest of the scene is unchanged.
+    ``shadowless_bone``: the bone casts no shadow and the tissue above is
+    mirrored under it, as a full-wave simulator draws a smooth bone (training
+    variety, :func:`~guidance.sim.anatomy.fill_bone_shadow`; its own stream).
+    ``bright_fascias``: that many long fasciae as bright as the bone, with no
+    shadow (:func:`~guidance.sim.anatomy.add_bright_fascias`; its own stream).
     """
 
     width_px: int = 512
@@ -69,6 +75,8 @@ class SimConfig:
     cartilage: bool = True
     needle_style: str = "specular"
     oblique_strands: int = 0
+    shadowless_bone: bool = False
+    bright_fascias: int = 0
 
     @property
     def spacing(self) -> float:
@@ -176,6 +184,10 @@ class Simulator:
         if cfg.oblique_strands:
             add_oblique_strands(np.random.default_rng([self.seed & 0xFFFFFFFF, 0x0B1]), self.anatomy,
                                 cfg.oblique_strands, (self.margin_px, self.margin_px + W - 1))
+        if cfg.shadowless_bone:
+            fill_bone_shadow(np.random.default_rng([self.seed & 0xFFFFFFFF, 0x5AD]), self.anatomy)
+        if cfg.bright_fascias:
+            add_bright_fascias(np.random.default_rng([self.seed & 0xFFFFFFFF, 0xFA5]), self.anatomy, cfg.bright_fascias)
         echo = self.anatomy.echo * np.float32(1 / math.sqrt(2))
         density = 0.004 if not strong else rng.uniform(0.0, 0.01)
         self.looks: list[_Look] = []

@@ -29,7 +29,8 @@ AddNeedle = Callable[[np.ndarray, dict, tuple[float, float], np.random.Generator
 
 def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
                 needle_styles: bool | dict[str, float] = False, distractors: float = 0.0,
-                scenario: str | None = None, add_needle: AddNeedle | None = None) -> SimFrame:
+                shadowless_bone: float = 0.0, bright_fascias: float = 0.0, scenario: str | None = None,
+                add_needle: AddNeedle | None = None) -> SimFrame:
     """One randomised labelled frame, deterministic in ``seed``.
 
     Parameters
@@ -44,6 +45,11 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
     distractors : the share of samples given 1-3 needle-like oblique tissue
         strands (``SimConfig.oblique_strands``), chosen on their own random
         stream like the style.
+    shadowless_bone : the share of samples whose bone casts no shadow, the
+        tissue above mirrored under it (``SimConfig.shadowless_bone``, as a
+        full-wave simulator draws a smooth bone), chosen on its own stream.
+    bright_fascias : the share of samples given 1-3 long fasciae as bright as
+        the bone with no shadow (``SimConfig.bright_fascias``), on its own stream.
     scenario : draw this scenario (one of ``TRAINING_SCENARIOS``) instead of
         the random one; the random choice is still drawn, so the rest of the
         sample is as it would have been.
@@ -89,7 +95,9 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
                     depth_mm=depth_mm, n_frames=int(rng.integers(30, 90)), randomize=True,
                     drift_mm=rng.uniform(0.2, 2.0), cartilage=bool(rng.random() > 0.15),
                     needle_style=_needle_style(seed, needle_styles),
-                    oblique_strands=_strand_count(seed, distractors))
+                    oblique_strands=_strand_count(seed, distractors),
+                    shadowless_bone=_shadowless(seed, shadowless_bone),
+                    bright_fascias=_fascia_count(seed, bright_fascias))
     overlays = rng.random() < 0.3
     jpeg_quality = int(rng.integers(25, 90)) if rng.random() < 0.3 else None
     sim = Simulator(cfg)
@@ -164,6 +172,19 @@ def _strand_count(seed: int, share: float) -> int:
     if share <= 0:
         return 0
     r = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xD15])
+    return int(r.integers(1, 4)) if r.random() < share else 0
+
+
+def _shadowless(seed: int, share: float) -> bool:
+    """Whether sample ``seed`` gets a bone without shadow for ``make_sample``'s ``shadowless_bone``."""
+    return share > 0 and bool(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5AD0]).random() < share)
+
+
+def _fascia_count(seed: int, share: float) -> int:
+    """How many bright fasciae sample ``seed`` gets for ``make_sample``'s ``bright_fascias``."""
+    if share <= 0:
+        return 0
+    r = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xFA50])
     return int(r.integers(1, 4)) if r.random() < share else 0
 
 
