@@ -103,7 +103,8 @@ def _init_worker(pymust_needles: Path | None) -> None:
 
 
 def render_sample(seed: int, needle_styles: bool | dict = False, distractors: float = 0.0,
-                  pymust_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                  pymust_share: float = 0.0, shadowless_bone: float = 0.0,
+                  bright_fascias: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(image uint8 (S,S), targets uint8 (4,S,S) scaled to 0..255) for one training seed.
 
     With ``pymust_share`` > 0 that share of the samples (on its own random
@@ -115,7 +116,8 @@ def render_sample(seed: int, needle_styles: bool | dict = False, distractors: fl
     extra = {}
     if pymust_share > 0 and np.random.default_rng([seed, 0x9A57]).random() < pymust_share:
         extra = {"scenario": "no_needle", "add_needle": _WORKER["library"]}
-    sf = make_sample(seed, size_px=(SIZE, SIZE), needle_styles=needle_styles, distractors=distractors, **extra)
+    sf = make_sample(seed, size_px=(SIZE, SIZE), needle_styles=needle_styles, distractors=distractors,
+                     shadowless_bone=shadowless_bone, bright_fascias=bright_fascias, **extra)
     img = np.asarray(sf.image, np.uint8)
     if img.shape != (SIZE, SIZE):
         raise RuntimeError(f"make_sample({seed}) gave an image of shape {img.shape}, expected {(SIZE, SIZE)}")
@@ -149,7 +151,8 @@ def recipe_fingerprint(pymust_needles: Path | None = None) -> str:
 
 def build_cache(path: Path, seeds: list[int], workers: int, needle_styles: bool | dict = False,
                 distractors: float = 0.0, pymust_needles: Path | None = None,
-                pymust_share: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                pymust_share: float = 0.0, shadowless_bone: float = 0.0,
+                bright_fascias: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     recipe = recipe_fingerprint(pymust_needles if pymust_share > 0 else None)
     if path.is_file():
         z = np.load(path)
@@ -164,7 +167,8 @@ def build_cache(path: Path, seeds: list[int], workers: int, needle_styles: bool 
     ctx = get_context("fork")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(pymust_needles if pymust_share > 0 else None,)) as pool:
         render = partial(render_sample, needle_styles=needle_styles, distractors=distractors,
-                         pymust_share=pymust_share)
+                         pymust_share=pymust_share, shadowless_bone=shadowless_bone,
+                         bright_fascias=bright_fascias)
         for i, (img, tg) in enumerate(pool.imap(render, seeds, chunksize=8)):
             images[i], targets[i] = img, tg
             if (i + 1) % 250 == 0 or i + 1 == len(seeds):
@@ -242,6 +246,29 @@ def loss_fn(logits, target):
     lt = (F.binary_cross_entropy_with_logits(logits[:, 3], target[:, 3], reduction="none") * w_t).mean()
     return ln + 0.5 * dice + lb + 0.5 * lc + lt, {"needle": ln.item(), "dice": dice.item(), "bone": lb.item(),
                                                   "cart": lc.item(), "tip": lt.item()}
+
+
+def loss_keeping_needle(logits, target, teacher_probs):
+    """Bone and cartilage learnt from the truth, needle and tip kept to a teacher's maps.
+
+    For a fine-tune that must teach the target outputs something new without
+    moving the needle outputs, on which the detector's rules were chosen: the
+    needle and tip channels are distilled from ``teacher_probs`` (the starting
+    network's probabilities on the same input), weighted toward the structure.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    def distil(c, k):
+        w = 1.0 + k * teacher_probs[:, c]
+        return (F.binary_cross_entropy_with_logits(logits[:, c], teacher_probs[:, c], reduction="none") * w).mean()
+
+    ln, lt = distil(0, 8.0), distil(3, 30.0)
+    w_b = 1.0 + 8.0 * target[:, 1]
+    lb = (F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], reduction="none") * w_b).mean()
+    lc = F.binary_cross_entropy_with_logits(logits[:, 2], target[:, 2], pos_weight=torch.tensor(2.0))
+    return 2.0 * ln + lb + 0.5 * lc + 2.0 * lt, {"needle_kept": ln.item(), "bone": lb.item(), "cart": lc.item(),
+                                               "tip_kept": lt.item()}
 
 
 def augment(rng: np.random.Generator, img: np.ndarray, tg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -355,6 +382,15 @@ def main(argv=None) -> int:
     ap.add_argument("--pymust-share", type=float, default=0.0, metavar="SHARE",
                     help="give this share of the samples a needle from --pymust-needles instead of their own "
                          "scene (a needle-free one); the cache file name says so")
+    ap.add_argument("--shadowless-bone", type=float, default=0.0, metavar="SHARE",
+                    help="that share of the samples has a bone with no shadow, the tissue above mirrored under it "
+                         "(make_sample(shadowless_bone=...)); the cache file name says so")
+    ap.add_argument("--bright-fascias", type=float, default=0.0, metavar="SHARE",
+                    help="that share of the samples has 1-3 fasciae as bright as the bone, with no shadow "
+                         "(make_sample(bright_fascias=...)); the cache file name says so")
+    ap.add_argument("--keep-needle", action="store_true",
+                    help="distil the needle and tip outputs from the --init network (loss_keeping_needle): "
+                         "teach the target outputs without moving the needle's")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="time budget: the learning-rate schedule runs over it when it ends before --steps")
     args = ap.parse_args(argv)
@@ -380,7 +416,14 @@ def main(argv=None) -> int:
         if args.pymust_needles is None:
             ap.error("--pymust-share needs --pymust-needles DIR")
         cache = cache.with_name(cache.stem + f"_pymust{args.pymust_share:g}.npz")
-    extra = {"pymust_needles": args.pymust_needles, "pymust_share": args.pymust_share}
+    if args.shadowless_bone:
+        cache = cache.with_name(cache.stem + f"_shadowless{args.shadowless_bone:g}.npz")
+    if args.bright_fascias:
+        cache = cache.with_name(cache.stem + f"_fascias{args.bright_fascias:g}.npz")
+    if args.keep_needle and args.init is None:
+        ap.error("--keep-needle needs --init: the network whose needle outputs it keeps")
+    extra = {"pymust_needles": args.pymust_needles, "pymust_share": args.pymust_share,
+             "shadowless_bone": args.shadowless_bone, "bright_fascias": args.bright_fascias}
     images, targets = build_cache(cache, seeds, args.workers, styles, args.distractors, **extra)
     vimg, vtg = build_cache(cache.with_name(cache.stem + "_val.npz"),
                             [VAL_SEED0 + i for i in range(args.val)], args.workers, styles, args.distractors, **extra)
@@ -390,6 +433,13 @@ def main(argv=None) -> int:
     if args.init is not None:
         net.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["state"])
         print(f"initialised from {args.init}", flush=True)
+    teacher = None
+    if args.keep_needle:
+        teacher = build_net(leaky=args.leaky, channels=tuple(args.channels))
+        teacher.load_state_dict(net.state_dict())
+        teacher.eval()
+        for p_ in teacher.parameters():
+            p_.requires_grad_(False)
     n_params = sum(p.numel() for p in net.parameters())
     print(f"network: {n_params} parameters", flush=True)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -427,7 +477,13 @@ def main(argv=None) -> int:
             for m in net.modules():
                 if isinstance(m, torch.nn.BatchNorm2d):
                     m.eval()
-        loss, parts = loss_fn(net(x), y)
+        logits = net(x)
+        if teacher is not None:
+            with torch.no_grad():
+                kept = torch.sigmoid(teacher(x))
+            loss, parts = loss_keeping_needle(logits, y, kept)
+        else:
+            loss, parts = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -443,7 +499,11 @@ def main(argv=None) -> int:
             net.eval()
             with torch.no_grad():
                 vl = [loss_fn(net(vx[i:i + 16]), vy[i:i + 16])[0].item() for i in range(0, len(vx), 16)]
-            print(f"val loss {np.mean(vl):.4f} at step {step}", flush=True)
+                if teacher is not None:  # how far the needle map has moved from the teacher's
+                    drift = [(torch.sigmoid(net(vx[i:i + 16]))[:, 0] - torch.sigmoid(teacher(vx[i:i + 16]))[:, 0])
+                             .abs().amax((1, 2)).mean().item() for i in range(0, len(vx), 16)]
+            print(f"val loss {np.mean(vl):.4f} at step {step}"
+                  + (f", needle map drift from --init {np.mean(drift):.4f}" if teacher is not None else ""), flush=True)
             args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"step": step, "state": net.state_dict(), "args": vars(args)}, args.checkpoint)
 
@@ -455,6 +515,8 @@ def main(argv=None) -> int:
             "needle_styles": args.needle_styles, "style_mix": args.style_mix, "distractors": args.distractors,
             "pymust_needles": str(args.pymust_needles) if args.pymust_share else None,
             "pymust_share": args.pymust_share, "freeze_bn": args.freeze_bn,
+            "shadowless_bone": args.shadowless_bone, "bright_fascias": args.bright_fascias,
+            "keep_needle": args.keep_needle,
             "train_minutes": round((time.time() - t_train) / 60, 1),
             "total_minutes": round((time.time() - t_start) / 60, 1),
             "onnx_bytes": os.path.getsize(args.out), "channels_aligned_to": 16 if aligned else None}

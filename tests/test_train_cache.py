@@ -58,3 +58,26 @@ def test_the_fingerprint_follows_the_pymust_library_content(train, tmp_path):
     assert train.recipe_fingerprint() != before  # without the library
     (tmp_path / "1_00000.npz").write_bytes(b"needle one, re-made")
     assert train.recipe_fingerprint(tmp_path) != before
+
+
+def test_keeping_the_needle_pulls_only_the_target_outputs_toward_the_truth(train):
+    """``train.py --keep-needle``: a fine-tune that teaches the bone and cartilage outputs something new
+    holds the needle and tip outputs to the starting network's maps, on which the detector's rules were
+    chosen. At the teacher's own needle map, the needle and tip channels get no gradient; the bone
+    channel still learns from the truth."""
+    torch = pytest.importorskip("torch")
+    gen = torch.Generator().manual_seed(0)
+    teacher_logits = torch.randn(2, 4, 16, 16, generator=gen)
+    target = torch.zeros(2, 4, 16, 16)
+    target[:, 1, 8] = 1.0  # a bone ridge the teacher does not see
+    logits = teacher_logits.clone().requires_grad_(True)
+    loss, parts = train.loss_keeping_needle(logits, target, torch.sigmoid(teacher_logits))
+    loss.backward()
+    grad = logits.grad.abs().amax((0, 2, 3))
+    assert grad[0] < 1e-6 and grad[3] < 1e-6  # needle and tip: already where the teacher is
+    assert grad[1] > 1e-4  # bone: pulled toward the truth
+    assert {"needle_kept", "tip_kept", "bone", "cart"} <= set(parts)
+    # away from the teacher's map the needle channel is pulled back to it
+    moved = (teacher_logits + 2.0).requires_grad_(True)
+    train.loss_keeping_needle(moved, target, torch.sigmoid(teacher_logits))[0].backward()
+    assert (moved.grad[:, 0] > 0).float().mean() > 0.99  # gradient descent lowers the raised logits
