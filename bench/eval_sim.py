@@ -1,7 +1,7 @@
 """Detection accuracy on unseen simulated sequences, model and classical baseline side by side.
 
     python bench/eval_sim.py [--detectors auto,classical] [--stride 3] [--out-dir DIR] [--wide] [--track]
-                            [--no-cartilage] [--needle-style specular|scatter]
+                            [--no-cartilage] [--shadowless-bone] [--needle-style specular|scatter]
 
 Sequences come from ``guidance.sim.Simulator`` (not ``make_sample``, which
 made the training data) with seeds the training never used, all four
@@ -62,7 +62,7 @@ def wide_sequences() -> list[tuple]:
 
 def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool,
         sequences: list[tuple] | None = None, frames_per_sequence: int | None = None, track: bool = False,
-        cartilage: bool = True, needle_style: str = "specular") -> dict:
+        cartilage: bool = True, needle_style: str = "specular", shadowless_bone: bool = False) -> dict:
     """Figures per detector; ``detector_names`` holds names for ``load_detector`` or detector objects.
 
     ``frames_per_sequence``: that many frames evenly spread over each sequence instead of every ``stride``-th.
@@ -71,6 +71,8 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
     then only choose the frames scored. ``cartilage=False``: every scene without cartilage (worn
     through), where the target must be the bone. ``needle_style="scatter"``: every needle made of
     point scatterers (``SimConfig.needle_style``), as Field II-style simulators make it.
+    ``shadowless_bone=True``: every bone without its shadow, the tissue above mirrored under it
+    (``SimConfig.shadowless_bone``), as a full-wave simulator (k-Wave) draws a smooth bone.
     """
     sequences = sequences or SEQUENCES
     dets = {(d if isinstance(d, str) else d.name): (load_detector(d) if isinstance(d, str) else d)
@@ -81,7 +83,8 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
     total = len(sequences)
     for k, (scn, seed, w, h, depth) in enumerate(sequences):
         sim = Simulator(SimConfig(width_px=w, height_px=h, seed=seed, scenario=scn, depth_mm=depth,
-                                  randomize=randomize, cartilage=cartilage, needle_style=needle_style))
+                                  randomize=randomize, cartilage=cartilage, needle_style=needle_style,
+                                  shadowless_bone=shadowless_bone))
         seq_name = f"{scn}_{seed}_{w}x{h}_{int(depth)}mm"
         truths, preds = [], {name: [] for name in dets}
         idx = (np.linspace(0, len(sim) - 1, frames_per_sequence).astype(int) if frames_per_sequence
@@ -117,7 +120,8 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
         print(f"[{k + 1}/{total}] {seq_name}: {len(truths)} frames", file=sys.stderr, flush=True)
     out = {"sequences": [f"{s}:{seed} {w}x{h} {d}mm" for s, seed, w, h, d in sequences],
            "stride": None if frames_per_sequence else stride, "frames_per_sequence": frames_per_sequence,
-           "randomize": randomize, "tracking": track, "cartilage": cartilage, "needle_style": needle_style}
+           "randomize": randomize, "tracking": track, "cartilage": cartilage, "needle_style": needle_style,
+           "shadowless_bone": shadowless_bone}
     for name, det in dets.items():
         out[det.name] = {"overall": evaluate(pairs[name]),
                          "per_scenario": {s: _short(evaluate(p)) for s, p in per_scn[name].items()},
@@ -152,6 +156,9 @@ def main() -> int:
     ap.add_argument("--randomize", action="store_true", help="simulator appearance randomisation on")
     ap.add_argument("--no-cartilage", action="store_true",
                     help="the same scenes with the cartilage worn away: the target must be the bone")
+    ap.add_argument("--shadowless-bone", action="store_true",
+                    help="the same scenes with no shadow under the bone, the tissue above mirrored there "
+                         "(as k-Wave draws a smooth bone)")
     ap.add_argument("--needle-style", choices=NEEDLE_STYLES, default="specular",
                     help="the needle's echo (SimConfig.needle_style): our simulator's specular tube (default), "
                          "a cylinder of point scatterers, two equal walls, or coherent walls under plane waves")
@@ -165,7 +172,7 @@ def main() -> int:
     seqs = wide_sequences() if args.wide else SEQUENCES
     per_seq = 8 if args.wide and args.stride is None else None
     print(json.dumps(run(args.detectors.split(","), args.stride or 3, args.out_dir, args.randomize, seqs, per_seq,
-                         args.track, not args.no_cartilage, args.needle_style), indent=1))
+                         args.track, not args.no_cartilage, args.needle_style, args.shadowless_bone), indent=1))
     return 0
 
 
