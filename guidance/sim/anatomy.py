@@ -260,8 +260,8 @@ def add_bright_fascias(rng, anatomy: Anatomy, count: int) -> None:
     Training distractors for a bone without shadow (:func:`fill_bone_shadow`): on
     real frames a fascia or a tendon's edge is a long bright line with tissue
     under it, and must not be taken for the bone. Each runs 30-80 % of the
-    width, 1.5 mm or more under the skin and above the bone, at 0.5-1.2 of
-    the bone's echo, gently curved.
+    width, at least 1.5 mm deep and 2 mm above the bone, at 0.5-1.2 of the
+    bone's echo, gently curved.
     """
     spec = anatomy.specular
     h, w = spec.shape

@@ -187,7 +187,8 @@ class Simulator:
         if cfg.shadowless_bone:
             fill_bone_shadow(np.random.default_rng([self.seed & 0xFFFFFFFF, 0x5AD]), self.anatomy)
         if cfg.bright_fascias:
-            add_bright_fascias(np.random.default_rng([self.seed & 0xFFFFFFFF, 0xFA5]), self.anatomy, cfg.bright_fascias)
+            add_bright_fascias(np.random.default_rng([self.seed & 0xFFFFFFFF, 0xFA5]), self.anatomy,
+                               cfg.bright_fascias)
         echo = self.anatomy.echo * np.float32(1 / math.sqrt(2))
         density = 0.004 if not strong else rng.uniform(0.0, 0.01)
         self.looks: list[_Look] = []
