@@ -28,6 +28,7 @@ Requires the ``train`` extra (torch, onnx).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -227,6 +228,13 @@ def build_net(width: int = 1, leaky: float = 0.05, channels: tuple = (8, 16, 24,
     return Net()
 
 
+def _weighted_bce(logit, target, k: float):
+    """BCE on a soft target, weighted toward the structure (1 + k x target)."""
+    import torch.nn.functional as F
+
+    return (F.binary_cross_entropy_with_logits(logit, target, reduction="none") * (1.0 + k * target)).mean()
+
+
 def loss_fn(logits, target):
     import torch
     import torch.nn.functional as F
@@ -239,11 +247,9 @@ def loss_fn(logits, target):
     has = (target[:, 0].sum((1, 2)) > 0).float()
     dice = ((1 - (2 * inter + 1) / (denom + 1)) * has).sum() / has.sum().clamp(min=1)
     # bone ridge and tip spot: BCE on soft targets, weighted toward the structure
-    w_b = 1.0 + 8.0 * target[:, 1]
-    lb = (F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], reduction="none") * w_b).mean()
+    lb = _weighted_bce(logits[:, 1], target[:, 1], 8.0)
     lc = F.binary_cross_entropy_with_logits(logits[:, 2], target[:, 2], pos_weight=torch.tensor(2.0))
-    w_t = 1.0 + 30.0 * target[:, 3]
-    lt = (F.binary_cross_entropy_with_logits(logits[:, 3], target[:, 3], reduction="none") * w_t).mean()
+    lt = _weighted_bce(logits[:, 3], target[:, 3], 30.0)
     return ln + 0.5 * dice + lb + 0.5 * lc + lt, {"needle": ln.item(), "dice": dice.item(), "bone": lb.item(),
                                                   "cart": lc.item(), "tip": lt.item()}
 
@@ -259,13 +265,9 @@ def loss_keeping_needle(logits, target, teacher_probs):
     import torch
     import torch.nn.functional as F
 
-    def distil(c, k):
-        w = 1.0 + k * teacher_probs[:, c]
-        return (F.binary_cross_entropy_with_logits(logits[:, c], teacher_probs[:, c], reduction="none") * w).mean()
-
-    ln, lt = distil(0, 8.0), distil(3, 30.0)
-    w_b = 1.0 + 8.0 * target[:, 1]
-    lb = (F.binary_cross_entropy_with_logits(logits[:, 1], target[:, 1], reduction="none") * w_b).mean()
+    ln = _weighted_bce(logits[:, 0], teacher_probs[:, 0], 8.0)
+    lt = _weighted_bce(logits[:, 3], teacher_probs[:, 3], 30.0)
+    lb = _weighted_bce(logits[:, 1], target[:, 1], 8.0)
     lc = F.binary_cross_entropy_with_logits(logits[:, 2], target[:, 2], pos_weight=torch.tensor(2.0))
     return 2.0 * ln + lb + 0.5 * lc + 2.0 * lt, {"needle_kept": ln.item(), "bone": lb.item(), "cart": lc.item(),
                                                "tip_kept": lt.item()}
@@ -435,9 +437,7 @@ def main(argv=None) -> int:
         print(f"initialised from {args.init}", flush=True)
     teacher = None
     if args.keep_needle:
-        teacher = build_net(leaky=args.leaky, channels=tuple(args.channels))
-        teacher.load_state_dict(net.state_dict())
-        teacher.eval()
+        teacher = copy.deepcopy(net).eval()
         for p_ in teacher.parameters():
             p_.requires_grad_(False)
     n_params = sum(p.numel() for p in net.parameters())

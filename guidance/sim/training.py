@@ -95,9 +95,9 @@ def make_sample(seed: int, size_px: tuple[int, int] = (256, 256), *,
                     depth_mm=depth_mm, n_frames=int(rng.integers(30, 90)), randomize=True,
                     drift_mm=rng.uniform(0.2, 2.0), cartilage=bool(rng.random() > 0.15),
                     needle_style=_needle_style(seed, needle_styles),
-                    oblique_strands=_strand_count(seed, distractors),
-                    shadowless_bone=_shadowless(seed, shadowless_bone),
-                    bright_fascias=_fascia_count(seed, bright_fascias))
+                    oblique_strands=_variety_count(seed, distractors, 0xD15),
+                    shadowless_bone=_variety_count(seed, shadowless_bone, 0x5AD0) > 0,
+                    bright_fascias=_variety_count(seed, bright_fascias, 0xFA50))
     overlays = rng.random() < 0.3
     jpeg_quality = int(rng.integers(25, 90)) if rng.random() < 0.3 else None
     sim = Simulator(cfg)
@@ -167,24 +167,15 @@ def _needle_style(seed: int, shares: bool | dict[str, float]) -> str:
     return "specular"
 
 
-def _strand_count(seed: int, share: float) -> int:
-    """How many oblique distractor strands sample ``seed`` gets for ``make_sample``'s ``distractors``."""
+def _variety_count(seed: int, share: float, stream: int) -> int:
+    """0, or 1-3 for ``share`` of the samples: how many of a training variety sample ``seed`` gets.
+
+    Drawn on the variety's own random ``stream``, so that adding one leaves
+    every other choice of the sample as it was.
+    """
     if share <= 0:
         return 0
-    r = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xD15])
-    return int(r.integers(1, 4)) if r.random() < share else 0
-
-
-def _shadowless(seed: int, share: float) -> bool:
-    """Whether sample ``seed`` gets a bone without shadow for ``make_sample``'s ``shadowless_bone``."""
-    return share > 0 and bool(np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x5AD0]).random() < share)
-
-
-def _fascia_count(seed: int, share: float) -> int:
-    """How many bright fasciae sample ``seed`` gets for ``make_sample``'s ``bright_fascias``."""
-    if share <= 0:
-        return 0
-    r = np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xFA50])
+    r = np.random.default_rng([int(seed) & 0xFFFFFFFF, stream])
     return int(r.integers(1, 4)) if r.random() < share else 0
 
 
