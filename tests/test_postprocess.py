@@ -395,6 +395,49 @@ def test_a_long_shaft_is_followed_to_its_end_when_the_segmented_half_gives_its_d
         assert np.hypot(*(np.subtract(tip, end))) < 2.0, (seed, tip, end)
 
 
+def entering_shaft(seed, *, t_end, shape=(300, 420), angle_deg=32.0):
+    """A shaft entering at the left edge, its echo as faint as the speckle's brightest grains."""
+    rng = np.random.default_rng(seed)
+    entry, angle = np.array([0.0, 50.0]), np.radians(angle_deg + 3 * rng.random())
+    d = np.array([np.cos(angle), np.sin(angle)])
+    speckle = cv2.GaussianBlur(rng.rayleigh(14.0, shape).astype(np.float32), (0, 0), 1.2)
+    img = two_wall_needle(shape, entry, d, t_end=t_end, bright=70.0, dim=21.0, bg=0.0) + speckle + 30.0
+    return img, entry, angle
+
+
+@pytest.mark.parametrize("off_deg", [-5.0, 4.0])
+def test_a_short_entry_piece_a_few_degrees_off_still_leads_to_the_tip(off_deg):
+    """The networks marked only the first 2 mm of a long faint shaft, and that piece points a few degrees
+    off (k-Wave's frames, bench/kwave_frames.py: tips 9-13 mm short). Directions that still pass along
+    the piece are tried, and the one whose shaft runs on is followed to the tip."""
+    from guidance.detect.assemble import follow_shaft_to_tip
+    from guidance.types import NeedleDetection
+
+    for seed in range(4):
+        img, entry, angle = entering_shaft(seed, t_end=300.0)
+        a = angle + np.radians(off_deg)
+        piece = NeedleDetection(tuple(entry + 26.0 * np.array([np.cos(a), np.sin(a)])), tuple(entry), 0.9)
+        end = entry + 300.0 * np.array([np.cos(angle), np.sin(angle)])
+        alone = follow_shaft_to_tip(piece, pp.Scale(2.0, 2.0), img, search_below_px=0.0).tip_px
+        assert np.hypot(*np.subtract(alone, entry)) < 30.0, seed  # the fault: along its own line it stops
+        tip = follow_shaft_to_tip(piece, pp.Scale(2.0, 2.0), img).tip_px
+        assert np.hypot(*np.subtract(tip, end)) < 4.0, (seed, tip, end)
+
+
+def test_a_short_needle_that_ends_keeps_its_tip_when_other_directions_are_tried():
+    """An entering needle whose whole shaft is the short piece: no direction tried runs on, so the tip
+    stays where the shaft ends."""
+    from guidance.detect.assemble import follow_shaft_to_tip
+    from guidance.types import NeedleDetection
+
+    for seed in range(4):
+        img, entry, angle = entering_shaft(seed, t_end=30.0)
+        a = angle + np.radians(3.0)
+        piece = NeedleDetection(tuple(entry + 28.0 * np.array([np.cos(a), np.sin(a)])), tuple(entry), 0.9)
+        tip = follow_shaft_to_tip(piece, pp.Scale(2.0, 2.0), img).tip_px
+        assert np.hypot(*np.subtract(tip, entry)) < 36.0, (seed, tip)
+
+
 @pytest.mark.parametrize("gap_px", [12.0, 30.0])
 def test_a_collinear_line_after_a_gap_does_not_carry_the_tip_on(gap_px):
     """The shaft ends; after a gap of plain tissue a line on the same axis (a fascia, a boundary) begins."""

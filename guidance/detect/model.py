@@ -333,7 +333,10 @@ class ModelDetector:
         needle = make_needle(cand, scale, crop_f, refine_line=self.refine_line, refine_tip=self.refine_tip)
         if needle is None:
             return None
-        needle = follow_shaft_to_tip(needle, scale, crop_f, bone_px=target.bone_px if target else None)
+        # the search for a short piece's direction only moves the tip of a needle already taken: here it
+        # would make a rejected tissue line longer (on a real PLUS frame, one of 2.4 mm to 14.3 of the 15 mm)
+        needle = follow_shaft_to_tip(needle, scale, crop_f, bone_px=target.bone_px if target else None,
+                                     search_below_px=0.0)
         dx, dy = np.subtract(needle.tip_px, needle.tail_px)
         return needle if self._length_mm(dx, dy, spacing_mm, crop_f.shape[1]) >= self.followed_shaft_mm else None
 
