@@ -30,7 +30,7 @@ SHORT_PIECE_PX = 48.0
 """A segmented needle shorter than this (px of the detection's working image) gets other directions
 tried when its shaft does not go on (:func:`_short_piece_direction`). Longer pieces fix their own
 direction to about a degree, and the refits in :func:`follow_shaft_to_tip` take up the rest; the
-search costs 2-4 ms, which 5 % of the evaluation frames pay (25 % if it were a quarter of the width)."""
+search costs 2.5-4 ms, which 5 % of the evaluation frames pay (39 % if it were a quarter of the width)."""
 
 SHORT_PIECE_OFFSET_PX = 3
 """How far across the line the short piece's far end is moved, px: its direction's uncertainty."""
