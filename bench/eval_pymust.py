@@ -2,7 +2,7 @@
 
     python bench/eval_pymust.py DIR [DIR ...] [--detectors auto,classical] [--out-dir OUT]
     python bench/eval_pymust.py replay_data/pymust_frames      # the five committed frames
-    python bench/eval_pymust.py replay_data/kwave_frames       # four of ``bench/kwave_frames.py``
+    python bench/eval_pymust.py replay_data/kwave_frames       # six of ``bench/kwave_frames.py``
 
 Every frame is detected alone and scored with ``guidance.evaluate`` against
 ``DIR/truth.jsonl``: overall, and by how the needle was made (dense
