@@ -168,7 +168,7 @@ def _short_piece_direction(tail: np.ndarray, d: np.ndarray, length: float, follo
     """Another direction for a short segmented piece whose shaft does not go on along its own line.
 
     On k-Wave's frames (``bench/kwave_frames.py``) the networks marked only
-    the first 2-3 mm of some faint shafts; that piece's direction was 4-6
+    the first 2-3 mm of some faint shafts; that piece's direction was 3-6
     degrees off and the tip was drawn 9-13 mm short, the shaft plain on the
     image beside the line followed. The piece's far end is moved across the
     line by 1 to ``max_offset_px`` px each way (so every direction tried still
