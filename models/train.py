@@ -445,6 +445,9 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     vx = torch.from_numpy(vimg.astype(np.float32)[:, None] / 255.0)
     vy = torch.from_numpy(vtg.astype(np.float32) / 255.0)
+    if teacher is not None:  # the teacher is frozen: its needle map on the validation set once
+        with torch.no_grad():
+            teacher_val = torch.cat([torch.sigmoid(teacher(vx[i:i + 16]))[:, 0] for i in range(0, len(vx), 16)])
 
     hard = mine_hard_negatives(net, images, targets, args.hard_pool) if args.hard_frac > 0 else None
     n_hard = int(round(args.hard_frac * args.batch)) if hard is not None else 0
@@ -498,11 +501,14 @@ def main(argv=None) -> int:
         if step % 250 == 0 or step == args.steps:
             net.eval()
             with torch.no_grad():
-                vl = [loss_fn(net(vx[i:i + 16]), vy[i:i + 16])[0].item() for i in range(0, len(vx), 16)]
+                vl, pn = [], []
+                for i in range(0, len(vx), 16):
+                    logits = net(vx[i:i + 16])
+                    vl.append(loss_fn(logits, vy[i:i + 16])[0].item())
+                    pn.append(torch.sigmoid(logits[:, 0]))
                 if teacher is not None:  # how far the needle map has moved from the teacher's, where either sees one
-                    pn = torch.cat([torch.sigmoid(net(vx[i:i + 16]))[:, 0] for i in range(0, len(vx), 16)])
-                    pt = torch.cat([torch.sigmoid(teacher(vx[i:i + 16]))[:, 0] for i in range(0, len(vx), 16)])
-                    drift = (pn - pt).abs()[(pn > 0.1) | (pt > 0.1)].mean().item()
+                    pn = torch.cat(pn)
+                    drift = (pn - teacher_val).abs()[(pn > 0.1) | (teacher_val > 0.1)].mean().item()
             print(f"val loss {np.mean(vl):.4f} at step {step}"
                   + (f", needle map moved {drift:.4f} from --init's" if teacher is not None else ""), flush=True)
             args.checkpoint.parent.mkdir(parents=True, exist_ok=True)
