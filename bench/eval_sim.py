@@ -2,6 +2,7 @@
 
     python bench/eval_sim.py [--detectors auto,classical] [--stride 3] [--out-dir DIR] [--wide] [--track]
                             [--no-cartilage] [--shadowless-bone] [--needle-style specular|scatter]
+                            [--visible-level 0.35]
 
 Sequences come from ``guidance.sim.Simulator`` (not ``make_sample``, which
 made the training data) with seeds the training never used, all four
@@ -29,7 +30,7 @@ from guidance.detect import load_detector
 from guidance.evaluate import evaluate
 from guidance.pipeline import process
 from guidance.sim import SimConfig, Simulator
-from guidance.sim.needle import NEEDLE_STYLES
+from guidance.sim.needle import NEEDLE_STYLES, VISIBLE_LEVEL
 from guidance.stages import build_stages
 from guidance.types import Frame
 
@@ -62,7 +63,8 @@ def wide_sequences() -> list[tuple]:
 
 def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool,
         sequences: list[tuple] | None = None, frames_per_sequence: int | None = None, track: bool = False,
-        cartilage: bool = True, needle_style: str = "specular", shadowless_bone: bool = False) -> dict:
+        cartilage: bool = True, needle_style: str = "specular", shadowless_bone: bool = False,
+        visible_level: float = VISIBLE_LEVEL) -> dict:
     """Figures per detector; ``detector_names`` holds names for ``load_detector`` or detector objects.
 
     ``frames_per_sequence``: that many frames evenly spread over each sequence instead of every ``stride``-th.
@@ -73,6 +75,8 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
     point scatterers (``SimConfig.needle_style``), as Field II-style simulators make it.
     ``shadowless_bone=True``: every bone without its shadow, the tissue above mirrored under it
     (``SimConfig.shadowless_bone``), as a full-wave simulator (k-Wave) draws a smooth bone.
+    ``visible_level``: the truth's line between a faint shaft and one out of the plane
+    (``SimConfig.visible_level``); the frames, and so the detections, are the same at any line.
     """
     sequences = sequences or SEQUENCES
     dets = {(d if isinstance(d, str) else d.name): (load_detector(d) if isinstance(d, str) else d)
@@ -84,7 +88,7 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
     for k, (scn, seed, w, h, depth) in enumerate(sequences):
         sim = Simulator(SimConfig(width_px=w, height_px=h, seed=seed, scenario=scn, depth_mm=depth,
                                   randomize=randomize, cartilage=cartilage, needle_style=needle_style,
-                                  shadowless_bone=shadowless_bone))
+                                  shadowless_bone=shadowless_bone, visible_level=visible_level))
         seq_name = f"{scn}_{seed}_{w}x{h}_{int(depth)}mm"
         truths, preds = [], {name: [] for name in dets}
         idx = (np.linspace(0, len(sim) - 1, frames_per_sequence).astype(int) if frames_per_sequence
@@ -121,7 +125,7 @@ def run(detector_names: list, stride: int, out_dir: Path | None, randomize: bool
     out = {"sequences": [f"{s}:{seed} {w}x{h} {d}mm" for s, seed, w, h, d in sequences],
            "stride": None if frames_per_sequence else stride, "frames_per_sequence": frames_per_sequence,
            "randomize": randomize, "tracking": track, "cartilage": cartilage, "needle_style": needle_style,
-           "shadowless_bone": shadowless_bone}
+           "shadowless_bone": shadowless_bone, "visible_level": visible_level}
     for name, det in dets.items():
         out[det.name] = {"overall": evaluate(pairs[name]),
                          "per_scenario": {s: _short(evaluate(p)) for s, p in per_scn[name].items()},
@@ -168,11 +172,17 @@ def main() -> int:
     ap.add_argument("--track", action="store_true",
                     help="every frame in order through the pipeline with tracking, as `guidance detect` runs by "
                          "default; the tracked needle is scored on the frames --stride chooses")
+    ap.add_argument("--visible-level", type=float, default=VISIBLE_LEVEL,
+                    help="score against a truth that calls a piece of shaft out of the plane below this fraction "
+                         f"of its in-plane echo (default {VISIBLE_LEVEL}, the simulator's); the frames are the same")
     args = ap.parse_args()
+    if not 0.0 < args.visible_level <= 1.0:
+        ap.error(f"--visible-level must be in (0, 1], got {args.visible_level}")
     seqs = wide_sequences() if args.wide else SEQUENCES
     per_seq = 8 if args.wide and args.stride is None else None
     print(json.dumps(run(args.detectors.split(","), args.stride or 3, args.out_dir, args.randomize, seqs, per_seq,
-                         args.track, not args.no_cartilage, args.needle_style, args.shadowless_bone), indent=1))
+                         args.track, not args.no_cartilage, args.needle_style, args.shadowless_bone,
+                         args.visible_level), indent=1))
     return 0
 
 

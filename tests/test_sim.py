@@ -195,6 +195,19 @@ def test_out_of_plane_loses_the_tip_and_finds_it_again(seed):
     assert far >= 2
 
 
+def test_the_truths_visibility_line_moves_the_truth_of_a_fading_needle_and_not_the_image():
+    # bench/eval_sim.py --visible-level scores the same detections against another line on a fade
+    strict, loose = (_sim("out_of_plane", seed=7, n=40, visible_level=v) for v in (0.35, 0.2))
+    more = 0
+    for i in range(40):
+        a, b = strict.render(i), loose.render(i)
+        assert np.array_equal(a.image, b.image), i
+        if a.truth["needle"] is not None:  # a piece above 35 % of the echo is above 20 % too
+            assert b.truth["needle"] is not None and b.masks["needle"].sum() >= a.masks["needle"].sum()
+        more += a.truth["needle"] is None and b.truth["needle"] is not None
+    assert more >= 1, "no frame whose faint needle only the lower line calls visible"
+
+
 def test_synthetic_source_offline_is_finite_and_carries_spacing():
     src = open_source("sim:3", realtime=False, size_px=(256, 192), fps=15)
     with src:

@@ -257,11 +257,18 @@ class NeedleEcho:
     """Style "coherent": the walls as continuous reflectors (start, unit direction, length in px,
     amplitude per px sampled evenly from the start), imaged by :func:`.coherent.wall_field`;
     ``points_px`` then holds only the bevel."""
+    in_plane_segments_px: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    """The pieces at :data:`VISIBLE_LEVEL`, under which the metal shadows the tissue: the image does
+    not depend on the truth's line."""
 
 
 def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int],
-                brightness: float = 1.0) -> NeedleEcho:
-    """Sample the shaft, walls, reverberations and bevel of the needle at ``pose``."""
+                brightness: float = 1.0, visible_level: float = VISIBLE_LEVEL) -> NeedleEcho:
+    """Sample the shaft, walls, reverberations and bevel of the needle at ``pose``.
+
+    ``visible_level`` (default :data:`VISIBLE_LEVEL`) only decides which pieces the truth calls
+    visible; the echo, and the shadow under the shaft, do not depend on it.
+    """
     h, w = canvas_shape
     s = plan.spacing_mm
     px = 1.0 / s
@@ -283,18 +290,10 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
         points, amp, shaft_echo = _specular_shaft(plan, pose, brightness, u, pts, vis, diameter_px, step,
                                                   walls_only=plan.style in ("walls", "coherent"))
 
-    # Visible pieces (in plane), from the far end to the end nearest the tip.
-    seen = vis >= VISIBLE_LEVEL
-    segments = []
-    if seen.any():
-        idx = np.flatnonzero(seen)
-        breaks = np.flatnonzero(np.diff(idx) > 1) + 1
-        for run in np.split(idx, breaks):
-            if (u[run[-1]] - u[run[0]]) * s < 1.0:  # under 1 mm: a speck, not a shaft
-                continue
-            segments.append((pts[run[-1]].copy(), pts[run[0]].copy()))
-    segments.sort(key=lambda seg: -np.hypot(*(seg[1] - tip)))  # far pieces first
-    tip_visible = bool(seen[0]) and u[0] < step * 2
+    segments = _pieces_above(vis, visible_level, u, pts, s, tip)
+    # the metal's shadow is drawn under the pieces at the simulator's own line, whatever the truth's
+    in_plane = segments if visible_level == VISIBLE_LEVEL else _pieces_above(vis, VISIBLE_LEVEL, u, pts, s, tip)
+    tip_visible = bool(vis[0] >= visible_level) and u[0] < step * 2
     shadow = (pts[-1].copy(), pts[0].copy()) if len(pts) > 1 else None
     walls = []
     if plan.style == "coherent" and len(u) > 1:
@@ -312,7 +311,24 @@ def needle_echo(plan: NeedlePlan, pose: NeedlePose, canvas_shape: tuple[int, int
             gp, ga = _ghost_lines(plan, pose, u, wall_amp, diameter_px, step)
             points, amp = np.concatenate([points, gp]), np.concatenate([amp, ga])
     return NeedleEcho(points, amp.astype(np.float32), segments, tip_visible, diameter_px, shadow,
-                      shaft_echo=shaft_echo, walls=walls)
+                      shaft_echo=shaft_echo, walls=walls, in_plane_segments_px=in_plane)
+
+
+def _pieces_above(vis: np.ndarray, level: float, u: np.ndarray, pts: np.ndarray, spacing_mm: float,
+                  tip: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(far end, near-tip end) of each piece of shaft whose echo is at least ``level`` of its in-plane
+    echo and at least 1 mm long (shorter is a speck, not a shaft), far pieces first."""
+    seen = vis >= level
+    segments = []
+    if seen.any():
+        idx = np.flatnonzero(seen)
+        breaks = np.flatnonzero(np.diff(idx) > 1) + 1
+        for run in np.split(idx, breaks):
+            if (u[run[-1]] - u[run[0]]) * spacing_mm < 1.0:
+                continue
+            segments.append((pts[run[-1]].copy(), pts[run[0]].copy()))
+    segments.sort(key=lambda seg: -np.hypot(*(seg[1] - tip)))
+    return segments
 
 
 def _ghost_lines(plan: NeedlePlan, pose: NeedlePose, u: np.ndarray, wall_amp: np.ndarray,

@@ -25,7 +25,7 @@ from .anatomy import (VIEWS, Anatomy, add_bright_fascias, add_oblique_strands, b
                       fill_bone_shadow)
 from .beam import Beam, Probe
 from .coherent import round_trip_wavevectors, wall_field
-from .needle import NEEDLE_STYLES, NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
+from .needle import NEEDLE_STYLES, VISIBLE_LEVEL, NeedleEcho, NeedlePlan, needle_echo, plan_needle, splat
 from .noise import smooth_curve
 from .scenarios import Scenario, get_scenario
 from .truth import frame_truth
@@ -58,6 +58,12 @@ class SimConfig:
     variety, :func:`~guidance.sim.anatomy.fill_bone_shadow`; its own stream).
     ``bright_fascias``: that many long fasciae as bright as the bone, with no
     shadow (:func:`~guidance.sim.anatomy.add_bright_fascias`; its own stream).
+    ``visible_level``: the fraction of its in-plane echo below which the truth
+    calls a piece of shaft out of the plane (:data:`~guidance.sim.needle.VISIBLE_LEVEL`).
+    The images do not depend on it, only the truth and the needle mask: a
+    fading needle's visibility is a line drawn on a gradual fade, and
+    ``bench/eval_sim.py --visible-level`` scores the same detections against
+    other lines.
     """
 
     width_px: int = 512
@@ -77,6 +83,7 @@ class SimConfig:
     oblique_strands: int = 0
     shadowless_bone: bool = False
     bright_fascias: int = 0
+    visible_level: float = VISIBLE_LEVEL
 
     @property
     def spacing(self) -> float:
@@ -314,7 +321,8 @@ class Simulator:
 
         if self.plan is not None:
             pose = self.plan.pose(t_s)
-            echo = needle_echo(self.plan, pose, (H, self.looks[0].f_re.shape[1]), self.brightness)
+            echo = needle_echo(self.plan, pose, (H, self.looks[0].f_re.shape[1]), self.brightness,
+                               visible_level=cfg.visible_level)
             self._add_dynamic(fields, g, echo, pose, ox, frng)
             needle_truth = self._needle_truth(echo, pose, ox, needle_mask)
             tip = pose.tip_px
@@ -419,7 +427,7 @@ class Simulator:
                 g[y0:y1, fx] *= enh
                 g[y1:, fx] *= enh[-1]
         # Metal shadows the tissue below the in-plane part of the shaft.
-        for far, near in echo.visible_segments_px:
+        for far, near in echo.in_plane_segments_px:
             xa, xb = sorted((far[0], near[0]))
             ca, cb = int(max(math.floor(xa), ox)), int(min(math.ceil(xb) + 1, ox + W))
             if cb <= ca:
